@@ -1,0 +1,212 @@
+"""Video ViT following the released 4DS backbone (DESIGN.md §4), in one readable file.
+
+Conv3d tubelet embedding, learned 3D position embedding (trilinearly interpolated when the
+token grid changes) or 3D RoPE, pre-LayerNorm blocks with biased qkv/out projections and a
+GELU MLP, attention through ``scaled_dot_product_attention``, no CLS token, no final norm.
+Features for readouts are the input to block ``int(readout_depth * depth)``: for a 12-block
+model at 0.95, the output of block 10 (0-indexed).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from timm.layers import Mlp, trunc_normal_
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ViTConfig:
+    """Architecture of a :class:`VideoViT`; stored verbatim in checkpoint sidecars."""
+
+    embed_dim: int = 192
+    depth: int = 8
+    num_heads: int = 3
+    mlp_dim: int = 768
+    patch_size: tuple[int, int, int] = (2, 8, 8)
+    img_size: int = 64
+    num_frames: int = 16
+    in_chans: int = 3
+    pos_embed: str = "learned"  # "learned" | "rope"
+    readout_depth: float = 0.95
+    rope_split: tuple[float, float, float] = field(default=(0.10, 0.25, 0.25))
+
+    def __post_init__(self) -> None:
+        self.patch_size = tuple(int(p) for p in self.patch_size)
+        self.rope_split = tuple(float(s) for s in self.rope_split)
+        if self.pos_embed not in ("learned", "rope"):
+            raise ValueError(f"pos_embed={self.pos_embed!r}: expected 'learned' or 'rope'")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def normalize_video(video: torch.Tensor) -> torch.Tensor:
+    """uint8 (or [0,255] float) video [B,T,H,W,3] -> ImageNet-normalised float [B,3,T,H,W]."""
+    x = video.float().div_(255.0) if video.dtype == torch.uint8 else video.float() / 255.0
+    mean = x.new_tensor(IMAGENET_MEAN)
+    std = x.new_tensor(IMAGENET_STD)
+    return rearrange((x - mean) / std, "b t h w c -> b c t h w")
+
+
+def grid_coords(grid: tuple[int, int, int], device: torch.device | None = None) -> torch.Tensor:
+    """(t, y, x) integer coordinates of every token of a T'×h×w grid, raster order: [N, 3]."""
+    axes = [torch.arange(n, device=device) for n in grid]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+
+
+class RoPE3D(nn.Module):
+    """3D rotary position embedding: head channels split between time, height, width and an
+    unrotated remainder (LayerLock: 10% / 25% / 25% / 40%)."""
+
+    def __init__(self, head_dim: int, split: tuple[float, float, float], theta: float = 100.0):
+        super().__init__()
+        # channel counts per axis, rounded down to even numbers (rotation acts on pairs)
+        self.dims = [2 * int(head_dim * s / 2) for s in split]
+        for i, d in enumerate(self.dims):
+            freqs = 1.0 / theta ** (torch.arange(0, d, 2).float() / max(d, 1))
+            self.register_buffer(f"freqs{i}", freqs, persistent=False)
+
+    def forward(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """coords [..., N, 3] -> (cos, sin) each [..., 1, N, rotated_dim] to broadcast over heads."""
+        angles = [coords[..., i, None].float() * getattr(self, f"freqs{i}") for i in range(3)]
+        angles = torch.cat([a.repeat_interleave(2, dim=-1) for a in angles], dim=-1).unsqueeze(-3)
+        return angles.cos(), angles.sin()
+
+    @staticmethod
+    def rotate(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        cos, sin = rope
+        d = cos.shape[-1]
+        rot, rest = x[..., :d], x[..., d:]
+        pairs = rot.unflatten(-1, (-1, 2))
+        rotated_half = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+        return torch.cat((rot * cos + rotated_half * sin, rest), dim=-1)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with biased projections, optional RoPE, SDPA kernel."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.proj = nn.Linear(dim, dim, bias=True)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        if rope is not None:
+            q, k = RoPE3D.rotate(q, rope), RoPE3D.rotate(k, rope)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(rearrange(x, "b h n d -> b n (h d)"))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, hidden_features=mlp_dim, act_layer=nn.GELU)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), rope)
+        return x + self.mlp(self.norm2(x))
+
+
+class VideoViT(nn.Module):
+    """Video ViT encoder. ``forward`` maps a normalised clip [B,3,T,H,W] to features
+    [B, T', h*w, C] taken at ``readout_depth``; ``forward_all`` returns every block's input."""
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embed = nn.Conv3d(cfg.in_chans, cfg.embed_dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.grid = self.grid_for(cfg.num_frames, cfg.img_size, cfg.img_size)
+        if cfg.pos_embed == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, *self.grid, cfg.embed_dim))
+            trunc_normal_(self.pos_embed, std=0.02)
+            self.rope = None
+        else:
+            self.pos_embed = None
+            self.rope = RoPE3D(cfg.embed_dim // cfg.num_heads, cfg.rope_split)
+        self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_dim) for _ in range(cfg.depth))
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    @property
+    def readout_index(self) -> int:
+        """Index into ``forward_all``'s list of the features readouts use."""
+        return int(self.cfg.readout_depth * self.cfg.depth + 1e-6)
+
+    def grid_for(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        pt, ph, pw = self.cfg.patch_size
+        if frames % pt or height % ph or width % pw:
+            raise ValueError(
+                f"clip of {frames}x{height}x{width} is not divisible by the tubelet size {pt}x{ph}x{pw}")
+        return frames // pt, height // ph, width // pw
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        """Tubelet-embed a normalised clip [B,3,T,H,W] -> tokens [B,N,C] (with learned positions
+        added, interpolated if the grid differs) and the token grid (T', h, w)."""
+        x = self.patch_embed(x)
+        grid = tuple(x.shape[2:])
+        x = rearrange(x, "b c t h w -> b (t h w) c")
+        if self.pos_embed is not None:
+            x = x + self.position_embedding(grid)
+        return x, grid
+
+    def position_embedding(self, grid: tuple[int, int, int]) -> torch.Tensor:
+        pos = self.pos_embed
+        if tuple(grid) != tuple(pos.shape[1:4]):
+            pos = F.interpolate(rearrange(pos, "1 t h w c -> 1 c t h w"), size=grid, mode="trilinear",
+                                align_corners=False)
+            pos = rearrange(pos, "1 c t h w -> 1 t h w c")
+        return pos.reshape(1, -1, pos.shape[-1])
+
+    def rope_for(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """RoPE tables for tokens at ``coords`` ([N,3] or [B,N,3]); None with learned positions."""
+        if self.rope is None:
+            return None
+        cos, sin = self.rope(coords)
+        if cos.dim() == 3:  # shared coords: add a batch axis
+            cos, sin = cos.unsqueeze(0), sin.unsqueeze(0)
+        return cos, sin
+
+    def run_blocks(self, x: torch.Tensor, start: int, end: int,
+                   rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        for blk in self.blocks[start:end]:
+            x = blk(x, rope)
+        return x
+
+    def forward_all(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        """Inputs to blocks 0..upto-1 plus the output of block upto-1 (``upto+1`` tensors [B,N,C])."""
+        upto = self.cfg.depth if upto is None else upto
+        tokens, grid = self.embed(x)
+        rope = self.rope_for(grid_coords(grid, x.device))
+        outs = [tokens]
+        for blk in self.blocks[:upto]:
+            outs.append(blk(outs[-1], rope))
+        return outs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features at ``readout_depth``: [B, T', h*w, C]."""
+        t = x.shape[2] // self.cfg.patch_size[0]
+        feats = self.forward_all(x, upto=self.readout_index)[-1]
+        return rearrange(feats, "b (t n) c -> b t n c", t=t)

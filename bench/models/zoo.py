@@ -1,0 +1,85 @@
+"""Model zoo: ``<family>_<size>`` names -> architecture + checkpoint.
+
+Sizes follow DESIGN.md §4 (4DS / LayerLock ViTs) plus the CPU size ``t``. Families:
+``random`` (seeded untrained encoder, the lower bound), ``mae``, ``layerlock``,
+``latent_nofreeze`` (trained by ``python -m pretrain.run``), and any other name whose
+checkpoint ``<name>.safetensors`` lies in the checkpoint directory (converted public models).
+Every family×size is also a hydra ConfigStore node in group ``model``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.config_store import ConfigStore
+
+from bench.models.checkpoint import CheckpointError, load_checkpoint
+from bench.models.vit import ViTConfig, VideoViT
+
+# width, depth, MLP width, heads
+SIZES: dict[str, dict[str, int]] = {
+    "t": dict(embed_dim=192, depth=8, mlp_dim=768, num_heads=3),
+    "s": dict(embed_dim=384, depth=12, mlp_dim=1536, num_heads=6),
+    "b": dict(embed_dim=768, depth=12, mlp_dim=3072, num_heads=12),
+    "l": dict(embed_dim=1024, depth=24, mlp_dim=4096, num_heads=16),
+    "h": dict(embed_dim=1280, depth=32, mlp_dim=5120, num_heads=16),
+    "g": dict(embed_dim=1664, depth=48, mlp_dim=8192, num_heads=16),
+    "e": dict(embed_dim=1792, depth=56, mlp_dim=15360, num_heads=16),
+}
+# CPU-sized models use small tubelets so a 64×64 clip still has an 8×8 token grid.
+PATCH = {"t": (2, 8, 8)}
+DEFAULT_PATCH = (2, 16, 16)
+FAMILIES = ("random", "mae", "layerlock", "latent_nofreeze")
+# LayerLock uses 3D RoPE (DESIGN.md §5); its baselines keep learned positions.
+FAMILY_POS_EMBED = {"layerlock": "rope"}
+
+
+def parse_name(name: str) -> tuple[str, str] | None:
+    """'layerlock_l' -> ('layerlock', 'l'); None if the name is not family_size."""
+    family, _, size = name.rpartition("_")
+    return (family, size) if family in FAMILIES and size in SIZES else None
+
+
+def arch_for(name: str, **overrides: Any) -> ViTConfig:
+    """Architecture of a zoo name (``overrides`` set e.g. img_size, num_frames, patch_size)."""
+    parsed = parse_name(name)
+    if parsed is None:
+        raise ValueError(f"model {name!r} is not <family>_<size> with family in {FAMILIES} and size in {list(SIZES)}")
+    family, size = parsed
+    cfg = dict(SIZES[size], patch_size=PATCH.get(size, DEFAULT_PATCH), pos_embed=FAMILY_POS_EMBED.get(family, "learned"))
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    return ViTConfig(**cfg)
+
+
+def checkpoint_path(name: str, checkpoints: str | Path) -> Path:
+    return Path(checkpoints) / f"{name}.safetensors"
+
+
+def build_encoder(name: str, checkpoints: str | Path = "checkpoints", seed: int = 0,
+                  **overrides: Any) -> tuple[VideoViT, dict[str, Any]]:
+    """Resolve a model name to (encoder in eval mode, metadata with 'sha256' and 'source').
+
+    ``random_<size>`` is built from ``seed``; every other name needs a checkpoint, and a missing
+    one is an error naming the path and the command that produces it.
+    """
+    parsed = parse_name(name)
+    if parsed and parsed[0] == "random":
+        torch.manual_seed(seed)
+        model = VideoViT(arch_for(name, **overrides)).eval()
+        return model, {"sha256": f"random-seed{seed}-{model.cfg.to_dict()}", "source": "random init"}
+    path = checkpoint_path(name, checkpoints)
+    if not path.exists():
+        how = (f"train it with `python -m pretrain.run model={name}`" if parsed
+               else "convert one with `python -m bench.models.convert` or pass paths.checkpoints=DIR")
+        raise CheckpointError(f"model {name!r}: checkpoint {path} not found; {how}")
+    model, meta = load_checkpoint(path)
+    return model, {**meta, "source": str(path)}
+
+
+def register_configs() -> None:
+    """Store a ``model`` group node per family×size so ``model=<name>`` works in hydra."""
+    cs = ConfigStore.instance()
+    for family in FAMILIES:
+        for size in SIZES:
+            cs.store(group="model", name=f"{family}_{size}", node={"name": f"{family}_{size}"})

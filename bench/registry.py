@@ -1,0 +1,93 @@
+"""Name -> object registries for tasks, models, datasets and readouts, timm-style.
+
+Built-ins register themselves by decorator when their module is imported; third-party tasks
+are discovered through the entry-point group ``frozen4d.tasks`` (each entry point names a
+module, or an object, whose import registers the task). A plugin that fails to import is
+reported by name with its error and the other tasks stay usable.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import warnings
+from importlib.metadata import entry_points
+from typing import Any, Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+ENTRY_POINT_GROUP = "frozen4d.tasks"
+
+
+class UnknownNameError(KeyError):
+    """Raised for a name no registry entry answers to; the message lists the known names."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it one readable line
+        return str(self.args[0])
+
+
+class Registry(Generic[T]):
+    """A named collection of constructors, filled by the ``register`` decorator."""
+
+    def __init__(self, kind: str, packages: tuple[str, ...] = ()):
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+        self._packages = packages  # every public module in these packages is a built-in
+        self._loaded = False
+
+    def register(self, name: str | None = None) -> Callable[[T], T]:
+        def deco(obj: T) -> T:
+            key = name or getattr(obj, "name", None) or obj.__name__
+            if key in self._entries and self._entries[key] is not obj:
+                raise ValueError(f"{self.kind} {key!r} is registered twice")
+            self._entries[key] = obj
+            return obj
+
+        return deco
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for package in self._packages:
+            pkg = importlib.import_module(package)
+            for info in pkgutil.iter_modules(getattr(pkg, "__path__", [])):
+                if not info.name.startswith("_"):
+                    importlib.import_module(f"{package}.{info.name}")
+        if self.kind == "task":
+            load_plugins()
+
+    def get(self, name: str) -> T:
+        self._load()
+        if name not in self._entries:
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names()) or '(none)'}")
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        self._load()
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        self._load()
+        return name in self._entries
+
+
+PLUGIN_ERRORS: dict[str, str] = {}
+
+
+def load_plugins() -> dict[str, str]:
+    """Import every ``frozen4d.tasks`` entry point; return {plugin name: error} for failures."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in PLUGIN_ERRORS:
+            continue
+        try:
+            ep.load()
+        except Exception as exc:  # a broken plugin must not take the built-in tasks down
+            PLUGIN_ERRORS[ep.name] = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"frozen4d task plugin {ep.name!r} ({ep.value}) failed to import: "
+                          f"{PLUGIN_ERRORS[ep.name]}", RuntimeWarning, stacklevel=2)
+    return PLUGIN_ERRORS
+
+
+TASKS: Registry[Any] = Registry("task", packages=("tasks",))
+DATASETS: Registry[Any] = Registry("dataset", packages=("bench.data",))
+READOUTS: Registry[Any] = Registry("readout", packages=("bench.readouts",))
