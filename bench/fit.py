@@ -1,0 +1,77 @@
+"""Train a readout over cached frozen features, then predict a split with it.
+
+Batches are assembled from memory-mapped arrays (features and the task's clip keys) in a
+seeded order, so the same seed gives the same readout and the same metrics on CPU.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from bench.task import Task
+
+
+def batches(features: np.ndarray, targets: dict[str, np.ndarray], batch_size: int,
+            order: np.ndarray | None = None, device: str = "cpu") -> Iterator[dict[str, torch.Tensor]]:
+    """Yield {'features': float32 [B,T',N,C], key: tensor} over ``order`` (default: sequential)."""
+    order = np.arange(len(features)) if order is None else order
+    for start in range(0, len(order), batch_size):
+        idx = np.sort(order[start:start + batch_size])  # sorted reads are kinder to memmaps
+        batch = {"features": torch.from_numpy(np.asarray(features[idx], dtype=np.float32))}
+        batch.update({k: torch.from_numpy(np.ascontiguousarray(v[idx])) for k, v in targets.items()})
+        yield {k: v.to(device) for k, v in batch.items()}
+
+
+def cosine_lr(step: int, total: int, warmup: int) -> float:
+    """Linear warmup to 1, then cosine decay to 0 (multiplier on the base learning rate)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def fit(readout: nn.Module, task: Task, features: np.ndarray, targets: dict[str, np.ndarray],
+        epochs: int, batch_size: int, lr: float, weight_decay: float, seed: int,
+        warmup_frac: float = 0.1, device: str = "cpu") -> list[float]:
+    """Train ``readout`` with AdamW + warmup/cosine; return the loss of every step."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    readout.to(device).train()
+    opt = torch.optim.AdamW(readout.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(features) / batch_size)
+    total = epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total, max(1, int(warmup_frac * total))))
+    losses: list[torch.Tensor] = []
+    bar = tqdm(total=total, desc=f"readout {task.name}", unit="step", leave=False)
+    for _ in range(epochs):
+        for batch in batches(features, targets, batch_size, rng.permutation(len(features)), device):
+            loss = task.loss(readout(batch["features"], batch), batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.detach())
+            bar.update()
+            if bar.n % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+    bar.close()
+    history = torch.stack(losses).tolist() if losses else []
+    if history and not math.isfinite(history[-1]):
+        raise FloatingPointError(f"readout {task.name}: training loss became {history[-1]} (lower readout.lr)")
+    return history
+
+
+@torch.inference_mode()
+def predict(readout: nn.Module, task: Task, features: np.ndarray, targets: dict[str, np.ndarray],
+            batch_size: int, device: str = "cpu") -> dict[str, np.ndarray]:
+    """Decoded predictions for every clip, concatenated on axis 0."""
+    readout.to(device).eval()
+    parts: dict[str, list[Any]] = {}
+    for batch in batches(features, targets, batch_size, device=device):
+        for k, v in task.decode(readout(batch["features"], batch), batch).items():
+            parts.setdefault(k, []).append(v.float().cpu().numpy() if v.is_floating_point() else v.cpu().numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}

@@ -1,0 +1,112 @@
+"""One evaluation: ``python -m bench.run task=depth model=random_t readout=attentive``.
+
+Resolves model + task + data + readout, extracts frozen features once (cached), trains the
+readout on the train split, evaluates the test split, prints the metrics and writes one
+result record atomically under ``paths.results``.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from bench.features import FeatureError, cached_features, check_finite
+from bench.fit import fit, predict
+from bench.models.checkpoint import CheckpointError
+from bench.models.zoo import build_encoder, register_configs
+from bench.readouts import build_readout
+from bench.registry import DATASETS, TASKS, UnknownNameError
+from bench.results import ResultRecord, environment, write_record
+from bench.task import FeatureSpec, Task
+
+USER_ERRORS = (UnknownNameError, CheckpointError, FeatureError, FileNotFoundError, ValueError)
+
+
+def load_datasets(cfg: DictConfig, task_cls: type[Task]) -> tuple[Any, Any]:
+    """Train and test datasets, after checking they provide every key the task needs."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    dataset_cls = DATASETS.get(data.pop("name"))
+    missing = [k for k in task_cls.requires if k not in dataset_cls.provides]
+    if missing:
+        raise ValueError(f"task {task_cls.name!r} needs clip keys {missing} that dataset "
+                         f"{cfg.data.name!r} does not provide (it provides {list(dataset_cls.provides)})")
+    return tuple(dataset_cls(split=cfg.splits[s], root=cfg.paths.cache, **data) for s in ("train", "test"))
+
+
+def features_for(cfg: DictConfig, train: Any, test: Any) -> tuple[np.ndarray, np.ndarray, FeatureSpec, str]:
+    """Frozen features of both splits (cached), their spec and the encoder's sha256."""
+    clip = train.arrays(["video"])["video"].shape[1:4]
+    model, meta = build_encoder(cfg.model.name, cfg.paths.checkpoints, seed=cfg.model_seed,
+                                img_size=clip[1], num_frames=clip[0])
+    sha = meta["sha256"]
+    feats = [cached_features(model, sha, ds, cfg.paths.cache, batch_size=cfg.features.batch_size,
+                             device=cfg.device) for ds in (train, test)]
+    for f, ds in zip(feats, (train, test)):
+        check_finite(f, f"model {cfg.model.name!r} on {cfg.data.name}/{ds.split}")
+    spec = FeatureSpec(grid=model.grid_for(*clip), dim=model.cfg.embed_dim, clip=tuple(clip))
+    return feats[0], feats[1], spec, sha
+
+
+def evaluate(cfg: DictConfig) -> ResultRecord:
+    """The whole evaluation; returns the record it wrote."""
+    start = time.time()
+    task_cls = TASKS.get(cfg.task.name)
+    train, test = load_datasets(cfg, task_cls)
+    train_feats, test_feats, spec, sha = features_for(cfg, train, test)
+    task_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "name"}
+    task = task_cls(spec, readout=cfg.readout.kind, **task_kwargs)
+    keys = [k for k in task.requires if k != "video"]
+    torch.manual_seed(cfg.seed)
+    ro = cfg.readout
+    readout = build_readout(ro.kind, task, spec.dim, num_heads=ro.num_heads, dim=ro.dim)
+    fit(readout, task, train_feats, train.arrays(keys), ro.epochs, ro.batch_size, ro.lr, ro.weight_decay,
+        cfg.seed, device=cfg.device)
+    test_targets = test.arrays(keys)
+    pred = predict(readout, task, test_feats, test_targets, ro.batch_size, cfg.device)
+    metrics = task.metrics(pred, {k: np.asarray(v) for k, v in test_targets.items()})
+    record = ResultRecord(
+        task=task.name, dataset=cfg.data.name, split=cfg.splits.test, model=cfg.model.name,
+        checkpoint_sha256=sha, readout=ro.kind, seed=int(cfg.seed), metrics=metrics,
+        directions=task.directions(), primary_metric=task.primary_metric,
+        higher_is_better=task.higher_is_better, config=OmegaConf.to_container(cfg, resolve=True),
+        wall_time_s=round(time.time() - start, 2), **environment())
+    path = write_record(record, cfg.paths.results)
+    report(record, path)
+    if cfg.visualize:
+        out_dir = Path(HydraConfig.get().runtime.output_dir)
+        for f in task.visualize(pred, test_targets, out_dir):
+            print(f"  visualisation: {f}")
+    return record
+
+
+def report(record: ResultRecord, path: Path) -> None:
+    print(f"{record.task} | {record.model} | {record.readout} | seed {record.seed}")
+    for name, value in record.metrics.items():
+        arrow = "↑" if record.directions.get(name, record.higher_is_better) else "↓"
+        star = " (primary)" if name == record.primary_metric else ""
+        print(f"  {name:>16} {arrow} {value:.4f}{star}")
+    print(f"  record: {path}")
+
+
+TASKS.names()  # import built-in and plugin tasks: their ConfigStore nodes must exist before hydra composes
+register_configs()
+
+
+@hydra.main(config_path="../configs", config_name="bench", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The task interface: what a readout must predict, from which clip keys, scored how.
+
+A task is the only task-specific code in an evaluation (the 4DS design: one readout class
+serves every task). It supplies the readout's queries, the per-query output size, the loss
+and the published metrics; the harness does feature extraction, training and bookkeeping.
+Register a subclass with ``@TASKS.register("name")`` and store its default config as a
+hydra ConfigStore node in group ``task`` (see ``register_task_config``).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from hydra.core.config_store import ConfigStore
+from torch import nn
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Shape of the frozen features a readout sees: [B, T', h*w, C] from a clip [T, H, W]."""
+
+    grid: tuple[int, int, int]
+    dim: int
+    clip: tuple[int, int, int]
+
+
+class Task(ABC):
+    """Base class of every task; subclasses set the class attributes and implement the hooks."""
+
+    name: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]]  # clip keys the task reads
+    primary_metric: ClassVar[str]
+    higher_is_better: ClassVar[bool]
+    clip_level: ClassVar[bool] = False  # True: one output per clip (LinearReadout mean-pools)
+    query_conditioned: ClassVar[bool] = False  # True: queries carry inputs (points, boxes)
+
+    def __init__(self, spec: FeatureSpec, readout: str = "attentive", **cfg: Any):
+        self.spec = spec
+        self.readout = readout  # dense tasks lay out their outputs per token under 'linear'
+        self.cfg = cfg
+
+    @abstractmethod
+    def queries(self, dim: int) -> nn.Module:
+        """Module mapping a batch dict to readout queries [B, Q, dim] (learned or from the batch)."""
+
+    @property
+    @abstractmethod
+    def output_dim(self) -> int:
+        """Size of the readout output per query."""
+
+    @abstractmethod
+    def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Training loss from readout output [B, Q, output_dim] and the batch targets."""
+
+    @abstractmethod
+    def decode(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Readout output -> predictions in data units (e.g. a depth map), batched."""
+
+    @abstractmethod
+    def metrics(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict[str, float]:
+        """Published metrics over a whole split (predictions and targets concatenated on axis 0)."""
+
+    def directions(self) -> dict[str, bool]:
+        """{metric: higher_is_better}; override when a task has metrics of both directions."""
+        return {self.primary_metric: self.higher_is_better}
+
+    def visualize(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray], out_dir: Any) -> list[str]:
+        """Write a few qualitative PNG/GIF files for a run; return their paths."""
+        return []
+
+
+def register_task_config(name: str, **defaults: Any) -> None:
+    """Store ``{name, **defaults}`` as hydra node ``task/<name>`` (plugins need no YAML)."""
+    ConfigStore.instance().store(group="task", name=name, node={"name": name, **defaults})

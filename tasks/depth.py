@@ -1,0 +1,107 @@
+"""Monocular video depth (4DS): one learned query per output patch predicts that patch's depth.
+
+Output patches are 2×p×p with p half the encoder's spatial tubelet (2×8×8 at 224 with 16-px
+tubelets, as in 4DS; 2×4×4 for the CPU models' 8-px tubelets). Under the linear readout each
+token predicts its own tubelet. Metrics are the standard ones of Eigen et al. (NIPS 2014),
+pooled over every valid pixel (depth > 0) of the split.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from bench.readouts import LearnedQueries
+from bench.registry import TASKS
+from bench.task import FeatureSpec, Task, register_task_config
+
+
+def depth_metrics(pred: np.ndarray, target: np.ndarray, eps: float = 1e-3) -> dict[str, float]:
+    """AbsRel = mean |d̂−d|/d, δ1 = mean[max(d̂/d, d/d̂) < 1.25], RMSE = sqrt(mean (d̂−d)²),
+    over valid pixels (d > 0) of all clips together (Eigen et al. 2014). d̂ is clamped to ≥ eps."""
+    valid = target > 0
+    if not valid.any():
+        raise ValueError("depth metrics: the target has no valid pixel (depth > 0)")
+    d = target[valid].astype(np.float64)
+    p = np.maximum(pred[valid].astype(np.float64), eps)
+    ratio = np.maximum(p / d, d / p)
+    return {"abs_rel": float(np.mean(np.abs(p - d) / d)), "delta1": float(np.mean(ratio < 1.25)),
+            "rmse": float(np.sqrt(np.mean((p - d) ** 2)))}
+
+
+@TASKS.register("depth")
+class Depth(Task):
+    name = "depth"
+    requires = ("video", "depth")
+    primary_metric = "abs_rel"
+    higher_is_better = False
+
+    def __init__(self, spec: FeatureSpec, readout: str = "attentive", loss: str = "l1", **cfg: Any):
+        super().__init__(spec, readout, **cfg)
+        if loss not in ("l1", "log"):
+            raise ValueError(f"depth loss={loss!r}: expected 'l1' or 'log'")
+        self.loss_kind = loss
+        t, h, w = spec.clip
+        tube = (t // spec.grid[0], h // spec.grid[1], w // spec.grid[2])
+        self.patch = tube if readout == "linear" else (2, max(1, tube[1] // 2), max(1, tube[2] // 2))
+        self.out_grid = (t // self.patch[0], h // self.patch[1], w // self.patch[2])
+
+    def queries(self, dim: int) -> nn.Module:
+        return LearnedQueries(int(np.prod(self.out_grid)), dim)
+
+    @property
+    def output_dim(self) -> int:
+        return int(np.prod(self.patch))
+
+    def depth_map(self, out: torch.Tensor) -> torch.Tensor:
+        gt, gh, gw = self.out_grid
+        pt, ph, pw = self.patch
+        return rearrange(out, "b (gt gh gw) (pt ph pw) -> b (gt pt) (gh ph) (gw pw)",
+                         gt=gt, gh=gh, gw=gw, pt=pt, ph=ph, pw=pw)
+
+    def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        pred, target = self.depth_map(out), batch["depth"]
+        valid = target > 0
+        if self.loss_kind == "log":  # scale-invariant-ish log loss, positive by construction
+            return F.l1_loss(pred[valid], torch.log(target[valid]))
+        return F.l1_loss(pred[valid], target[valid])
+
+    def decode(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pred = self.depth_map(out)
+        return {"depth": pred.exp() if self.loss_kind == "log" else pred}
+
+    def metrics(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict[str, float]:
+        return depth_metrics(pred["depth"], target["depth"])
+
+    def directions(self) -> dict[str, bool]:
+        return {"abs_rel": False, "delta1": True, "rmse": False}
+
+    def visualize(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray], out_dir: Path) -> list[str]:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        n, frames = min(3, len(target["depth"])), target["depth"].shape[1]
+        cols = [0, frames // 2, frames - 1]
+        fig, axes = plt.subplots(n, 2 * len(cols), figsize=(2 * 2 * len(cols), 2 * n), squeeze=False)
+        for i in range(n):
+            vmax = float(target["depth"][i].max())
+            for j, t in enumerate(cols):
+                axes[i, 2 * j].imshow(target["depth"][i, t], vmin=0, vmax=vmax, cmap="turbo")
+                axes[i, 2 * j + 1].imshow(pred["depth"][i, t], vmin=0, vmax=vmax, cmap="turbo")
+                axes[i, 2 * j].set_title(f"true t={t}", fontsize=7)
+                axes[i, 2 * j + 1].set_title(f"pred t={t}", fontsize=7)
+        for ax in axes.flat:
+            ax.axis("off")
+        path = Path(out_dir) / "depth.png"
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        return [str(path)]
+
+
+register_task_config("depth", loss="l1")

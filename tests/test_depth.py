@@ -1,0 +1,44 @@
+"""Depth metrics against hand-computed values, and the depth task's patch layout."""
+import numpy as np
+import pytest
+import torch
+
+from bench.task import FeatureSpec
+from tasks.depth import Depth, depth_metrics
+
+
+def test_metrics_hand_computed():
+    target = np.array([[1.0, 2.0], [4.0, 0.0]])  # the 0 is invalid and ignored
+    pred = np.array([[1.5, 2.0], [2.0, 99.0]])
+    m = depth_metrics(pred, target)
+    # |d̂-d|/d = 0.5, 0, 0.5 -> 1/3; ratios 1.5, 1, 2 -> one under 1.25; sq errors .25, 0, 4
+    assert m["abs_rel"] == pytest.approx(1 / 3)
+    assert m["delta1"] == pytest.approx(1 / 3)
+    assert m["rmse"] == pytest.approx(np.sqrt(4.25 / 3))
+
+
+def test_perfect_prediction_and_nonpositive_predictions():
+    target = np.full((2, 3), 2.0)
+    assert depth_metrics(target, target) == {"abs_rel": 0.0, "delta1": 1.0, "rmse": 0.0}
+    m = depth_metrics(-np.ones((2, 3)), target)  # clamped to eps, never a division by zero
+    assert m["delta1"] == 0.0 and np.isfinite(m["abs_rel"])
+
+
+def test_no_valid_pixel_is_an_error():
+    with pytest.raises(ValueError, match="no valid pixel"):
+        depth_metrics(np.ones(3), np.zeros(3))
+
+
+@pytest.mark.parametrize("readout,patch,queries", [("attentive", (2, 4, 4), 8 * 16 * 16),
+                                                   ("linear", (2, 8, 8), 8 * 8 * 8)])
+def test_depth_layout_roundtrip(readout, patch, queries):
+    task = Depth(FeatureSpec(grid=(8, 8, 8), dim=32, clip=(16, 64, 64)), readout=readout)
+    assert task.patch == patch and task.output_dim == int(np.prod(patch))
+    assert task.queries(32)({"features": torch.zeros(2, 8, 64, 32)}).shape == (2, queries, 32)
+    # a depth map that equals its pixel's row index must come back through the patch layout
+    rows = torch.arange(64.0).view(1, 1, 64, 1).expand(2, 16, 64, 64)
+    from einops import rearrange
+    gt, gh, gw = task.out_grid
+    out = rearrange(rows, "b (gt pt) (gh ph) (gw pw) -> b (gt gh gw) (pt ph pw)", gt=gt, gh=gh, gw=gw)
+    torch.testing.assert_close(task.decode(out, {})["depth"], rows)
+    assert task.loss(out, {"depth": rows + 0.0}).item() == 0.0

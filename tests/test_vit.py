@@ -1,0 +1,73 @@
+"""Video ViT: shapes across resolutions and frame counts, readout depth, RoPE, errors."""
+import pytest
+import torch
+
+from bench.models.vit import RoPE3D, ViTConfig, VideoViT, grid_coords, normalize_video
+from bench.models.zoo import SIZES, arch_for
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope"])
+@pytest.mark.parametrize("frames,size", [(4, 16), (8, 32), (2, 24)])
+def test_output_shape_at_several_resolutions(pos, frames, size):
+    cfg = ViTConfig(embed_dim=32, depth=4, num_heads=2, mlp_dim=64, patch_size=(2, 8, 8), img_size=16,
+                    num_frames=4, pos_embed=pos)
+    model = VideoViT(cfg).eval()
+    x = normalize_video(torch.randint(0, 256, (2, frames, size, size, 3), dtype=torch.uint8))
+    out = model(x)
+    assert out.shape == (2, frames // 2, (size // 8) ** 2, 32)
+    assert torch.isfinite(out).all()
+
+
+def test_readout_depth_takes_output_of_block_10_of_12():
+    cfg = ViTConfig(embed_dim=16, depth=12, num_heads=2, mlp_dim=32, patch_size=(2, 8, 8), img_size=16,
+                    num_frames=2)
+    model = VideoViT(cfg).eval()
+    assert model.readout_index == 11  # forward_all()[11] is the input to block 11 = output of block 10
+    x = torch.randn(1, 3, 2, 16, 16)
+    all_inputs = model.forward_all(x)
+    assert len(all_inputs) == 13
+    torch.testing.assert_close(model(x).flatten(1, 2), all_inputs[11])
+
+
+def test_rope_is_relative_attention_scores_depend_on_offsets_only():
+    rope = RoPE3D(head_dim=40, split=(0.1, 0.25, 0.25))
+    q, k = torch.randn(1, 1, 1, 40), torch.randn(1, 1, 1, 40)
+    a = torch.tensor([[1.0, 2.0, 3.0], [2.0, 4.0, 1.0]])
+    shifted = a + torch.tensor([3.0, -1.0, 5.0])
+
+    def score(coords):
+        cos, sin = rope(coords)
+        qa = RoPE3D.rotate(q, (cos[..., :1, :], sin[..., :1, :]))
+        kb = RoPE3D.rotate(k, (cos[..., 1:, :], sin[..., 1:, :]))
+        return (qa * kb).sum()
+
+    torch.testing.assert_close(score(a), score(shifted))
+    assert rope.dims == [4, 10, 10]  # 10/25/25 % of 40 channels, 40% unrotated
+
+
+def test_learned_positions_interpolate_to_a_new_grid():
+    model = VideoViT(ViTConfig(embed_dim=16, depth=1, num_heads=2, mlp_dim=32, patch_size=(2, 8, 8),
+                               img_size=16, num_frames=2))
+    assert model.position_embedding((2, 4, 4)).shape == (1, 32, 16)
+    torch.testing.assert_close(model.position_embedding((1, 2, 2)), model.pos_embed.reshape(1, 4, 16))
+
+
+def test_indivisible_clip_is_a_clear_error():
+    model = VideoViT(ViTConfig(embed_dim=16, depth=1, num_heads=2, mlp_dim=32, patch_size=(2, 8, 8)))
+    with pytest.raises(ValueError, match="not divisible by the tubelet size"):
+        model.grid_for(16, 60, 64)
+
+
+def test_size_table_matches_the_papers_parameter_counts():
+    expected_m = {"s": 22, "b": 87, "l": 306}  # DESIGN.md §4 (blocks only, ~)
+    for size, millions in expected_m.items():
+        c = SIZES[size]
+        per_block = 4 * c["embed_dim"] ** 2 + 2 * c["embed_dim"] * c["mlp_dim"]
+        assert abs(per_block * c["depth"] / 1e6 - millions) / millions < 0.05
+    assert arch_for("layerlock_t").pos_embed == "rope" and arch_for("mae_t").pos_embed == "learned"
+
+
+def test_grid_coords_raster_order():
+    c = grid_coords((2, 2, 3))
+    assert c.shape == (12, 3) and c[0].tolist() == [0, 0, 0] and c[-1].tolist() == [1, 1, 2]
+    assert c[1].tolist() == [0, 0, 1]
