@@ -1,0 +1,1 @@
+"""Datasets: the synthetic 4D world, its cache and its viewer."""
