@@ -75,3 +75,44 @@ def predict(readout: nn.Module, task: Task, features: np.ndarray, targets: dict[
         for k, v in task.decode(readout(batch["features"], batch), batch).items():
             parts.setdefault(k, []).append(v.float().cpu().numpy() if v.is_floating_point() else v.cpu().numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+@torch.inference_mode()
+def fit_closed_form(readout: nn.Module, task: Task, features: np.ndarray, targets: dict[str, np.ndarray],
+                    alpha: float = 1.0, batch_size: int = 64, max_iter: int = 1000) -> None:
+    """Fit a mean-pooled LinearReadout in closed form with scikit-learn and write the solution
+    into ``readout.head``, so ``predict`` runs unchanged: ridge regression (``alpha`` = L2 weight)
+    for tasks with ``closed_form == 'ridge'``, multinomial logistic regression (C = 1/alpha)
+    for ``'logistic'``. Classes absent from the training split get weight 0 and bias -1e4."""
+    from bench.readouts import LinearReadout
+
+    if task.closed_form not in ("ridge", "logistic"):
+        raise ValueError(f"task {task.name!r} has no closed-form linear fit (use readout.solver=sgd)")
+    if not isinstance(readout, LinearReadout) or not readout.pool or readout.queries is not None:
+        raise ValueError("the closed-form fit needs a mean-pooled LinearReadout without queries (readout=linear)")
+    readout.cpu().eval()
+    x = np.concatenate([readout.norm(torch.from_numpy(np.asarray(features[i:i + batch_size], dtype=np.float32)))
+                        .mean(dim=(1, 2)).double().numpy() for i in range(0, len(features), batch_size)])
+    y = task.closed_form_targets(targets)
+    out_dim, dim = readout.head.weight.shape
+    if task.closed_form == "ridge":
+        from sklearn.linear_model import Ridge
+
+        model = Ridge(alpha=alpha).fit(x, np.asarray(y, dtype=np.float64).reshape(len(x), out_dim))
+        weight, bias = model.coef_.reshape(out_dim, dim), np.asarray(model.intercept_).reshape(out_dim)
+    else:
+        from sklearn.linear_model import LogisticRegression
+
+        y = np.asarray(y).astype(np.int64).reshape(-1)
+        weight, bias = np.zeros((out_dim, dim)), np.full(out_dim, -1e4)
+        classes = np.unique(y)
+        if len(classes) == 1:  # one class seen: predict it everywhere
+            bias[classes[0]] = 0.0
+        else:
+            model = LogisticRegression(C=1.0 / alpha, max_iter=max_iter).fit(x, y)
+            if len(classes) == 2:  # sklearn keeps one row: logit of the second class vs the first
+                weight[classes[1]], bias[classes[1]], bias[classes[0]] = model.coef_[0], model.intercept_[0], 0.0
+            else:
+                weight[model.classes_], bias[model.classes_] = model.coef_, model.intercept_
+    readout.head.weight.copy_(torch.from_numpy(weight).float())
+    readout.head.bias.copy_(torch.from_numpy(bias).float())

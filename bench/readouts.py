@@ -61,12 +61,14 @@ class AttentiveReadout(nn.Module):
 @READOUTS.register("linear")
 class LinearReadout(nn.Module):
     """Linear probe: per-token (dense tasks, Q = T'·h·w) or on mean-pooled features
-    (clip-level tasks, Q = 1). Query-conditioned tasks add a linear map of their queries."""
+    (clip-level tasks, Q = 1). Query-conditioned tasks add a linear map of their queries, and
+    ``pool_fn(features, batch)`` (the task's ``linear_pool``) picks the features each query reads."""
 
     def __init__(self, feature_dim: int, output_dim: int, pool: bool, queries: nn.Module | None = None,
-                 query_dim: int | None = None):
+                 query_dim: int | None = None, pool_fn=None):
         super().__init__()
         self.pool = pool
+        self.pool_fn = pool_fn
         self.norm = nn.LayerNorm(feature_dim, elementwise_affine=False)
         self.head = nn.Linear(feature_dim, output_dim)
         self.queries = queries
@@ -74,7 +76,10 @@ class LinearReadout(nn.Module):
 
     def forward(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x = self.norm(features)
-        x = x.mean(dim=(1, 2)).unsqueeze(1) if self.pool else rearrange(x, "b t n c -> b (t n) c")
+        if self.pool_fn is not None:
+            x = self.pool_fn(x, batch)
+        else:
+            x = x.mean(dim=(1, 2)).unsqueeze(1) if self.pool else rearrange(x, "b t n c -> b (t n) c")
         out = self.head(x)
         if self.queries is not None:
             out = out + self.query_head(self.queries(batch))
@@ -87,9 +92,16 @@ def build_readout(kind: str, task, feature_dim: int, num_heads: int = 8, dim: in
     spec = task.spec
     if cls is AttentiveReadout:
         dim = dim or feature_dim
-        return AttentiveReadout(feature_dim, spec.grid[0], task.queries(dim), task.output_dim, dim, num_heads)
-    if cls is LinearReadout:
+        readout = AttentiveReadout(feature_dim, spec.grid[0], task.queries(dim), task.output_dim, dim, num_heads)
+    elif cls is LinearReadout:
         queries = task.queries(feature_dim) if task.query_conditioned else None
-        return LinearReadout(feature_dim, task.output_dim, pool=task.clip_level, queries=queries,
-                             query_dim=feature_dim)
-    return cls(feature_dim=feature_dim, task=task)
+        readout = LinearReadout(feature_dim, task.output_dim, pool=task.clip_level, queries=queries,
+                                query_dim=feature_dim, pool_fn=task.linear_pool if task.query_conditioned else None)
+    else:
+        return cls(feature_dim=feature_dim, task=task)
+    if getattr(task, "zero_init_head", False):  # residual outputs: start from the task's "no change" prediction
+        for head in (readout.head, getattr(readout, "query_head", None)):
+            if head is not None:
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
+    return readout

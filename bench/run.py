@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from bench.features import FeatureError, cached_features, check_finite
-from bench.fit import fit, predict
+from bench.fit import fit, fit_closed_form, predict
 from bench.models.checkpoint import CheckpointError
 from bench.models.zoo import build_encoder, register_configs
 from bench.readouts import build_readout
@@ -61,13 +61,19 @@ def evaluate(cfg: DictConfig) -> ResultRecord:
     train, test = load_datasets(cfg, task_cls)
     train_feats, test_feats, spec, sha = features_for(cfg, train, test)
     task_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "name"}
-    task = task_cls(spec, readout=cfg.readout.kind, **task_kwargs)
+    task = task_cls(spec, readout=cfg.readout.kind, meta=getattr(train, "meta", None), **task_kwargs)
     keys = [k for k in task.requires if k != "video"]
     torch.manual_seed(cfg.seed)
     ro = cfg.readout
     readout = build_readout(ro.kind, task, spec.dim, num_heads=ro.num_heads, dim=ro.dim)
-    fit(readout, task, train_feats, train.arrays(keys), ro.epochs, ro.batch_size, ro.lr, ro.weight_decay,
-        cfg.seed, device=cfg.device)
+    solver = ro.get("solver", "sgd")  # 'closed_form': scikit-learn ridge / logistic (linear, clip-level)
+    if solver == "closed_form":
+        fit_closed_form(readout, task, train_feats, train.arrays(keys), alpha=ro.get("alpha", 1.0))
+    elif solver == "sgd":
+        fit(readout, task, train_feats, train.arrays(keys), ro.epochs, ro.batch_size, ro.lr, ro.weight_decay,
+            cfg.seed, device=cfg.device)
+    else:
+        raise ValueError(f"readout.solver={solver!r}: expected 'sgd' or 'closed_form'")
     test_targets = test.arrays(keys)
     pred = predict(readout, task, test_feats, test_targets, ro.batch_size, cfg.device)
     metrics = task.metrics(pred, {k: np.asarray(v) for k, v in test_targets.items()})
@@ -81,7 +87,7 @@ def evaluate(cfg: DictConfig) -> ResultRecord:
     report(record, path)
     if cfg.visualize:
         out_dir = Path(HydraConfig.get().runtime.output_dir)
-        for f in task.visualize(pred, test_targets, out_dir):
+        for f in task.visualize(pred, {**test_targets, **test.arrays(["video"])}, out_dir):
             print(f"  visualisation: {f}")
     return record
 

@@ -36,10 +36,18 @@ class Task(ABC):
     higher_is_better: ClassVar[bool]
     clip_level: ClassVar[bool] = False  # True: one output per clip (LinearReadout mean-pools)
     query_conditioned: ClassVar[bool] = False  # True: queries carry inputs (points, boxes)
+    # closed-form LinearReadout fit this task supports (bench.fit.fit_closed_form):
+    # 'ridge' (regression) | 'logistic' (classification) | None
+    closed_form: ClassVar[str | None] = None
+    # True: the readout's output layers start at zero (tasks whose outputs are residuals, so
+    # training starts from a sensible prediction: a static track, the identity pose)
+    zero_init_head: ClassVar[bool] = False
 
-    def __init__(self, spec: FeatureSpec, readout: str = "attentive", **cfg: Any):
+    def __init__(self, spec: FeatureSpec, readout: str = "attentive", meta: dict[str, Any] | None = None,
+                 **cfg: Any):
         self.spec = spec
         self.readout = readout  # dense tasks lay out their outputs per token under 'linear'
+        self.meta = dict(meta or {})  # the dataset's metadata (e.g. 'label_names'), from the runner
         self.cfg = cfg
 
     @abstractmethod
@@ -62,6 +70,17 @@ class Task(ABC):
     @abstractmethod
     def metrics(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict[str, float]:
         """Published metrics over a whole split (predictions and targets concatenated on axis 0)."""
+
+    def linear_pool(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """LinearReadout input of query-conditioned tasks: the features each query reads, [B, Q, C]
+        (or [B, 1, C], broadcast), from LayerNorm'd features [B, T', h*w, C]. Override to read where
+        the query points (e.g. the token under a query point); the default mean-pools every token."""
+        return features.mean(dim=(1, 2)).unsqueeze(1)
+
+    def closed_form_targets(self, targets: dict[str, np.ndarray]) -> np.ndarray:
+        """Targets of the closed-form fit, in the readout output's units: [N, output_dim] floats for
+        'ridge', [N] class indices for 'logistic' (see ``closed_form``)."""
+        raise NotImplementedError(f"task {self.name!r} has no closed-form linear fit")
 
     def directions(self) -> dict[str, bool]:
         """{metric: higher_is_better}; override when a task has metrics of both directions."""

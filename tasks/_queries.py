@@ -1,0 +1,91 @@
+"""Shared pieces of the query-conditioned tasks (point and box tracking).
+
+* ``fourier_features``: NeRF-style encoding of normalised coordinates.
+* ``FourierQueries``: the 4DS query encoder — Fourier features (16 bases) of a normalised
+  input (a query point (t, y, x) or a first-frame box) → MLP(512) → one token per input,
+  optionally replicated per time chunk of the feature grid with a learned temporal embedding,
+  so that query token (n, t') predicts input n on the frames of chunk t'.
+* ``sample_tokens`` / ``box_pool``: what a LinearReadout reads for a query (the token under a
+  point, the tokens inside a box), so a linear probe can be query-conditioned while staying
+  linear in the features.
+
+Files starting with ``_`` are not registered as tasks.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+Batch = dict[str, torch.Tensor]
+
+
+def fourier_features(x: torch.Tensor, num_bases: int = 16, max_freq: float = 32.0) -> torch.Tensor:
+    """[..., D] coordinates in [0, 1] -> [..., D·(2·num_bases + 1)]: the coordinates themselves,
+    then sin(π f_k x) and cos(π f_k x) for ``num_bases`` frequencies f_k log-spaced from 1 to
+    ``max_freq`` (the highest period is 2/max_freq of the unit range)."""
+    freqs = torch.logspace(0.0, math.log2(max_freq), num_bases, base=2.0, device=x.device, dtype=x.dtype)
+    ang = math.pi * x.unsqueeze(-1) * freqs  # [..., D, K]
+    return torch.cat([x, ang.sin().flatten(-2), ang.cos().flatten(-2)], dim=-1)
+
+
+class FourierQueries(nn.Module):
+    """Queries from task inputs: ``coords(batch)`` [B, N, D] in [0, 1] → Fourier features →
+    MLP(hidden) → [B, N, dim]; with ``num_chunks`` = T' the tokens are replicated per time chunk
+    and a learned temporal embedding (N(0, 0.02)) is added: [B, N·T', dim] laid out (n t')."""
+
+    def __init__(self, coords: Callable[[Batch], torch.Tensor], in_dim: int, dim: int, num_chunks: int = 0,
+                 num_bases: int = 16, hidden: int = 512, max_freq: float = 32.0):
+        super().__init__()
+        self.coords = coords
+        self.num_bases, self.max_freq = num_bases, max_freq
+        self.mlp = nn.Sequential(nn.Linear(in_dim * (2 * num_bases + 1), hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.num_chunks = num_chunks
+        self.time_embed = nn.Parameter(torch.randn(1, 1, num_chunks, dim) * 0.02) if num_chunks else None
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        x = self.mlp(fourier_features(self.coords(batch).float(), self.num_bases, self.max_freq))
+        if self.time_embed is None:
+            return x
+        return rearrange(x.unsqueeze(2) + self.time_embed, "b n t d -> b (n t) d")
+
+
+def token_centres(h: int, w: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised (y, x) centres in [0, 1] of an h×w token grid, each [h*w] (row-major)."""
+    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
+    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return yy.flatten(), xx.flatten()
+
+
+def sample_tokens(features: torch.Tensor, yx: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly sample every time chunk of features [B, T', h*w, C] at normalised points
+    yx [B, N, 2] in [0, 1] (align_corners=False, border padding) -> [B, N·T', C], laid out (n t')."""
+    b, t, _, c = features.shape
+    h, w = grid_hw
+    fmap = rearrange(features, "b t (h w) c -> (b t) c h w", h=h, w=w)
+    grid = (yx.flip(-1) * 2 - 1).to(features.dtype)  # grid_sample wants (x, y) in [-1, 1]
+    grid = grid.unsqueeze(1).expand(b, t, -1, -1).reshape(b * t, 1, -1, 2)
+    out = F.grid_sample(fmap, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return rearrange(out, "(b t) c 1 n -> b (n t) c", b=b, t=t)
+
+
+def box_pool(features: torch.Tensor, boxes: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
+    """Mean of the tokens whose centre lies inside each normalised box (x0, y0, x1, y1)
+    [B, M, 4], in every time chunk of features [B, T', h*w, C] -> [B, M·T', C] laid out (m t').
+    A box that covers no token centre reads the token nearest to its centre."""
+    h, w = grid_hw
+    yy, xx = token_centres(h, w, features.device)  # [N]
+    x0, y0, x1, y1 = boxes.unbind(-1)  # [B, M]
+    inside = ((xx >= x0[..., None]) & (xx <= x1[..., None]) & (yy >= y0[..., None]) & (yy <= y1[..., None]))
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    nearest = ((xx - cx[..., None]) ** 2 + (yy - cy[..., None]) ** 2).argmin(-1)  # [B, M]
+    weights = inside.float()
+    weights = torch.where(inside.any(-1, keepdim=True), weights, F.one_hot(nearest, h * w).float())
+    weights = weights / weights.sum(-1, keepdim=True)  # [B, M, N]
+    out = torch.einsum("bmn,btnc->bmtc", weights.to(features.dtype), features)
+    return rearrange(out, "b m t c -> b (m t) c")

@@ -1,0 +1,261 @@
+"""Point tracking (TAP-Vid protocol, 4DS readout).
+
+Queries: each query point (t, y, x), normalised to [0, 1], is encoded with Fourier features
+(16 bases) → MLP(512) and replicated per time chunk of the feature grid (T' chunks) with a
+learned temporal embedding; query token (n, t') predicts, for every frame of chunk t', the
+point's position and an occlusion logit. Positions are predicted as offsets from the query
+point in normalised image units, so a zero output is the "static point" tracker.
+
+Queries are built from the ground-truth tracks as in TAP-Vid (``sample_queries_first`` /
+``sample_queries_strided`` of Doersch et al. 2022): mode 'first' (default) queries every track at
+its first visible frame and scores only later frames; mode 'strided' queries every track that is
+visible at frames 0, s, 2s, … and scores every frame but the query frame. Tracks that give no
+query (never visible; occluded at a stride frame) are left out.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from bench.registry import TASKS
+from bench.task import FeatureSpec, Task, register_task_config
+from tasks._queries import FourierQueries, sample_tokens
+
+THRESHOLDS = (1, 2, 4, 8, 16)  # pixels, after scaling to 256×256
+
+
+def make_queries(target_points, occluded, mode: str = "first", stride: int = 5):
+    """TAP-Vid queries from tracks (numpy or torch; leading batch axes allowed).
+
+    target_points [..., N, T, 2] (x, y) px, occluded [..., N, T] ->
+    (query_points [..., Q, 3] (t, y, x) px, valid [..., Q] bool, track [Q] index into N).
+    'first': Q = N, the first visible frame of each track (valid = visible at least once).
+    'strided': Q = S·N laid out (s n) for frames 0, stride, …; valid = visible at that frame.
+    """
+    is_np = isinstance(target_points, np.ndarray)
+    pts = torch.as_tensor(np.asarray(target_points)) if is_np else target_points
+    occ = torch.as_tensor(np.asarray(occluded)) if is_np else occluded
+    vis = ~occ.bool()
+    n, t = vis.shape[-2:]
+    if mode == "first":
+        valid = vis.any(-1)
+        qt = vis.to(torch.uint8).argmax(-1)  # first True (0 when never visible; masked by valid)
+        track = torch.arange(n)
+    elif mode == "strided":
+        frames = torch.arange(0, t, stride)
+        qt = frames.view(-1, 1).expand(-1, n).reshape(-1)  # (s n)
+        track = torch.arange(n).repeat(len(frames))
+        qt = qt.expand(*vis.shape[:-2], -1)
+        valid = torch.gather(vis[..., track, :], -1, qt.unsqueeze(-1)).squeeze(-1)
+    else:
+        raise ValueError(f"query_mode={mode!r}: expected 'first' or 'strided'")
+    xy = torch.gather(pts[..., track, :, :], -2, qt[..., None, None].expand(*qt.shape, 1, 2)).squeeze(-2)
+    query = torch.stack([qt.to(pts.dtype), xy[..., 1], xy[..., 0]], dim=-1)
+    if is_np:
+        return query.numpy(), valid.numpy(), track.numpy()
+    return query, valid, track
+
+
+def evaluation_frames(query_frame, num_frames: int, mode: str):
+    """[..., Q, T] bool: the frames scored for each query — after the query frame ('first'),
+    every frame but the query frame ('strided') — as in TAP-Vid's ``compute_tapvid_metrics``."""
+    t = np.arange(num_frames)
+    q = np.round(np.asarray(query_frame)).astype(np.int64)[..., None]
+    if mode == "first":
+        return t > q
+    if mode == "strided":
+        return t != q
+    raise ValueError(f"query_mode={mode!r}: expected 'first' or 'strided'")
+
+
+def tapvid_metrics(query_points: np.ndarray, gt_occluded: np.ndarray, gt_tracks: np.ndarray,
+                   pred_occluded: np.ndarray, pred_tracks: np.ndarray, query_mode: str = "first",
+                   image_size: tuple[int, int] = (256, 256), query_valid: np.ndarray | None = None) -> dict[str, float]:
+    """TAP-Vid metrics (Doersch et al., NeurIPS 2022 Datasets & Benchmarks, §4; the definitions
+    of ``compute_tapvid_metrics`` in google-deepmind/tapnet), per clip then averaged over clips.
+
+    Inputs are batched per clip: query_points [B, Q, 3] (t, y, x), gt/pred occluded [B, Q, T]
+    bool, gt/pred tracks [B, Q, T, 2] (x, y) in pixels of an image of ``image_size`` (H, W);
+    coordinates are first scaled to 256×256. Only the evaluation frames of each (valid) query
+    count (``evaluation_frames``: the query frame is never scored). With thresholds
+    δ ∈ {1, 2, 4, 8, 16} px and "within" meaning ‖p̂ − p‖ < δ:
+      occlusion_accuracy = #(pred occluded == gt occluded) / #frames;
+      δ^x_avg (``delta_avg``) = mean over δ of #(gt visible ∧ within δ) / #(gt visible),
+        whatever the predicted occlusion;
+      Jaccard_δ = TP / (TP + FP + FN) = TP / (#gt visible + FP), TP = gt visible ∧ pred visible
+        ∧ within δ, FP = pred visible ∧ (gt occluded ∨ not within δ);
+      Average Jaccard (``average_jaccard``) = mean over δ of Jaccard_δ.
+    A clip where a ratio is 0/0 (e.g. no visible evaluation point and none predicted visible)
+    has no value for that metric and is left out of its mean; a metric no clip defines is an
+    error (a record must hold finite numbers).
+    """
+    gt_occ, pred_occ = np.asarray(gt_occluded, bool), np.asarray(pred_occluded, bool)
+    b, q, t = gt_occ.shape
+    evaluate = evaluation_frames(np.asarray(query_points)[..., 0], t, query_mode)
+    if query_valid is not None:
+        evaluate = evaluate & np.asarray(query_valid, bool)[..., None]
+    scale = np.array([256.0 / image_size[1], 256.0 / image_size[0]])
+    dist2 = np.sum(np.square((np.nan_to_num(np.asarray(pred_tracks, np.float64), nan=1e9)
+                              - np.nan_to_num(np.asarray(gt_tracks, np.float64), nan=-1e9)) * scale), axis=-1)
+    visible, pred_visible = ~gt_occ, ~pred_occ
+    axes = (1, 2)
+
+    def ratio(num, den):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, num / np.maximum(den, 1), np.nan)
+
+    per_clip = {"occlusion_accuracy": ratio(np.sum((pred_occ == gt_occ) & evaluate, axes), np.sum(evaluate, axes))}
+    n_visible = np.sum(visible & evaluate, axes)
+    within_frac, jaccard = [], []
+    for thresh in THRESHOLDS:
+        within = dist2 < thresh ** 2
+        within_frac.append(ratio(np.sum(within & visible & evaluate, axes), n_visible))
+        tp = np.sum(within & visible & pred_visible & evaluate, axes)
+        fp = np.sum(pred_visible & (~visible | ~within) & evaluate, axes)
+        jaccard.append(ratio(tp, n_visible + fp))
+    per_clip["delta_avg"] = np.mean(within_frac, axis=0)  # NaN in one δ means NaN in all δ
+    per_clip["average_jaccard"] = np.mean(jaccard, axis=0)
+    out = {}
+    for name in ("average_jaccard", "delta_avg", "occlusion_accuracy"):
+        values = per_clip[name]
+        if not np.isfinite(values).any():
+            raise ValueError(f"point tracking: no clip defines {name} (no evaluation frame with a visible "
+                             f"point or a predicted-visible point)")
+        out[name] = float(np.nanmean(values))
+    return out
+
+
+@TASKS.register("point_tracking")
+class PointTracking(Task):
+    name = "point_tracking"
+    requires = ("video", "target_points", "occluded")
+    primary_metric = "average_jaccard"
+    higher_is_better = True
+    clip_level = False
+    query_conditioned = True
+    zero_init_head = True
+
+    def __init__(self, spec: FeatureSpec, readout: str = "attentive", query_mode: str = "first",
+                 query_stride: int = 5, num_bases: int = 16, mlp_hidden: int = 512, huber_delta: float = 4.0,
+                 occlusion_weight: float = 1.0, **cfg: Any):
+        super().__init__(spec, readout, **cfg)
+        if query_mode not in ("first", "strided"):
+            raise ValueError(f"point_tracking query_mode={query_mode!r}: expected 'first' or 'strided'")
+        self.query_mode, self.query_stride = query_mode, query_stride
+        self.num_bases, self.mlp_hidden = num_bases, mlp_hidden
+        self.huber_delta, self.occlusion_weight = huber_delta, occlusion_weight
+        t, h, w = spec.clip
+        self.chunks = spec.grid[0]
+        if t % self.chunks:
+            raise ValueError(f"point_tracking: {t} frames do not split into {self.chunks} feature time chunks")
+        self.chunk_len = t // self.chunks
+        self.size = torch.tensor([w, h], dtype=torch.float32)  # (x, y) normaliser
+
+    # --- queries -------------------------------------------------------------------------
+    def _queries(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return make_queries(batch["target_points"], batch["occluded"], self.query_mode, self.query_stride)
+
+    def query_coords(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Normalised (t, y, x) in [0, 1] of every query, [B, Q, 3]."""
+        query = torch.nan_to_num(self._queries(batch)[0].float())  # invalid queries may hold NaN
+        t, h, w = self.spec.clip
+        return query / query.new_tensor([max(t - 1, 1), h, w])
+
+    def queries(self, dim: int) -> nn.Module:
+        return FourierQueries(self.query_coords, 3, dim, num_chunks=self.chunks, num_bases=self.num_bases,
+                              hidden=self.mlp_hidden)
+
+    def linear_pool(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The token under the query point (bilinear) in every time chunk: [B, Q·T', C]."""
+        yx = self.query_coords(batch)[..., 1:]
+        return sample_tokens(features, yx, self.spec.grid[1:])
+
+    @property
+    def output_dim(self) -> int:
+        return 3 * self.chunk_len  # per frame of the chunk: dx, dy, occlusion logit
+
+    # --- outputs -------------------------------------------------------------------------
+    def _split(self, out: torch.Tensor, batch: dict[str, torch.Tensor]):
+        """Readout output [B, Q·T', 3·L] -> normalised positions [B, Q, T, 2], occlusion logits [B, Q, T]."""
+        out = rearrange(out, "b (q c) (l k) -> b q (c l) k", c=self.chunks, l=self.chunk_len, k=3)
+        start = self.query_coords(batch)[..., [2, 1]]  # (x, y) of the query point
+        return start.unsqueeze(2) + out[..., :2], out[..., 2]
+
+    def _targets(self, batch: dict[str, torch.Tensor]):
+        _, valid, track = self._queries(batch)
+        pts = batch["target_points"][:, track].float() / self.size.to(batch["target_points"].device)
+        occ = batch["occluded"][:, track].bool()
+        return pts, occ, valid
+
+    def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Huber (δ = ``huber_delta`` px at 256×256, divided by δ) on the positions of visible
+        points + ``occlusion_weight`` · BCE on the occlusion logits, over valid queries."""
+        pos, logit = self._split(out, batch)
+        gt, occ, valid = self._targets(batch)
+        vis = ~occ & valid[..., None]
+        delta = self.huber_delta / 256.0
+        pos_loss = F.huber_loss(pos[vis], gt[vis], delta=delta) / delta if vis.any() else pos.sum() * 0
+        occ_mask = valid[..., None].expand_as(occ)
+        occ_loss = (F.binary_cross_entropy_with_logits(logit[occ_mask], occ[occ_mask].float())
+                    if occ_mask.any() else logit.sum() * 0)
+        return pos_loss + self.occlusion_weight * occ_loss
+
+    def decode(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pos, logit = self._split(out, batch)
+        query, valid, _ = self._queries(batch)
+        return {"tracks": pos * self.size.to(pos.device), "occluded": logit > 0, "query_points": query,
+                "query_valid": valid}
+
+    def metrics(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict[str, float]:
+        query, valid, track = make_queries(target["target_points"], target["occluded"], self.query_mode,
+                                           self.query_stride)
+        return tapvid_metrics(query, target["occluded"][:, track], target["target_points"][:, track],
+                              pred["occluded"], pred["tracks"], self.query_mode, self.spec.clip[1:], valid)
+
+    def directions(self) -> dict[str, bool]:
+        return {"average_jaccard": True, "delta_avg": True, "occlusion_accuracy": True}
+
+    def visualize(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray], out_dir: Path) -> list[str]:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        n_clips, (t, h, w) = min(3, len(pred["tracks"])), self.spec.clip
+        _, _, track = make_queries(target["target_points"][:1], target["occluded"][:1], self.query_mode,
+                                   self.query_stride)
+        frames = [0, t // 2, t - 1]
+        fig, axes = plt.subplots(n_clips, len(frames), figsize=(3 * len(frames), 3 * n_clips), squeeze=False)
+        for i in range(n_clips):
+            valid = pred["query_valid"][i]
+            gt = target["target_points"][i][track][valid]
+            occ = target["occluded"][i][track][valid]
+            pr, pr_occ = pred["tracks"][i][valid][:, :, :], pred["occluded"][i][valid]
+            shown = np.linspace(0, len(gt) - 1, min(12, len(gt))).astype(int) if len(gt) else []
+            colors = plt.cm.hsv(np.linspace(0, 1, max(len(shown), 1), endpoint=False))
+            for j, f in enumerate(frames):
+                ax = axes[i, j]
+                ax.imshow(target["video"][i, f] if "video" in target else np.zeros((h, w, 3), np.uint8))
+                for c, k in zip(colors, shown):
+                    ax.plot(gt[k, :f + 1, 0], gt[k, :f + 1, 1], "-", color=c, lw=1, alpha=0.9)
+                    ax.plot(pr[k, :f + 1, 0], pr[k, :f + 1, 1], "--", color=c, lw=1, alpha=0.9)
+                    if not occ[k, f]:
+                        ax.plot(gt[k, f, 0], gt[k, f, 1], "o", color=c, ms=4, mfc="none")
+                    if not pr_occ[k, f]:
+                        ax.plot(pr[k, f, 0], pr[k, f, 1], "x", color=c, ms=4)
+                ax.set_xlim(0, w), ax.set_ylim(h, 0)
+                ax.set_title(f"clip {i} t={f}  (o/— true, x/-- pred)", fontsize=7)
+                ax.axis("off")
+        path = Path(out_dir) / "point_tracking.png"
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        return [str(path)]
+
+
+register_task_config("point_tracking", query_mode="first", query_stride=5, num_bases=16, mlp_hidden=512,
+                     huber_delta=4.0, occlusion_weight=1.0)
