@@ -1,0 +1,20 @@
+"""Pretraining of frozen4d encoders: SimpleMAE, LayerLock and the latent-without-freezing
+collapse control (DESIGN.md §5). Entry point: ``python -m pretrain.run model=<family>_<size>``.
+
+One idea per module:
+
+- ``recipes``     the recipe table (objective + schedule per family and size) and its resolution
+- ``schedule``    learning rate: cosine with warmup and re-warmups at target switches
+- ``layerlock``   the freezing schedule: which blocks are frozen and what is predicted at a step
+- ``masking``     per-sample random tubelet masking and pixel patchification
+- ``model``       the pretraining wrapper around ``VideoViT``: decoder tokens, heads, losses
+- ``optim``       AdamW over the trainable parameters, rebuilt (state kept) when blocks freeze
+- ``data``        clips -> uint8 batches in a seeded, resumable, rank-sharded order
+- ``collapse``    feature std and effective rank (collapse monitors)
+- ``state``       the full training state: atomic save, ``weights_only`` load, RNG capture
+- ``distributed`` torch.distributed set-up from torchrun's environment
+- ``metrics_log`` JSONL metrics and the end-of-run plot
+- ``flops``       analytic FLOP count of one training step (predicted LayerLock savings)
+- ``train``       the training loop
+- ``run``         the hydra entry point
+"""

@@ -1,0 +1,219 @@
+"""LayerLock compute and memory savings: measured step time and peak memory vs predicted FLOPs.
+
+    python -m benchmarks.layerlock_savings                 # size t, 16x64x64, batch 8 (CPU, ~3 min)
+    python -m benchmarks.layerlock_savings --size s --resolution 224 --batch 4 --device cuda
+
+Every configuration runs in its own subprocess (peak memory on CPU is the ``ru_maxrss`` delta
+from just before the first step; on CUDA ``max_memory_allocated`` minus the memory held before
+the first step), on the same architecture (the ``layerlock_<size>`` ViT with 3D RoPE), with
+the same masks and batches:
+
+- ``mae``           SimpleMAE step (nothing frozen);
+- ``freeze+pixel``  progressive freezing with the pixel loss (the accelerated MAE of the paper's
+                    first contribution): frozen prefix forward-only on the visible tokens;
+- ``layerlock``     latent phase: as above plus the no-grad target pass of the frozen prefix on
+                    the full clip (``frozen_input=visible``, the default);
+- ``layerlock-reuse`` latent phase with ``frozen_input=reuse`` (prefix run once on all tokens).
+
+Frozen fractions 0, 1/3 and 2/3 of the depth (capped by the recipe's ``max_frozen_blocks``).
+Predicted savings come from :mod:`pretrain.flops` (frozen prefix: 1× forward instead of 3×);
+``--schedule`` additionally measures every phase of the recipe's schedule and compares the
+whole-run time saving with the schedule's predicted FLOP saving. Prints a table, writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bench.models.vit import VideoViT, normalize_video
+from bench.models.zoo import arch_for
+from pretrain.flops import schedule_flops, step_flops
+from pretrain.layerlock import PIXEL, Phase, phase_segments
+from pretrain.masking import random_masking
+from pretrain.model import build_pretrain_model
+from pretrain.optim import build_optimizer
+from pretrain.recipes import resolve_recipe
+
+
+VARIANTS = ("freeze+pixel", "layerlock", "layerlock-reuse")
+
+
+def setup(spec: dict):
+    name = f"layerlock_{spec['size']}"
+    arch = arch_for(name, img_size=spec["resolution"], num_frames=spec["frames"])
+    overrides = {"frozen_input": spec.get("frozen_input", "visible"), "freeze_target": "latent",
+                 "latent_targets": "newest"}
+    recipe = resolve_recipe(name, arch.depth, overrides)
+    return arch, recipe
+
+
+def worker(spec: dict) -> dict:
+    """Time ``spec['steps']`` training steps of one phase; report time, memory and FLOPs."""
+    device = torch.device(spec["device"])
+    torch.manual_seed(0)
+    arch, recipe = setup(spec)
+    model = build_pretrain_model(VideoViT(arch), recipe).to(device)
+    phase = Phase.from_dict(spec["phase"])
+    model.set_phase(phase)
+    opt = build_optimizer(model, recipe, fused=device.type == "cuda")
+    grid = model.encoder.grid_for(spec["frames"], spec["resolution"], spec["resolution"])
+    tokens, batch = math.prod(grid), spec["batch"]
+    gen = torch.Generator().manual_seed(0)
+    video = normalize_video(torch.randint(0, 256, (batch, spec["frames"], spec["resolution"], spec["resolution"], 3),
+                                          dtype=torch.uint8, generator=gen)).to(device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def step() -> None:
+        keep, mask = random_masking(batch, tokens, recipe["mask_ratio"], gen)
+        with autocast:
+            loss = model(video, keep.to(device), mask.to(device), phase)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    times = []
+    for i in range(spec["warmup"] + spec["steps"]):
+        sync()
+        t0 = time.perf_counter()
+        step()
+        sync()
+        if i >= spec["warmup"]:
+            times.append(time.perf_counter() - t0)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return {"step_time": statistics.median(times), "peak_mem_bytes": int(peak),
+            "flops": step_flops(arch, recipe, phase, batch, tokens)["total"],
+            "trainable_params": sum(p.numel() for g in opt.param_groups for p in g["params"])}
+
+
+def run_worker(spec: dict) -> dict:
+    out = subprocess.run([sys.executable, "-m", "benchmarks.layerlock_savings", "--worker", json.dumps(spec)],
+                         capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise RuntimeError(f"worker {spec} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="t")
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=8, help="timed steps per configuration (median)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=2, help="rounds over all configurations; the fastest counts")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--schedule", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure every phase of the recipe's schedule (whole-run saving)")
+    p.add_argument("--out", default="outputs/benchmarks/layerlock_savings.json")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return {}
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else \
+        ("cpu" if args.device == "auto" else args.device)
+    base = dict(size=args.size, resolution=args.resolution, frames=args.frames, batch=args.batch, steps=args.steps,
+                warmup=args.warmup, device=device)
+    arch, recipe = setup(base)
+    depth, most = arch.depth, recipe["max_frozen_blocks"]
+    fractions = {"1/3": min(most, round(depth / 3)), "2/3": min(most, round(2 * depth / 3))}
+    pt, ph_, pw = arch.patch_size
+    tokens = (args.frames // pt) * (args.resolution // ph_) * (args.resolution // pw)
+
+    def phase_of(variant: str, frozen: int) -> Phase:
+        if variant == "mae" or frozen == 0:
+            return PIXEL
+        return Phase(frozen, "pixel", ()) if variant == "freeze+pixel" else Phase(frozen, "latent", (frozen - 1,))
+
+    def key(variant: str, frozen: int) -> tuple[str, int]:
+        return ("mae", 0) if frozen == 0 else (variant, frozen)
+
+    wanted = [("mae", 0)] + [key(v, f) for v in VARIANTS for f in fractions.values()]
+    if args.schedule:
+        wanted += [key(v, f) for v in VARIANTS[:2] for f in range(most + 1)]
+    wanted = list(dict.fromkeys(wanted))
+    samples: dict[tuple, list[dict]] = {k: [] for k in wanted}
+    for rep in range(args.repeats):  # round-robin, rotated: interference spreads over configurations
+        order = wanted[rep % len(wanted):] + wanted[:rep % len(wanted)]
+        for variant, frozen in order:
+            spec = dict(base, phase=phase_of(variant, frozen).to_dict(),
+                        frozen_input="reuse" if variant == "layerlock-reuse" else "visible")
+            samples[(variant, frozen)].append(run_worker(spec))
+            print(f"  [{rep + 1}/{args.repeats}] {variant:16s} frozen={frozen:2d}: "
+                  f"{samples[(variant, frozen)][-1]['step_time'] * 1e3:8.1f} ms/step", file=sys.stderr)
+    # fastest repeat per configuration (timing noise on shared CPUs only ever adds time)
+    results = {k: min(v, key=lambda r: r["step_time"]) | {"peak_mem_bytes": min(r["peak_mem_bytes"] for r in v)}
+               for k, v in samples.items()}
+
+    mae = results[("mae", 0)]
+    rows = [dict(variant="mae", fraction="0", frozen=0, **mae)]
+    for variant in VARIANTS:
+        for frac, frozen in fractions.items():
+            rows.append(dict(variant=variant, fraction=frac, frozen=frozen, **results[key(variant, frozen)]))
+    for row in rows:
+        row["predicted_saving"] = 1 - row["flops"] / mae["flops"]
+        row["time_saving"] = 1 - row["step_time"] / mae["step_time"]
+        row["mem_saving"] = 1 - row["peak_mem_bytes"] / mae["peak_mem_bytes"] if mae["peak_mem_bytes"] > 0 else None
+        row["measured_over_predicted"] = (row["time_saving"] / row["predicted_saving"]
+                                          if abs(row["predicted_saving"]) > 1e-9 else None)
+
+    schedule = []
+    if args.schedule:
+        for variant, target in (("freeze+pixel", "pixel"), ("layerlock", "latent")):
+            r = dict(recipe, freeze_target=target)
+            segs = phase_segments(r)
+            run_time = sum((b - a) * results[key(variant, ph.frozen)]["step_time"] for a, b, ph in segs)
+            pred = schedule_flops(arch, r, args.batch, tokens)["saving"]
+            meas = 1 - run_time / (r["steps"] * mae["step_time"])
+            schedule.append({"variant": variant, "recipe": f"layerlock_{args.size}", "steps": r["steps"],
+                             "pixel_steps": r["pixel_steps"], "freeze_interval": r["freeze_interval"],
+                             "max_frozen_blocks": r["max_frozen_blocks"], "predicted_saving": pred,
+                             "time_saving": meas, "measured_over_predicted": meas / pred if abs(pred) > 1e-9 else None})
+
+    print(f"\nLayerLock savings: layerlock_{args.size} ({depth} blocks, decoder {recipe['decoder_depth']}), "
+          f"{args.frames}x{args.resolution}x{args.resolution}, batch {args.batch}, mask {recipe['mask_ratio']}, {device}")
+    head = f"{'variant':16s} {'frac':>4s} {'F':>3s} {'ms/step':>9s} {'GFLOP':>8s} {'pred.sav':>9s} " \
+           f"{'time.sav':>9s} {'meas/pred':>9s} {'peak MB':>9s} {'mem.sav':>8s}"
+    print(head + "\n" + "-" * len(head))
+    fmt = lambda v, spec="+7.1%": "n/a" if v is None else format(v, spec)  # noqa: E731
+    for row in rows:
+        print(f"{row['variant']:16s} {row['fraction']:>4s} {row['frozen']:3d} {row['step_time'] * 1e3:9.1f} "
+              f"{row['flops'] / 1e9:8.2f} {fmt(row['predicted_saving']):>9s} {fmt(row['time_saving']):>9s} "
+              f"{fmt(row['measured_over_predicted'], '.2f'):>9s} {row['peak_mem_bytes'] / 2**20:9.1f} "
+              f"{fmt(row['mem_saving']):>8s}")
+    for s in schedule:
+        print(f"\nwhole run of {s['recipe']} ({s['variant']}: {s['steps']} steps, pixel {s['pixel_steps']}, "
+              f"+1 block / {s['freeze_interval']} steps to {s['max_frozen_blocks']}): predicted FLOP saving "
+              f"{fmt(s['predicted_saving'])}, measured time saving {fmt(s['time_saving'])}, "
+              f"ratio {fmt(s['measured_over_predicted'], '.2f')}")
+    report = {"config": {**base, "repeats": args.repeats, "depth": depth, "decoder_depth": recipe["decoder_depth"],
+                         "mask_ratio": recipe["mask_ratio"], "arch": arch.to_dict()},
+              "rows": rows, "schedule": schedule}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwritten: {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Metrics of a pretraining run: a JSONL log (one record per logged step) and a summary plot."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    """Append-only JSONL; on resume, records past the resumed step are dropped (they belong to
+    the part of the run that was lost) so the log of a resumed run equals an uninterrupted one."""
+
+    def __init__(self, path: Path, resume_step: int | None = None, enabled: bool = True):
+        self.path, self.enabled = Path(path), enabled
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            self.path.write_text("")
+        elif self.path.exists():
+            keep = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] < resume_step]
+            self.path.write_text("".join(line + "\n" for line in keep))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_metrics(records: list[dict[str, Any]], path: Path, title: str = "") -> None:
+    """Loss (log scale), frozen blocks, and effective rank / feature std against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not records:
+        return
+    steps = [r["step"] for r in records]
+    fig, axes = plt.subplots(3, 1, figsize=(7, 8), sharex=True)
+    loss = [r["loss"] for r in records]
+    axes[0].plot(steps, loss, color="C0")
+    if all(v > 0 and math.isfinite(v) for v in loss):
+        axes[0].set_yscale("log")
+    axes[0].set_ylabel("loss")
+    axes[1].step(steps, [r["frozen"] for r in records], where="post", color="C1", label="frozen blocks")
+    axes[1].step(steps, [r["target_block"] for r in records], where="post", color="C2", linestyle="--",
+                 label="target block (-1: pixels)")
+    axes[1].set_ylabel("blocks")
+    axes[1].legend(loc="upper left", fontsize=8)
+    axes[2].plot(steps, [r["eff_rank"] for r in records], color="C3")
+    axes[2].set_ylabel("effective rank", color="C3")
+    twin = axes[2].twinx()
+    twin.plot(steps, [r["feat_std"] for r in records], color="C4", linestyle=":")
+    twin.set_ylabel("feature std", color="C4")
+    axes[2].set_xlabel("step")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

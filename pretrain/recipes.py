@@ -1,0 +1,147 @@
+"""The recipe table: objective and schedule of every ``<family>_<size>`` model.
+
+A recipe is derived from the model name (family -> objective, size -> schedule scale) and every
+field can be overridden from the command line (``train.steps=500``, ``train.lr=3e-4`` ...).
+Schedule positions are stored as *fractions of the run* (``pixel_frac``, ``freeze_end_frac``)
+so that changing ``train.steps`` rescales the whole schedule; absolute ``pixel_steps`` /
+``freeze_interval`` overrides win when given. :func:`resolve_recipe` fills every derived field,
+and the resolved dict is what the checkpoint sidecar records.
+
+Schedule shape (LayerLock paper, ViT-G): 160K pixel steps, then one block frozen every 10K
+steps until 32 of 48 blocks are frozen. We express it as fractions of a 500K-step run
+(pixel phase 32%, last freeze at 94%, 2/3 of the blocks frozen) and apply the same shape to
+every paper-scale size, so ``layerlock_g`` reproduces 160K / 10K / 32 exactly. Only the ViT-G
+shape is taken from the paper; total steps, batch sizes and learning rates of the other sizes
+are our choices (untuned). The CPU size ``t`` keeps the shape with a longer pixel phase
+(first half) and 1,500 steps at batch 8 so that each recipe trains in about ten minutes on two
+cores at 64x64x16 (measured: ~0.31 s per MAE step; LayerLock's latent steps cost up to ~0.5 s
+because the target pass runs the frozen prefix on all 512 tokens).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+from bench.models.zoo import parse_name
+
+OBJECTIVES = ("mae", "layerlock", "latent_nofreeze")
+
+
+@dataclass
+class Recipe:
+    """Every knob of a pretraining run. ``None`` fields are derived by :func:`resolve_recipe`."""
+
+    objective: str = "mae"              # mae | layerlock | latent_nofreeze
+    steps: int = 2000
+    batch_size: int = 8                 # global batch (split evenly over DDP ranks)
+    lr: float = 1e-3                    # peak learning rate
+    min_lr_ratio: float = 0.01          # cosine floor, as a fraction of lr
+    warmup_steps: int | None = None     # None -> warmup_frac * steps
+    warmup_frac: float = 0.05
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float | None = None      # max global grad norm; None = no clipping
+    # SimpleMAE
+    mask_ratio: float = 0.95
+    decoder_depth: int = 4              # the last k blocks see the decoding (mask) tokens
+    norm_pix_loss: bool = False         # per-patch normalised pixel targets (VideoMAE option)
+    # LayerLock / latent_nofreeze
+    pixel_frac: float = 0.5             # pixel phase, as a fraction of steps
+    freeze_end_frac: float = 0.9        # step of the last freeze, as a fraction of steps
+    pixel_steps: int | None = None      # None -> round(pixel_frac * steps)
+    freeze_interval: int | None = None  # None -> spread the freezes from pixel_steps to freeze_end
+    freeze_jump: int = 1                # blocks frozen at each event (1 is best in the paper)
+    max_frozen: float = 2 / 3           # <= 1: fraction of depth; > 1: a block count
+    max_frozen_blocks: int | None = None  # derived (clamped to depth - decoder_depth - 1)
+    freeze_target: str = "latent"       # latent (LayerLock) | pixel (progressive freezing only)
+    latent_targets: str = "newest"      # newest | all_frozen
+    latent_loss_on: str = "all"         # all | masked  (paper default: 100% of patches)
+    latent_norm: bool = False           # layer-normalise latent targets (data2vec-style option)
+    target_block: int | None = None     # latent_nofreeze: block whose output is the target
+    rewarmup_steps: int | None = None   # None -> freeze_interval // 10 (>= 1)
+    frozen_input: str = "visible"       # visible | reuse (see pretrain.model)
+    # bookkeeping (do not change the trained weights)
+    log_every: int = 50
+    ckpt_every: int = 250
+    probe_size: int = 8
+    throttle_s: float = 0.0             # sleep per step; only for tests that kill a run mid-way
+
+
+# fields that may differ between a saved state and a resumed run
+BOOKKEEPING = ("log_every", "ckpt_every", "probe_size", "throttle_s")
+
+# Per-size schedule scale. t: CPU (~10 min on 2 cores); the rest: paper-scale, shape of ViT-G.
+PAPER_SHAPE = dict(pixel_frac=0.32, freeze_end_frac=0.94, decoder_depth=4, warmup_frac=0.02)
+SIZE_RECIPES: dict[str, dict[str, Any]] = {
+    "t": dict(steps=1500, batch_size=8, lr=1e-3, warmup_steps=75, pixel_frac=0.5, freeze_end_frac=0.9,
+              decoder_depth=2, log_every=50, ckpt_every=250),
+    "s": dict(PAPER_SHAPE, steps=200_000, batch_size=256, lr=3e-4, log_every=100, ckpt_every=2000),
+    "b": dict(PAPER_SHAPE, steps=200_000, batch_size=256, lr=3e-4, log_every=100, ckpt_every=2000),
+    "l": dict(PAPER_SHAPE, steps=300_000, batch_size=512, lr=2e-4, log_every=100, ckpt_every=2000),
+    "h": dict(PAPER_SHAPE, steps=400_000, batch_size=512, lr=1.5e-4, log_every=100, ckpt_every=2000),
+    "g": dict(PAPER_SHAPE, steps=500_000, batch_size=1024, lr=1e-4, log_every=100, ckpt_every=2000),
+    "e": dict(PAPER_SHAPE, steps=500_000, batch_size=1024, lr=1e-4, log_every=100, ckpt_every=2000),
+}
+
+_CHOICES = {"objective": OBJECTIVES, "freeze_target": ("latent", "pixel"),
+            "latent_targets": ("newest", "all_frozen"), "latent_loss_on": ("all", "masked"),
+            "frozen_input": ("visible", "reuse")}
+
+
+def recipe_for(name: str) -> Recipe:
+    """The un-resolved recipe of a zoo name (family -> objective, size -> schedule)."""
+    parsed = parse_name(name)
+    if parsed is None:
+        raise ValueError(f"model {name!r} is not <family>_<size>; pretraining needs a zoo name")
+    family, size = parsed
+    if family == "random":
+        raise ValueError(f"model {name!r} is an untrained baseline (seeded random init); nothing to pretrain")
+    return Recipe(objective=family, **SIZE_RECIPES[size])
+
+
+def resolve_recipe(name: str, depth: int, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Recipe of ``name`` for an encoder of ``depth`` blocks, with ``overrides`` (None values
+    ignored) applied and every derived field filled; returns a plain dict."""
+    recipe = asdict(recipe_for(name))
+    known = {f.name for f in fields(Recipe)}
+    for key, value in (overrides or {}).items():
+        if key not in known:
+            raise ValueError(f"unknown recipe field train.{key}; known: {sorted(known)}")
+        if value is not None:
+            recipe[key] = value
+    for key, choices in _CHOICES.items():
+        if recipe[key] not in choices:
+            raise ValueError(f"train.{key}={recipe[key]!r}: expected one of {choices}")
+    r = recipe
+    steps = int(r["steps"])
+    if steps < 1 or r["batch_size"] < 1:
+        raise ValueError("train.steps and train.batch_size must be positive")
+    k = int(r["decoder_depth"])
+    if not 1 <= k < depth:
+        raise ValueError(f"train.decoder_depth={k} must be in [1, depth={depth})")
+    if r["warmup_steps"] is None:
+        r["warmup_steps"] = max(1, round(r["warmup_frac"] * steps))
+    # freezing schedule (used by layerlock; latent_nofreeze shares its pixel phase and re-warmup)
+    limit = depth - k - 1  # keep at least one trainable encoder block before the decoder
+    mf = float(r["max_frozen"])
+    blocks = int(mf) if mf > 1 else int(round(mf * depth))
+    r["max_frozen_blocks"] = max(1, min(blocks, limit)) if limit >= 1 else 0
+    if r["pixel_steps"] is None:
+        r["pixel_steps"] = int(round(r["pixel_frac"] * steps))
+    events = math.ceil(r["max_frozen_blocks"] / max(1, int(r["freeze_jump"]))) if r["max_frozen_blocks"] else 0
+    if r["freeze_interval"] is None:
+        span = int(round(r["freeze_end_frac"] * steps)) - r["pixel_steps"]
+        r["freeze_interval"] = max(1, span // (events - 1)) if events > 1 else max(1, steps - r["pixel_steps"])
+    if r["rewarmup_steps"] is None:
+        r["rewarmup_steps"] = max(1, int(r["freeze_interval"]) // 10)
+    if r["target_block"] is None:
+        r["target_block"] = max(0, r["max_frozen_blocks"] - 1)
+    if r["objective"] == "layerlock" and r["max_frozen_blocks"] < 1:
+        raise ValueError(f"layerlock needs depth - decoder_depth >= 2 (depth={depth}, decoder_depth={k})")
+    if not 0 <= int(r["target_block"]) < depth - k:
+        raise ValueError(f"train.target_block={r['target_block']} must be an encoder block (< {depth - k})")
+    if not 0.0 < float(r["mask_ratio"]) < 1.0:
+        raise ValueError("train.mask_ratio must be in (0, 1)")
+    return r

@@ -1,0 +1,50 @@
+"""Pretrain one encoder: ``python -m pretrain.run model=layerlock_t`` (hydra; configs/pretrain.yaml).
+
+Several processes: ``torchrun --nproc_per_node N -m pretrain.run model=...`` (DDP; gloo on CPU,
+nccl on GPU). Re-running the same command resumes from ``<run_dir>/state.pt``. SIGTERM saves
+the state and exits with status 143.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from bench.models.zoo import register_configs
+from pretrain.train import Trainer
+
+register_configs()
+EXIT = {"status": None}
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def load_config(overrides: list[str] | None = None) -> DictConfig:
+    """The composed ``pretrain`` config with command-line style overrides (for tests and tools)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="pretrain", overrides=list(overrides or []))
+
+
+@hydra.main(config_path="../configs", config_name="pretrain", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        trainer = Trainer(cfg)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        EXIT["status"] = trainer.fit()
+    finally:
+        trainer.close()
+    if EXIT["status"] == "stopped":
+        print(f"{cfg.model.name}: stopped by SIGTERM at step {trainer.step}; state saved to {trainer.state_path}",
+              file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
+    if EXIT["status"] == "stopped":
+        sys.exit(143)

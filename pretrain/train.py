@@ -1,0 +1,276 @@
+"""The pretraining loop: AdamW, cosine LR with warmup and re-warmups, LayerLock phases, exact
+resume, DDP, metrics.
+
+A run lives in ``run_dir`` (``outputs/pretrain/<name>/`` by default): ``state.pt`` (the full
+training state, written atomically every ``ckpt_every`` steps, at the end and on SIGTERM),
+``metrics.jsonl``, ``metrics.png`` and ``summary.json``. Starting a run whose ``state.pt``
+exists resumes it exactly: model, optimizer (moments of trainable parameters only), phase
+(frozen blocks), data position, mask generator and global RNG states, step. The schedules
+(learning rate, freezing) are pure functions of the step. On CPU in fp32 a resumed run ends
+with the same weights as an uninterrupted one, bit for bit.
+
+At the end, rank 0 exports the encoder to ``<paths.checkpoints>/<name>.safetensors`` with its
+sidecar (``train_config`` = the resolved recipe) through ``bench.models.checkpoint``.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import json
+import math
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from bench.models.checkpoint import atomic_write_bytes, save_checkpoint
+from bench.models.vit import VideoViT, normalize_video
+from bench.models.zoo import arch_for, checkpoint_path
+from pretrain import distributed as D
+from pretrain.collapse import collapse_metrics
+from pretrain.data import BatchStream, open_videos
+from pretrain.layerlock import Phase, phase_at, switch_steps
+from pretrain.masking import random_masking
+from pretrain.metrics_log import MetricsLog, plot_metrics, read_metrics
+from pretrain.model import PretrainModel, build_pretrain_model
+from pretrain.optim import build_optimizer, set_lr
+from pretrain.recipes import BOOKKEEPING, resolve_recipe
+from pretrain.schedule import lr_at
+from pretrain.state import atomic_torch_save, capture_rng, load_state, restore_rng
+
+STATE_VERSION = 1
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig | dict[str, Any]):
+        self.cfg = cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        self.dist, self.device = D.init_distributed(cfg.get("device", "auto"), cfg.get("ddp", {}).get("backend"))
+        if cfg.get("threads"):
+            torch.set_num_threads(int(cfg["threads"]))
+        self.name = cfg["model"]["name"]
+        self.run_dir = Path(cfg["run_dir"])
+        self.seed = int(cfg.get("seed", 0))
+        precision = cfg.get("precision", "auto")
+        self.bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
+        if self.bf16 and self.device.type != "cuda":
+            raise ValueError("precision=bf16 is only supported on CUDA (bf16 matmul is ~400x slower on our CPUs)")
+
+        random.seed(self.seed)
+        np.random.seed(self.seed)
+        torch.manual_seed(self.seed)
+        videos = open_videos(cfg["data"], cfg["paths"]["cache"], "train")
+        frames, height, width = videos.shape[1:4]
+        if height != width:
+            raise ValueError(f"clips of {height}x{width}: the ViT expects square frames")
+        self.arch_overrides = {k: v for k, v in (cfg.get("arch") or {}).items() if v is not None}
+        self.arch = arch_for(self.name, **{"img_size": height, "num_frames": frames, **self.arch_overrides})
+        self.recipe = resolve_recipe(self.name, self.arch.depth, cfg.get("train") or {})
+        torch.manual_seed(self.seed)
+        self.model: PretrainModel = build_pretrain_model(VideoViT(self.arch), self.recipe).to(self.device)
+        self.num_tokens = math.prod(self.model.encoder.grid_for(frames, height, width))
+        self.stream = BatchStream(videos, self.recipe["batch_size"], self.seed, self.dist.rank, self.dist.world_size)
+        self.mask_gen = torch.Generator().manual_seed(self.seed + 1)
+        self.switches = switch_steps(self.recipe)
+        probe = torch.from_numpy(np.array(videos[:min(len(videos), self.recipe["probe_size"])]))  # copy: memmaps are read-only
+        self.probe = normalize_video(probe).to(self.device)
+        self.step, self.phase = 0, None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.ddp: torch.nn.Module | None = None
+        self.state_path = self.run_dir / "state.pt"
+        self.resumed_from = None
+        if cfg.get("resume", True) and self.state_path.exists():
+            self.load()
+            self.resumed_from = self.step
+        else:
+            self.enter_phase(phase_at(0, self.recipe))
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl", self.resumed_from, enabled=self.dist.is_main)
+        self._stop_requested = False
+
+    # ------------------------------------------------------------------ phases
+    def enter_phase(self, phase: Phase) -> None:
+        """Freeze / unfreeze per ``phase``, rebuild the optimizer over the trainable parameters
+        (carrying their moments, dropping the frozen ones'), and re-wrap DDP."""
+        self.model.set_phase(phase)
+        self.optimizer = build_optimizer(self.model, self.recipe, previous=self.optimizer)
+        if self.dist.enabled:
+            self.ddp = None
+            gc.collect()  # the old DDP reducer unhooks its autograd hooks when collected
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(
+                self.model, device_ids=ids,
+                find_unused_parameters=bool(self.cfg.get("ddp", {}).get("find_unused_parameters", False)))
+        else:
+            self.ddp = self.model
+        self.phase = phase
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    # ------------------------------------------------------------------ one update
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+
+    def train_step(self) -> tuple[float, float]:
+        """Run update ``self.step``; returns (local loss, lr)."""
+        phase = phase_at(self.step, self.recipe)
+        if phase != self.phase:
+            self.enter_phase(phase)
+        lr = lr_at(self.step, self.recipe, self.switches)
+        set_lr(self.optimizer, lr)
+        video = normalize_video(self.stream.next().to(self.device, non_blocking=True))
+        keep, mask = random_masking(self.recipe["batch_size"], self.num_tokens, self.recipe["mask_ratio"],
+                                    self.mask_gen)
+        r, w = self.dist.rank, self.dist.world_size
+        keep, mask = keep[r::w].to(self.device), mask[r::w].to(self.device)
+        with self.autocast():
+            loss = self.ddp(video, keep, mask, phase)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.recipe["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.recipe["grad_clip"])
+        self.optimizer.step()
+        self.step += 1
+        return float(loss.detach()), lr
+
+    # ------------------------------------------------------------------ loop
+    def _on_sigterm(self, signum, frame) -> None:
+        self._stop_requested = True
+
+    def fit(self) -> str:
+        """Train to ``recipe.steps``; returns "done" or "stopped" (SIGTERM: state saved)."""
+        r = self.recipe
+        total = r["steps"]
+        previous = None
+        with contextlib.suppress(ValueError):  # only the main thread may set signal handlers
+            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        bar = tqdm(total=total, initial=self.step, disable=not self.dist.is_main, dynamic_ncols=True,
+                   desc=self.name, mininterval=1.0)
+        losses, times = [], []
+        status = "done"
+        try:
+            while self.step < total:
+                index = self.step
+                t0 = time.perf_counter()
+                loss, lr = self.train_step()
+                if r["throttle_s"]:
+                    time.sleep(r["throttle_s"])
+                times.append(time.perf_counter() - t0)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"{self.name}: loss is {loss} at step {index} (phase {self.phase})")
+                losses.append(loss)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", frozen=self.phase.frozen, refresh=False)
+                if self.step % r["log_every"] == 0 or self.step == total:
+                    self.log_metrics(index, losses, times, lr)
+                    losses, times = [], []
+                if self.step % r["ckpt_every"] == 0 or self.step == total:
+                    self.save()
+                stop = self._stop_requested
+                if self.dist.enabled:
+                    stop = D.all_reduce_max(stop, self.device)
+                if stop and self.step < total:
+                    if self.step % r["ckpt_every"]:
+                        self.save()
+                    status = "stopped"
+                    break
+        finally:
+            bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        if status == "done":
+            self.finish()
+        return status
+
+    def log_metrics(self, index: int, losses: list[float], times: list[float], lr: float) -> None:
+        loss = sum(losses) / len(losses)
+        if self.dist.enabled:
+            loss = D.all_reduce_mean(loss, self.device)
+        if not self.dist.is_main:
+            return
+        with self.autocast():
+            probe = collapse_metrics(self.model.encoder, self.probe)
+        self.log.write({"step": index, "loss": loss, "lr": lr, "frozen": self.phase.frozen,
+                        "target_block": self.phase.target_block, "loss_kind": self.phase.loss, **probe,
+                        "step_time": sum(times) / len(times)})
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"version": STATE_VERSION, "name": self.name, "step": self.step,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "phase": self.phase.to_dict(), "data": self.stream.state_dict(),
+                "mask_rng": self.mask_gen.get_state(), "rng": capture_rng(), "recipe": self.recipe,
+                "arch": self.arch.to_dict(), "world_size": self.dist.world_size}
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            atomic_torch_save(self.state_dict(), self.state_path)
+        if self.dist.enabled:
+            dist.barrier()
+
+    def load(self) -> None:
+        state = load_state(self.state_path)
+        if state.get("version") != STATE_VERSION or state.get("name") != self.name:
+            raise ValueError(f"{self.state_path}: state of {state.get('name')!r} (version {state.get('version')}), "
+                             f"not of {self.name!r}; remove it or pass resume=false")
+        differ = sorted(k for k in self.recipe if k not in BOOKKEEPING and state["recipe"].get(k) != self.recipe[k])
+        if differ or state["arch"] != self.arch.to_dict():
+            what = ", ".join(f"{k}: {state['recipe'].get(k)!r} -> {self.recipe[k]!r}" for k in differ) or "architecture"
+            raise ValueError(f"{self.state_path}: saved run differs from this config ({what}); "
+                             "remove the run directory or pass resume=false to start over")
+        self.model.load_state_dict(state["model"])
+        self.enter_phase(Phase.from_dict(state["phase"]))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.stream.load_state_dict(state["data"])
+        self.mask_gen.set_state(state["mask_rng"])
+        restore_rng(state["rng"])
+        self.step = int(state["step"])
+
+    # ------------------------------------------------------------------ end of run
+    def weights_digest(self) -> str:
+        h = hashlib.sha256()
+        for name, t in self.model.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
+    def finish(self) -> dict[str, Any]:
+        """Export the encoder checkpoint, the plot and a summary (rank 0)."""
+        digest = self.weights_digest()
+        digests = [digest]
+        if self.dist.enabled:
+            digests = [None] * self.dist.world_size
+            dist.all_gather_object(digests, digest)
+        if not self.dist.is_main:
+            return {}
+        records = read_metrics(self.log.path) if self.log.path.exists() else []
+        plot_metrics(records, self.run_dir / "metrics.png", title=f"{self.name} ({self.recipe['objective']})")
+        last = records[-1] if records else {}
+        summary = {"name": self.name, "steps": self.step, "final_loss": last.get("loss"),
+                   "feat_std": last.get("feat_std"), "eff_rank": last.get("eff_rank"),
+                   "mean_step_time": (sum(r["step_time"] for r in records) / len(records)) if records else None,
+                   "frozen": self.phase.frozen, "world_size": self.dist.world_size,
+                   "rank_digests": digests, "ranks_consistent": len(set(digests)) == 1,
+                   "device": str(self.device), "resumed_from": self.resumed_from}
+        train_config = {"model": self.name, "recipe": self.recipe, "data": self.cfg["data"], "seed": self.seed,
+                        "arch_overrides": self.arch_overrides, "world_size": self.dist.world_size,
+                        "precision": "bf16" if self.bf16 else "fp32"}
+        path = checkpoint_path(self.name, self.cfg["paths"]["checkpoints"])
+        sha = save_checkpoint(self.model.encoder, path, train_config=train_config,
+                              extra={"pretrain": {k: summary[k] for k in ("steps", "final_loss", "feat_std",
+                                                                          "eff_rank", "frozen")}})
+        summary.update(checkpoint=str(path), sha256=sha)
+        atomic_write_bytes(self.run_dir / "summary.json", json.dumps(summary, indent=2).encode())
+        return summary
+
+    def close(self) -> None:
+        self.ddp = None
+        D.shutdown()
