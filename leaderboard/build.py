@@ -1,0 +1,146 @@
+"""Build the leaderboard from result records: ``python -m leaderboard.build [--results DIR] [--out DIR]``.
+
+Reads every record under ``--results`` (default ``results``; malformed files are skipped and
+named on stderr), aggregates seeds per (task, dataset, model, readout) into mean ± sample std
+(ddof=1; one seed: std 0, shown "(n=1)"), ranks models per task, and writes under ``--out``
+(default ``leaderboard``):
+
+- ``leaderboard.md``   overview (per readout: each task's primary metric, mean rank, params,
+                       collapse monitors when records carry them) and one table per task × readout
+- ``leaderboard.csv``  tidy: task, dataset, readout, model, metric, mean, std, n
+- ``index.html``       the same tables as one self-contained page with sortable columns
+- ``plots/*.png``      per-task bars of the primary metric; primary metric vs parameter count
+
+Outputs are deterministic (same records -> byte-identical files; no dates) and written
+atomically. ``--check`` writes nothing and exits 1 if any file would change (the drift check of
+the committed leaderboard). Exit status 1 also when there is no valid record at all.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from bench.models.checkpoint import atomic_write_bytes
+from leaderboard.aggregate import Leaderboard, aggregate, load
+from leaderboard.page import page
+from leaderboard.plots import plot_paths
+from leaderboard.plots import plots as render_plots
+from leaderboard.tables import markdown, overview_markdown, tidy_csv
+
+PLOTS_DIR = "plots"
+
+
+class NoRecordsError(RuntimeError):
+    """No valid result record under the results directory; ``skipped`` names the malformed files."""
+
+    def __init__(self, message: str, skipped: list[str] | None = None):
+        super().__init__(message)
+        self.skipped = skipped or []
+
+
+def render(results_dir: str | Path, with_plots: bool = True) -> tuple[dict[str, bytes], Leaderboard, list[str]]:
+    """({relative path: bytes} of every output file, the leaderboard, skipped-file/warning messages).
+
+    Raises NoRecordsError (one line) when ``results_dir`` holds no valid record."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise NoRecordsError(f"results directory {results_dir} does not exist; run `python -m bench.run` first")
+    records, errors = load(results_dir)
+    if not records:
+        skipped = f" ({len(errors)} malformed file(s) skipped)" if errors else ""
+        raise NoRecordsError(f"no valid result records under {results_dir}{skipped}", errors)
+    lb, warnings = aggregate(records)
+    pngs = render_plots(lb) if with_plots else {}
+    files = {"leaderboard.md": markdown(lb, plot_paths(lb)).encode(), "leaderboard.csv": tidy_csv(lb).encode(),
+             "index.html": page(lb, pngs).encode(), **pngs}
+    return dict(sorted(files.items())), lb, [f"skipped {e}" for e in errors] + [f"warning: {w}" for w in warnings]
+
+
+def _stale(out_dir: Path, files: dict[str, bytes]) -> list[str]:
+    """Generated plots from an earlier build that this build no longer produces."""
+    plot_dir = out_dir / PLOTS_DIR
+    if not plot_dir.is_dir():
+        return []
+    return sorted(p.relative_to(out_dir).as_posix() for p in plot_dir.glob("*.png")
+                  if p.relative_to(out_dir).as_posix() not in files)
+
+
+def _report(messages: list[str]) -> None:
+    for msg in messages:
+        print(f"leaderboard: {msg}", file=sys.stderr)
+
+
+def build(results_dir: str | Path = "results", out_dir: str | Path = "leaderboard") -> dict[str, Path]:
+    """Write every leaderboard file under ``out_dir``; return {relative path: written path}.
+
+    Skipped files are reported on stderr; stale plots of an earlier build are removed."""
+    return _build(results_dir, out_dir)[0]
+
+
+def _build(results_dir: str | Path, out_dir: str | Path) -> tuple[dict[str, Path], Leaderboard]:
+    out_dir = Path(out_dir)
+    try:
+        files, lb, messages = render(results_dir)
+    except NoRecordsError as exc:
+        _report([f"skipped {e}" for e in exc.skipped])
+        raise
+    _report(messages)
+    written = {}
+    for rel, data in files.items():
+        path = out_dir / rel
+        if not (path.is_file() and path.read_bytes() == data):
+            atomic_write_bytes(path, data)
+            os.chmod(path, 0o644)  # mkstemp creates 0600; these are public pages and tables
+        written[rel] = path
+    for rel in _stale(out_dir, files):
+        (out_dir / rel).unlink()
+    return written, lb
+
+
+def check(results_dir: str | Path = "results", out_dir: str | Path = "leaderboard",
+          with_plots: bool = True) -> list[str]:
+    """Relative paths of the files a build would create, change or (stale plots) remove; [] if none.
+
+    ``with_plots=False`` compares only the Markdown and CSV (PNG bytes, and the HTML page that
+    embeds them, can differ across matplotlib/freetype versions)."""
+    out_dir = Path(out_dir)
+    files, _, _ = render(results_dir, with_plots=with_plots)
+    if not with_plots:
+        files = {k: v for k, v in files.items() if k != "index.html"}
+    changed = [rel for rel, data in files.items()
+               if not ((path := out_dir / rel).is_file() and path.read_bytes() == data)]
+    return sorted(changed + (_stale(out_dir, files) if with_plots else []))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m leaderboard.build", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", default="results", help="directory of result records (default: results)")
+    parser.add_argument("--out", default="leaderboard", help="output directory (default: leaderboard)")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; list the files a build would change and exit 1 if any")
+    args = parser.parse_args(argv)
+    try:
+        if args.check:
+            changed = check(args.results, args.out)
+            for rel in changed:
+                print(f"would change: {Path(args.out) / rel}")
+            if changed:
+                print(f"leaderboard: {len(changed)} file(s) out of date; run python -m leaderboard.build "
+                      f"--results {args.results} --out {args.out}", file=sys.stderr)
+                return 1
+            print(f"leaderboard: {args.out} is up to date with {args.results}")
+            return 0
+        written, lb = _build(args.results, args.out)
+    except NoRecordsError as exc:
+        print(f"leaderboard: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"leaderboard: wrote {len(written)} files under {args.out}/ "
+          f"({lb.n_records} records, {len(lb.groups)} groups)\n")
+    print(overview_markdown(lb), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

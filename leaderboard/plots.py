@@ -1,0 +1,126 @@
+"""Leaderboard plots as deterministic PNG bytes (no pyplot, no global backend, no timestamps).
+
+- ``plots/<task>__<dataset>.png``: the primary metric per model, one bar per readout, error bars
+  = sample std over seeds;
+- ``plots/params.png``: the primary metric of each task against encoder parameter count (log
+  scale), for the models whose parameter count is known.
+
+Figures are drawn under matplotlib's default style (not the user's matplotlibrc), with a fixed
+``svg.hashsalt`` and PNG metadata without the Software key, so identical inputs give identical bytes.
+"""
+from __future__ import annotations
+
+import io
+
+import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from leaderboard.aggregate import Leaderboard, TaskColumn
+from leaderboard.tables import arrow, slug, task_label
+
+RC = {"svg.hashsalt": "frozen4d-leaderboard", "font.size": 9, "axes.titlesize": 10}
+DPI = 100
+
+
+def _compact(n: float, _pos: object = None) -> str:
+    for scale, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= scale:
+            return f"{n / scale:g}{unit}"
+    return f"{n:g}"
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _task_bars(lb: Leaderboard, task: TaskColumn) -> bytes:
+    readouts = lb.task_readouts(task)
+    models = sorted({m for r in readouts for m in lb.task_models(task, r)})
+    fig = Figure(figsize=(max(4.0, 0.9 * len(models) * max(1, len(readouts)) + 1.5), 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / len(readouts)
+    for i, readout in enumerate(readouts):
+        xs, ys, es = [], [], []
+        for j, model in enumerate(models):
+            g = lb.group(task, model, readout)
+            if g is not None and task.primary in g.metrics:
+                s = g.metrics[task.primary]
+                xs.append(j - 0.4 + width * (i + 0.5))
+                ys.append(s.mean)
+                es.append(s.std)
+        ax.bar(xs, ys, width=width * 0.95, yerr=es, capsize=3, label=f"{readout} readout", color=f"C{i}")
+    tilt = len(models) > 3
+    ax.set_xticks(range(len(models)), models, rotation=20 if tilt else 0, ha="right" if tilt else "center")
+    ax.set_ylabel(f"{task.primary} {arrow(task.higher[task.primary])}")
+    ax.set_title(f"{task.task} ({task.dataset}): {task.primary}, mean ± std over seeds")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def _params_plot(lb: Leaderboard) -> bytes | None:
+    tasks = _params_tasks(lb)
+    if not tasks:
+        return None
+    ncols = min(3, len(tasks))
+    nrows = -(-len(tasks) // ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows), layout="constrained")
+    for k, task in enumerate(tasks):
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        for i, readout in enumerate(lb.task_readouts(task)):
+            pts = []
+            for model in lb.task_models(task, readout):
+                g = lb.group(task, model, readout)
+                if model in lb.params and task.primary in g.metrics:
+                    pts.append((lb.params[model], g.metrics[task.primary], model))
+            if not pts:
+                continue
+            pts.sort(key=lambda p: (p[0], p[2]))
+            ax.errorbar([p[0] for p in pts], [p[1].mean for p in pts], yerr=[p[1].std for p in pts], fmt="o",
+                        capsize=3, color=f"C{i}", label=f"{readout} readout")
+            for x, s, model in pts:
+                ax.annotate(model, (x, s.mean), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xscale("log")
+        xs = [lb.params[g.model] for g in lb.groups if (g.task, g.dataset) == task.key and g.model in lb.params]
+        ax.set_xlim(min(xs) / 2, max(xs) * 2)
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(_compact))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("encoder parameters")
+        ax.set_ylabel(f"{task.primary} {arrow(task.higher[task.primary])}")
+        ax.set_title(task_label(lb, task))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=7)
+    return _png(fig)
+
+
+def task_plot_path(task: TaskColumn) -> str:
+    return f"plots/{slug(task.task)}__{slug(task.dataset)}.png"
+
+
+def _params_tasks(lb: Leaderboard) -> list[TaskColumn]:
+    return [t for t in lb.tasks if any(g.model in lb.params for g in lb.groups if (g.task, g.dataset) == t.key)]
+
+
+def plot_paths(lb: Leaderboard) -> list[str]:
+    """The paths :func:`plots` produces, without drawing anything."""
+    return sorted([task_plot_path(t) for t in lb.tasks] + (["plots/params.png"] if _params_tasks(lb) else []))
+
+
+def plots(lb: Leaderboard) -> dict[str, bytes]:
+    """{relative path under the output directory: PNG bytes}, sorted by path."""
+    out: dict[str, bytes] = {}
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
+        matplotlib.rcParams.update(RC)
+        for task in lb.tasks:
+            out[task_plot_path(task)] = _task_bars(lb, task)
+        params = _params_plot(lb)
+        if params is not None:
+            out["plots/params.png"] = params
+    return dict(sorted(out.items()))
