@@ -35,17 +35,23 @@ class ViTConfig:
     pos_embed: str = "learned"  # "learned" | "rope"
     readout_depth: float = 0.95
     rope_split: tuple[float, float, float] = field(default=(0.10, 0.25, 0.25))
+    mlp_act: str = "gelu"  # "gelu" (exact, erf) | "gelu_tanh" (tanh approximation: flax's nn.gelu, 4DS)
 
     def __post_init__(self) -> None:
         self.patch_size = tuple(int(p) for p in self.patch_size)
         self.rope_split = tuple(float(s) for s in self.rope_split)
         if self.pos_embed not in ("learned", "rope"):
             raise ValueError(f"pos_embed={self.pos_embed!r}: expected 'learned' or 'rope'")
+        if self.mlp_act not in ("gelu", "gelu_tanh"):
+            raise ValueError(f"mlp_act={self.mlp_act!r}: expected 'gelu' or 'gelu_tanh'")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if d["mlp_act"] == "gelu":  # default left out: older sidecars, cache keys and resume states stay valid
+            del d["mlp_act"]
+        return d
 
 
 def normalize_video(video: torch.Tensor) -> torch.Tensor:
@@ -110,12 +116,13 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-LayerNorm transformer block."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_dim: int):
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, mlp_act: str = "gelu"):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, hidden_features=mlp_dim, act_layer=nn.GELU)
+        act = nn.GELU if mlp_act == "gelu" else (lambda: nn.GELU(approximate="tanh"))
+        self.mlp = Mlp(dim, hidden_features=mlp_dim, act_layer=act)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), rope)
@@ -138,7 +145,8 @@ class VideoViT(nn.Module):
         else:
             self.pos_embed = None
             self.rope = RoPE3D(cfg.embed_dim // cfg.num_heads, cfg.rope_split)
-        self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_dim) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_dim, cfg.mlp_act)
+                                    for _ in range(cfg.depth))
         self.apply(self._init_weights)
 
     @staticmethod

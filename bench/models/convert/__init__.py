@@ -1,0 +1,53 @@
+"""Converters from public video-encoder checkpoints to frozen4d checkpoints.
+
+``python -m bench.models.convert <kind> <in> <out.safetensors> [--img-size N --num-frames T]``
+
+=========  ========================================================  =====================
+kind       source                                                    input file
+=========  ========================================================  =====================
+videomae   VideoMAE / VideoMAE-v2 (MCG-NJU, OpenGVLab), pretrain      ``.pth`` state dict
+           or finetune encoders (:mod:`.videomae`)
+vjepa      V-JEPA encoders (facebookresearch/jepa) (:mod:`.vjepa`)    ``.pth.tar`` checkpoint
+4ds        4DS release (google-deepmind/representations4d), flax     ``.npz``
+           parameters (:mod:`.fourds`)
+=========  ========================================================  =====================
+
+Each converter maps the source's parameters onto :class:`bench.models.vit.VideoViT` exactly
+(same features up to float rounding; the tests check this against reference forwards written
+from each source's published architecture) and writes a safetensors checkpoint whose sidecar
+records the source kind, file name and sha256, and what was dropped or folded. Inputs are
+only read with ``torch.load(weights_only=True)`` or ``np.load(allow_pickle=False)``: a file
+that needs code to unpickle is refused, never run. Errors are one line naming the file.
+
+Use a converted model by its file stem: put ``<name>.safetensors`` (+ ``.json``) in the
+checkpoint directory and run ``python -m bench.run model.name=<name> paths.checkpoints=DIR``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.models.convert import fourds, videomae, vjepa
+from bench.models.convert.common import ConversionError, write
+from bench.models.vit import VideoViT
+
+CONVERTERS: dict[str, Callable[..., tuple[VideoViT, dict[str, Any]]]] = {
+    videomae.KIND: videomae.convert,
+    vjepa.KIND: vjepa.convert,
+    fourds.KIND: fourds.convert,
+}
+
+
+def convert(kind: str, src: str | Path, out: str | Path, **options: Any) -> tuple[VideoViT, str]:
+    """Convert ``src`` (a ``kind`` checkpoint) into ``out`` (.safetensors + .json sidecar);
+    returns (the converted encoder, its sha256). ``options``: img_size, num_frames, num_heads,
+    checkpoint_key (V-JEPA)."""
+    if kind not in CONVERTERS:
+        raise ConversionError(f"unknown checkpoint kind {kind!r}; known: {', '.join(CONVERTERS)}")
+    if Path(out).suffix != ".safetensors":
+        raise ConversionError(f"{out}: the output must be a .safetensors file")
+    model, notes = CONVERTERS[kind](Path(src), **options)
+    return model, write(model, Path(out), kind, Path(src), notes)
+
+
+__all__ = ["CONVERTERS", "ConversionError", "convert"]

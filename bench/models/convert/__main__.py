@@ -1,0 +1,44 @@
+"""``python -m bench.models.convert <kind> <in> <out.safetensors> [options]`` (see the package doc)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.models.convert import CONVERTERS, ConversionError, convert
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.models.convert",
+                                     description="Convert a public video-encoder checkpoint to a frozen4d checkpoint.")
+    parser.add_argument("kind", choices=sorted(CONVERTERS), help="source checkpoint family")
+    parser.add_argument("src", type=Path, help="input file (.pth/.pt for videomae and vjepa, .npz for 4ds)")
+    parser.add_argument("out", type=Path, help="output .safetensors (the .json sidecar goes next to it)")
+    parser.add_argument("--img-size", type=int, default=None,
+                        help="frame size: videomae builds its position table for it (default 224); vjepa: the "
+                             "pretraining size (default: inferred); 4ds: resample the learned table to it")
+    parser.add_argument("--num-frames", type=int, default=None,
+                        help="clip length, as --img-size (default 16; 4ds: the table's own)")
+    parser.add_argument("--num-heads", type=int, default=None,
+                        help="attention heads (default: the standard ViT head count for the width; 4ds: read "
+                             "from the weights)")
+    parser.add_argument("--checkpoint-key", default=None,
+                        help="vjepa: which encoder of a training checkpoint (default target_encoder, then encoder)")
+    args = parser.parse_args(argv)
+    try:
+        model, sha = convert(args.kind, args.src, args.out, img_size=args.img_size, num_frames=args.num_frames,
+                             num_heads=args.num_heads, checkpoint_key=args.checkpoint_key)
+    except ConversionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    c = model.cfg
+    print(f"{args.kind} {args.src} -> {args.out}")
+    print(f"  ViT {c.embed_dim} wide, {c.depth} blocks, {c.num_heads} heads, MLP {c.mlp_dim}, tubelet "
+          f"{'x'.join(map(str, c.patch_size))}, built for {c.num_frames}x{c.img_size}x{c.img_size} clips")
+    print(f"  sha256 {sha}")
+    print(f"  use: python -m bench.run model.name={args.out.stem} paths.checkpoints={args.out.parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""What every converter shares: safe readers, key/shape checks with one-line errors, weight
+folding, and the writer that stamps the source into the sidecar.
+
+Readers never execute code from a file: ``.pt``/``.pth`` go through
+``torch.load(weights_only=True)`` (plus ``argparse.Namespace``, a plain attribute bag that
+VideoMAE-style training checkpoints store under ``args``), ``.npz`` through
+``np.load(allow_pickle=False)``. Every error is a :class:`ConversionError` whose message is one
+line that starts with the input file's path.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.models.checkpoint import CheckpointError, save_checkpoint, sha256_file
+from bench.models.vit import IMAGENET_MEAN, IMAGENET_STD, ViTConfig, VideoViT
+
+# heads of the standard ViT widths (head dim 64, 80 for H, 88 for g, 104 for G): the public
+# checkpoints' weights do not record the head count (4DS's do: it is read from the kernels)
+HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16, 1664: 16, 1792: 16}
+
+
+class ConversionError(CheckpointError):
+    """A source checkpoint that cannot be converted; the message names the file."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    m = re.search(r"Unsupported global: [^\n]*", text)  # the useful line of a weights_only refusal
+    return (m.group(0) if m else text.strip().splitlines()[0] if text.strip() else "").strip()
+
+
+def read_torch(path: Path) -> Any:
+    """The object in a ``.pt``/``.pth`` file, unpickled with ``weights_only=True`` (tensors,
+    containers, numbers, strings, and ``argparse.Namespace``). Anything else is refused unrun."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"{path}: file not found")
+    allow = [argparse.Namespace]
+    try:
+        if hasattr(torch.serialization, "safe_globals"):
+            with torch.serialization.safe_globals(allow):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle payloads with non-allowlisted globals, truncated or foreign files
+        raise ConversionError(f"{path}: refused or unreadable as a weights-only torch file "
+                              f"({type(exc).__name__}: {_first_line(exc)})") from exc
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` archive, read with ``allow_pickle=False``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"{path}: file not found")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {k: np.asarray(archive[k]) for k in archive.files}
+    except Exception as exc:  # not a zip, object arrays (need pickle), truncated members
+        raise ConversionError(f"{path}: unreadable as a numpy .npz archive "
+                              f"({type(exc).__name__}: {_first_line(exc)})") from exc
+
+
+def select_prefix(path: Path, state: dict[str, Any], marker: str) -> tuple[dict[str, torch.Tensor], str]:
+    """Keep the tensors under the one prefix that holds ``marker`` (e.g. ``encoder.`` or
+    ``module.backbone.``) and strip it; returns (state, prefix)."""
+    hits = sorted(k[: -len(marker)] for k in state if k.endswith(marker) and torch.is_tensor(state[k]))
+    if not hits:
+        some = ", ".join(list(state)[:5]) or "(no keys)"
+        raise ConversionError(f"{path}: missing key '{marker}' (under any prefix); the file has: {some}, ...")
+    if len(hits) > 1:
+        raise ConversionError(f"{path}: several encoders hold '{marker}' (prefixes {hits}); "
+                              f"keep one in the file")
+    prefix = hits[0]
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and torch.is_tensor(v)}, prefix
+
+
+class Params:
+    """A source state (name -> array) that hands out tensors with shape checks, remembers what
+    was used, and reports missing names a few at a time."""
+
+    def __init__(self, path: Path, state: dict[str, Any]):
+        self.path = Path(path)
+        self.state = state
+        self.used: set[str] = set()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.state
+
+    def require(self, names: Iterable[str]) -> None:
+        missing = [n for n in names if n not in self.state]
+        if missing:
+            more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+            raise ConversionError(f"{self.path}: missing keys {', '.join(missing[:5])}{more}")
+
+    def get(self, name: str, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        self.require([name])
+        value = self.state[name]
+        t = (value if torch.is_tensor(value) else torch.from_numpy(np.asarray(value))).detach().to(torch.float32)
+        if shape is not None and tuple(t.shape) != tuple(shape):
+            raise ConversionError(f"{self.path}: {name} has shape {list(t.shape)}, expected {list(shape)}")
+        self.used.add(name)
+        return t
+
+    def unused(self) -> list[str]:
+        return sorted(set(self.state) - self.used)
+
+
+def block_count(params: Params, pattern: str) -> int:
+    """Number of blocks: 1 + the largest index ``i`` in names matching ``pattern`` (one group)."""
+    found = [int(m.group(1)) for k in params.state if (m := re.match(pattern, k))]
+    if not found:
+        raise ConversionError(f"{params.path}: no transformer block found (no key matches {pattern!r})")
+    depth = max(found) + 1
+    return depth
+
+
+def heads_for(path: Path, width: int, num_heads: int | None) -> int:
+    if num_heads is None:
+        if width not in HEADS_BY_WIDTH:
+            raise ConversionError(f"{path}: width {width} is not a standard ViT width; pass --num-heads")
+        num_heads = HEADS_BY_WIDTH[width]
+    if width % num_heads:
+        raise ConversionError(f"{path}: width {width} is not divisible by num_heads={num_heads}")
+    return num_heads
+
+
+def factor_grid(path: Path, tokens: int, patch: tuple[int, int, int], img_size: int | None,
+                num_frames: int) -> tuple[int, int, int]:
+    """(T', h, w) of a flattened position table of ``tokens`` rows for square frames: T' from
+    ``num_frames``; h = w from ``img_size``, or from tokens / T' when ``img_size`` is None."""
+    pt, ph, pw = patch
+    if num_frames % pt:
+        raise ConversionError(f"{path}: num_frames={num_frames} is not divisible by the tubelet length {pt}")
+    t = num_frames // pt
+    if img_size is None:
+        side = int(round((tokens / t) ** 0.5)) if tokens % t == 0 else 0
+        if side * side * t != tokens or ph != pw:
+            raise ConversionError(f"{path}: {tokens} position rows do not factor as {t}×h×h; "
+                                  f"pass --num-frames/--img-size of the pretraining clip")
+        return t, side, side
+    if img_size % ph or img_size % pw:
+        raise ConversionError(f"{path}: img_size={img_size} is not divisible by the patch {ph}×{pw}")
+    grid = (t, img_size // ph, img_size // pw)
+    if grid[0] * grid[1] * grid[2] != tokens:
+        raise ConversionError(f"{path}: the position table has {tokens} rows, but a {num_frames}×{img_size}²"
+                              f" clip gives {grid[0]}×{grid[1]}×{grid[2]} = {grid[0] * grid[1] * grid[2]} tokens;"
+                              f" pass the pretraining --img-size/--num-frames")
+    return grid
+
+
+def resample_table(table: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    """A [1, T', h, w, C] position table resampled to ``grid`` exactly as ``VideoViT`` does at
+    run time (trilinear, align_corners=False), so converting at a size equals running at it."""
+    if tuple(table.shape[1:4]) == tuple(grid):
+        return table
+    out = F.interpolate(table.permute(0, 4, 1, 2, 3), size=grid, mode="trilinear", align_corners=False)
+    return out.permute(0, 2, 3, 4, 1).contiguous()
+
+
+def fold_input_normalization(weight: torch.Tensor, bias: torch.Tensor, mean: tuple[float, ...],
+                             std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patch-embedding weights [C, 3, t, h, w] that take frozen4d's ImageNet-normalised input
+    and give what the source computed on its own input normalisation ``(x01 - mean) / std``.
+    The tubelet conv is linear and unpadded, so this is exact:
+    x_src = a * x_in + c with a = std_in / std, c = (mean_in - mean) / std, per channel."""
+    mean_in, std_in = torch.tensor(IMAGENET_MEAN, dtype=torch.float64), torch.tensor(IMAGENET_STD, dtype=torch.float64)
+    a = std_in / torch.tensor(std, dtype=torch.float64)
+    c = (mean_in - torch.tensor(mean, dtype=torch.float64)) / torch.tensor(std, dtype=torch.float64)
+    w = weight.double()
+    new_w = w * a.view(1, 3, 1, 1, 1)
+    new_b = bias.double() + (w * c.view(1, 3, 1, 1, 1)).sum(dim=(1, 2, 3, 4))
+    return new_w.float(), new_b.float()
+
+
+def build(path: Path, cfg: ViTConfig, state: dict[str, torch.Tensor]) -> VideoViT:
+    """A ``VideoViT`` of ``cfg`` holding exactly ``state`` (every tensor, right shapes), in eval mode."""
+    model = VideoViT(cfg)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # a converter bug rather than a bad file, but say which file
+        raise ConversionError(f"{path}: converted weights do not fit the architecture ({_first_line(exc)})") from exc
+    return model.eval()
+
+
+def write(model: VideoViT, out: Path, kind: str, src: Path, notes: dict[str, Any]) -> str:
+    """Save the converted encoder (safetensors + sidecar naming the source kind, file and sha256)."""
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ConversionError(f"{out}: the output must be a .safetensors file")
+    src = Path(src)
+    extra = {"source": {"kind": kind, "file": src.name, "sha256": sha256_file(src)}, "conversion": notes}
+    return save_checkpoint(model, out, train_config={}, extra=extra)

@@ -1,0 +1,134 @@
+"""VideoMAE / VideoMAE-v2 PyTorch checkpoints -> frozen4d ``VideoViT``.
+
+Source layout (MCG-NJU/VideoMAE ``modeling_finetune.py`` / ``modeling_pretrain.py``, and the
+same names in OpenGVLab/VideoMAEv2): ``patch_embed.proj`` Conv3d [C, 3, 2, 16, 16];
+``blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}`` with ``attn.qkv`` unbiased
+and separate ``attn.q_bias`` / ``attn.v_bias`` (the key bias is zero: the source concatenates
+``(q_bias, 0, v_bias)``); optional layer scale ``blocks.N.gamma_1`` / ``gamma_2``; a final
+``norm`` (pretrain encoder, or finetune without mean pooling) or ``fc_norm`` + ``head``
+(finetune with mean pooling). Pretrain checkpoints prefix the encoder with ``encoder.`` and
+also hold the decoder (ignored); files may wrap the state dict in ``model`` / ``module``.
+
+Conversion, all exact:
+- qkv bias = cat(q_bias, zeros, v_bias) (zeros when the model was built without qkv bias);
+- layer scale folded into the residual branch's last linear layer:
+  gamma * (W x + b) = (gamma[:, None] * W) x + gamma * b;
+- position table: VideoMAE's fixed 1D sinusoid table over the flattened (t, h, w) token index
+  (``get_sinusoid_encoding_table``: angle = pos / 10000^(2⌊j/2⌋/C), sin on even channels,
+  cos on odd), regenerated for the ``--img-size`` × ``--num-frames`` clip and stored as the
+  learned table [1, T', h, w, C]. VideoMAE cannot change its token count; frozen4d would
+  interpolate this table trilinearly, which is not the same function, so convert at the clip
+  size you evaluate at (e.g. ``--img-size 64 --num-frames 16`` for the default synthetic world).
+  A learnable ``pos_embed`` [1, N, C] in the file is used as is;
+- input normalisation: VideoMAE uses ImageNet mean/std, as frozen4d does: nothing to fold.
+
+The final ``norm`` / ``fc_norm`` (and ``head``) are DROPPED, not folded: frozen4d's ViT has no
+final norm by design (DESIGN.md §4), readout features come from 95 % depth (before the last
+block), which a final norm never touches, and every frozen4d readout LayerNorms its input.
+A LayerNorm cannot be folded into the blocks before it. The dropped names are listed in the
+sidecar (``conversion.dropped``). Cosine attention (VideoMAE-v2's ``cos_attn``, a learned
+``attn.scale``) has no frozen4d equivalent and is refused.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.models.convert.common import (ConversionError, Params, block_count, build, factor_grid, heads_for,
+                                         read_torch, select_prefix)
+from bench.models.vit import ViTConfig, VideoViT
+
+KIND = "videomae"
+
+
+def sinusoid_table(n_position: int, dim: int) -> np.ndarray:
+    """VideoMAE's fixed position table [n_position, dim] (float64)."""
+    pos = np.arange(n_position, dtype=np.float64)[:, None]
+    j = np.arange(dim)
+    angles = pos / np.power(10000.0, 2 * (j // 2) / dim)[None, :]
+    table = angles.copy()
+    table[:, 0::2] = np.sin(angles[:, 0::2])
+    table[:, 1::2] = np.cos(angles[:, 1::2])
+    return table
+
+
+def state_dict_of(path: Path, obj: Any) -> dict[str, Any]:
+    for key in ("model", "module", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise ConversionError(f"{path}: expected a state dict, found {type(obj).__name__}")
+    return obj
+
+
+def convert(src: Path, img_size: int | None = None, num_frames: int | None = None,
+            num_heads: int | None = None, **_: Any) -> tuple[VideoViT, dict[str, Any]]:
+    """(converted encoder, conversion notes) from a VideoMAE checkpoint file."""
+    src = Path(src)
+    state, prefix = select_prefix(src, state_dict_of(src, read_torch(src)), "patch_embed.proj.weight")
+    p = Params(src, state)
+    w = p.get("patch_embed.proj.weight")
+    if w.dim() != 5 or w.shape[1] != 3:
+        raise ConversionError(f"{src}: patch_embed.proj.weight has shape {list(w.shape)}, expected [C, 3, t, h, w]")
+    dim, patch = int(w.shape[0]), tuple(int(s) for s in w.shape[2:])
+    depth = block_count(p, r"blocks\.(\d+)\.")
+    heads = heads_for(src, dim, num_heads)
+    names = [f"blocks.{i}.{n}" for i in range(depth) for n in (
+        "norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.proj.weight", "attn.proj.bias",
+        "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias")]
+    p.require(["patch_embed.proj.bias", *names])
+    if any(f"blocks.{i}.attn.scale" in p for i in range(depth)):
+        raise ConversionError(f"{src}: cosine attention (attn.scale, VideoMAE-v2 cos_attn) is not supported")
+    mlp_dim = int(p.state["blocks.0.mlp.fc1.weight"].shape[0])
+
+    num_frames = 16 if num_frames is None else num_frames
+    img_size = 224 if img_size is None and "pos_embed" not in p else img_size
+    out: dict[str, torch.Tensor] = {"patch_embed.weight": w, "patch_embed.bias": p.get("patch_embed.proj.bias", (dim,))}
+    if "pos_embed" in p:  # use_learnable_pos_emb=True
+        table = p.get("pos_embed")
+        if table.dim() != 3 or table.shape[0] != 1 or table.shape[2] != dim:
+            raise ConversionError(f"{src}: pos_embed has shape {list(table.shape)}, expected [1, N, {dim}]")
+        grid = factor_grid(src, int(table.shape[1]), patch, img_size, num_frames)
+        position = "learned pos_embed from the file"
+    else:
+        if img_size % patch[1] or num_frames % patch[0]:
+            raise ConversionError(f"{src}: a {num_frames}×{img_size}² clip is not divisible by the tubelet {patch}")
+        grid = (num_frames // patch[0], img_size // patch[1], img_size // patch[2])
+        table = torch.from_numpy(sinusoid_table(int(np.prod(grid)), dim)).float()[None]
+        position = "VideoMAE sinusoid table regenerated for the grid"
+    out["pos_embed"] = table.reshape(1, *grid, dim)
+
+    for i in range(depth):
+        b = f"blocks.{i}."
+        qkv_w = p.get(b + "attn.qkv.weight", (3 * dim, dim))
+        if (b + "attn.q_bias") in p or (b + "attn.v_bias") in p:
+            q_bias, v_bias = p.get(b + "attn.q_bias", (dim,)), p.get(b + "attn.v_bias", (dim,))
+            qkv_b = torch.cat([q_bias, torch.zeros_like(q_bias), v_bias])
+        elif (b + "attn.qkv.bias") in p:
+            qkv_b = p.get(b + "attn.qkv.bias", (3 * dim,))
+        else:
+            qkv_b = torch.zeros(3 * dim)
+        proj_w, proj_b = p.get(b + "attn.proj.weight", (dim, dim)), p.get(b + "attn.proj.bias", (dim,))
+        fc2_w, fc2_b = p.get(b + "mlp.fc2.weight", (dim, mlp_dim)), p.get(b + "mlp.fc2.bias", (dim,))
+        if (b + "gamma_1") in p:
+            g1, g2 = p.get(b + "gamma_1", (dim,)), p.get(b + "gamma_2", (dim,))
+            proj_w, proj_b = proj_w * g1[:, None], proj_b * g1
+            fc2_w, fc2_b = fc2_w * g2[:, None], fc2_b * g2
+        out.update({
+            b + "norm1.weight": p.get(b + "norm1.weight", (dim,)), b + "norm1.bias": p.get(b + "norm1.bias", (dim,)),
+            b + "attn.qkv.weight": qkv_w, b + "attn.qkv.bias": qkv_b,
+            b + "attn.proj.weight": proj_w, b + "attn.proj.bias": proj_b,
+            b + "norm2.weight": p.get(b + "norm2.weight", (dim,)), b + "norm2.bias": p.get(b + "norm2.bias", (dim,)),
+            b + "mlp.fc1.weight": p.get(b + "mlp.fc1.weight", (mlp_dim, dim)),
+            b + "mlp.fc1.bias": p.get(b + "mlp.fc1.bias", (mlp_dim,)),
+            b + "mlp.fc2.weight": fc2_w, b + "mlp.fc2.bias": fc2_b,
+        })
+    cfg = ViTConfig(embed_dim=dim, depth=depth, num_heads=heads, mlp_dim=mlp_dim, patch_size=patch,
+                    img_size=grid[1] * patch[1], num_frames=grid[0] * patch[0], pos_embed="learned")
+    model = build(src, cfg, out)
+    notes = {"prefix": prefix, "position": position, "layer_scale_folded": "blocks.0.gamma_1" in p,
+             "dropped": p.unused()}
+    return model, notes
