@@ -1,8 +1,9 @@
 """Monocular video depth (4DS): one learned query per output patch predicts that patch's depth.
 
-Output patches are 2×p×p with p half the encoder's spatial tubelet (2×8×8 at 224 with 16-px
-tubelets, as in 4DS; 2×4×4 for the CPU models' 8-px tubelets). Under the linear readout each
-token predicts its own tubelet. Metrics are the standard ones of Eigen et al. (NIPS 2014),
+Output patches are 2×p×p with p = ``patch_px`` (8, as in 4DS at 224 with 16-px tubelets),
+capped at the encoder's spatial tubelet: the CPU models' 8-px tubelets give one query per
+tubelet (2×8×8), which keeps the readout at 512 queries for a 16×64×64 clip. Under the linear
+readout each token predicts its own tubelet. Metrics are the standard ones of Eigen et al. (NIPS 2014),
 pooled over every valid pixel (depth > 0) of the split.
 """
 from __future__ import annotations
@@ -41,14 +42,17 @@ class Depth(Task):
     primary_metric = "abs_rel"
     higher_is_better = False
 
-    def __init__(self, spec: FeatureSpec, readout: str = "attentive", loss: str = "l1", **cfg: Any):
+    def __init__(self, spec: FeatureSpec, readout: str = "attentive", loss: str = "l1", patch_px: int = 8,
+                 **cfg: Any):
         super().__init__(spec, readout, **cfg)
         if loss not in ("l1", "log"):
             raise ValueError(f"depth loss={loss!r}: expected 'l1' or 'log'")
         self.loss_kind = loss
         t, h, w = spec.clip
         tube = (t // spec.grid[0], h // spec.grid[1], w // spec.grid[2])
-        self.patch = tube if readout == "linear" else (2, max(1, tube[1] // 2), max(1, tube[2] // 2))
+        if patch_px < 1 or tube[1] % min(patch_px, tube[1]) or tube[2] % min(patch_px, tube[2]):
+            raise ValueError(f"depth patch_px={patch_px} must divide the encoder's tubelet {tube[1]}×{tube[2]}")
+        self.patch = tube if readout == "linear" else (2, min(patch_px, tube[1]), min(patch_px, tube[2]))
         self.out_grid = (t // self.patch[0], h // self.patch[1], w // self.patch[2])
 
     def queries(self, dim: int) -> nn.Module:
@@ -104,4 +108,4 @@ class Depth(Task):
         return [str(path)]
 
 
-register_task_config("depth", loss="l1")
+register_task_config("depth", loss="l1", patch_px=8)

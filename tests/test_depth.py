@@ -24,15 +24,23 @@ def test_perfect_prediction_and_nonpositive_predictions():
     assert m["delta1"] == 0.0 and np.isfinite(m["abs_rel"])
 
 
+def test_4ds_patch_at_224_and_bad_patch_size():
+    """4DS: 2×8×8 output patches for 16-px tubelets; a patch that does not tile the tubelet is refused."""
+    assert Depth(FeatureSpec(grid=(8, 14, 14), dim=32, clip=(16, 224, 224))).patch == (2, 8, 8)
+    with pytest.raises(ValueError, match="patch_px=3"):
+        Depth(FeatureSpec(grid=(8, 8, 8), dim=32, clip=(16, 64, 64)), patch_px=3)
+
+
 def test_no_valid_pixel_is_an_error():
     with pytest.raises(ValueError, match="no valid pixel"):
         depth_metrics(np.ones(3), np.zeros(3))
 
 
-@pytest.mark.parametrize("readout,patch,queries", [("attentive", (2, 4, 4), 8 * 16 * 16),
-                                                   ("linear", (2, 8, 8), 8 * 8 * 8)])
-def test_depth_layout_roundtrip(readout, patch, queries):
-    task = Depth(FeatureSpec(grid=(8, 8, 8), dim=32, clip=(16, 64, 64)), readout=readout)
+@pytest.mark.parametrize("readout,patch_px,patch,queries", [("attentive", 8, (2, 8, 8), 8 * 8 * 8),
+                                                            ("attentive", 4, (2, 4, 4), 8 * 16 * 16),
+                                                            ("linear", 4, (2, 8, 8), 8 * 8 * 8)])
+def test_depth_layout_roundtrip(readout, patch_px, patch, queries):
+    task = Depth(FeatureSpec(grid=(8, 8, 8), dim=32, clip=(16, 64, 64)), readout=readout, patch_px=patch_px)
     assert task.patch == patch and task.output_dim == int(np.prod(patch))
     assert task.queries(32)({"features": torch.zeros(2, 8, 64, 32)}).shape == (2, queries, 32)
     # a depth map that equals its pixel's row index must come back through the patch layout
