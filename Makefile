@@ -24,10 +24,10 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
-	$(BIN)/python -m bench.demo
+	$(BIN)/python -m leaderboard.demo
 
 demo-fast: $(STAMP)
-	$(BIN)/python -m bench.demo --fast
+	$(BIN)/python -m leaderboard.demo --fast
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all

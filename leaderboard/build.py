@@ -30,6 +30,7 @@ from leaderboard.plots import plots as render_plots
 from leaderboard.tables import markdown, overview_markdown, tidy_csv
 
 PLOTS_DIR = "plots"
+README_START, README_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
 
 class NoRecordsError(RuntimeError):
@@ -72,14 +73,11 @@ def _report(messages: list[str]) -> None:
         print(f"leaderboard: {msg}", file=sys.stderr)
 
 
-def build(results_dir: str | Path = "results", out_dir: str | Path = "leaderboard") -> dict[str, Path]:
-    """Write every leaderboard file under ``out_dir``; return {relative path: written path}.
+def build(results_dir: str | Path = "results",
+          out_dir: str | Path = "leaderboard") -> tuple[dict[str, Path], Leaderboard]:
+    """Write every leaderboard file under ``out_dir``; return ({relative path: written path}, leaderboard).
 
     Skipped files are reported on stderr; stale plots of an earlier build are removed."""
-    return _build(results_dir, out_dir)[0]
-
-
-def _build(results_dir: str | Path, out_dir: str | Path) -> tuple[dict[str, Path], Leaderboard]:
     out_dir = Path(out_dir)
     try:
         files, lb, messages = render(results_dir)
@@ -114,10 +112,31 @@ def check(results_dir: str | Path = "results", out_dir: str | Path = "leaderboar
     return sorted(changed + (_stale(out_dir, files) if with_plots else []))
 
 
+def with_overview(readme: str, overview: str) -> str:
+    """``readme`` with the text between the leaderboard markers replaced by ``overview``."""
+    head, start, rest = readme.partition(README_START)
+    _, end, tail = rest.partition(README_END)
+    if not (start and end):
+        raise ValueError(f"README has no {README_START} ... {README_END} block for the leaderboard")
+    return f"{head}{start}\n{overview}{end}{tail}"
+
+
+def embed_in_readme(readme: str | Path, lb: Leaderboard) -> bool:
+    """Write the overview tables into ``readme`` (atomically); True if the file changed."""
+    path = Path(readme)
+    text = path.read_text()
+    new = with_overview(text, overview_markdown(lb))
+    if new != text:
+        atomic_write_bytes(path, new.encode())
+        os.chmod(path, 0o644)
+    return new != text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leaderboard.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", default="results", help="directory of result records (default: results)")
     parser.add_argument("--out", default="leaderboard", help="output directory (default: leaderboard)")
+    parser.add_argument("--readme", help="also write the overview into this README's leaderboard block")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; list the files a build would change and exit 1 if any")
     args = parser.parse_args(argv)
@@ -132,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(f"leaderboard: {args.out} is up to date with {args.results}")
             return 0
-        written, lb = _build(args.results, args.out)
-    except NoRecordsError as exc:
+        written, lb = build(args.results, args.out)
+        if args.readme and embed_in_readme(args.readme, lb):
+            print(f"leaderboard: updated the overview in {args.readme}")
+    except (NoRecordsError, ValueError) as exc:
         print(f"leaderboard: error: {exc}", file=sys.stderr)
         return 1
     print(f"leaderboard: wrote {len(written)} files under {args.out}/ "

@@ -30,7 +30,7 @@ import pytest
 from bench.results import ResultRecord, write_record
 from leaderboard import build as lbuild
 from leaderboard.aggregate import aggregate, average_ranks, load
-from leaderboard.tables import overview_tables, task_tables
+from leaderboard.tables import overview_markdown, overview_tables, task_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,7 +170,7 @@ def test_outputs_markdown_csv_html_plots(built, lb):
 
 
 def test_builds_are_byte_identical_and_check_detects_drift(results, built, tmp_path):
-    again = lbuild.build(results, tmp_path / "again")
+    again, _ = lbuild.build(results, tmp_path / "again")
     for rel, path in again.items():
         assert path.read_bytes() == (built / rel).read_bytes(), rel
     assert lbuild.check(results, built) == []
@@ -198,7 +198,7 @@ def test_malformed_records_are_named_and_skipped(results, tmp_path, capsys):
         json.dumps({**json.loads(next(bad.glob("depth__*.json")).read_text()), "metrics": {"abs_rel": float("nan")}}))
     (bad / "no_primary.json").write_text(json.dumps({"schema_version": 1, "task": "depth"}))
     out = tmp_path / "out"
-    written = lbuild.build(bad, out)
+    written, _ = lbuild.build(bad, out)
     err = capsys.readouterr().err
     assert "broken.json: not valid JSON" in err
     assert "nested/nan_metric.json: metrics ['abs_rel'] are not finite numbers" in err
@@ -260,3 +260,26 @@ def test_cli_without_valid_records_fails_clearly(tmp_path):
     assert lines[-1] == f"leaderboard: error: no valid result records under {tmp_path / 'results'} " \
                         "(1 malformed file(s) skipped)"
     assert not (tmp_path / "out").exists()
+
+
+def test_readme_block_is_replaced_and_a_missing_block_is_an_error(results, tmp_path):
+    lb = aggregate(load(results)[0])[0]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{lbuild.README_START}\nold table\n{lbuild.README_END}\nafter\n")
+    assert lbuild.embed_in_readme(readme, lb) is True
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# x\n\nbefore\n") and text.endswith("after\n")
+    assert overview_markdown(lb) in text
+    assert lbuild.embed_in_readme(readme, lb) is False  # idempotent
+    with pytest.raises(ValueError, match="leaderboard:start"):
+        lbuild.with_overview("no block here", "table")
+
+
+def test_committed_leaderboard_matches_committed_records():
+    """The committed tables (and the README overview) are what the committed records build."""
+    root = Path(__file__).resolve().parent.parent
+    results = root / "leaderboard" / "results"
+    assert lbuild.check(results, root / "leaderboard", with_plots=False) == []
+    lb = aggregate(load(results)[0])[0]
+    readme = (root / "README.md").read_text()
+    assert lbuild.with_overview(readme, overview_markdown(lb)) == readme
