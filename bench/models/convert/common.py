@@ -120,6 +120,26 @@ def block_count(params: Params, pattern: str) -> int:
     return depth
 
 
+TORCH_BLOCK_PARAMS = ("norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.proj.weight", "attn.proj.bias",
+                      "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias")
+
+
+def torch_vit_layout(p: Params, num_heads: int | None,
+                     hint: str = "") -> tuple[torch.Tensor, int, tuple[int, int, int], int, int, int]:
+    """(tubelet weight, width, tubelet, depth, heads, MLP width) of a PyTorch video ViT with timm-style
+    names (VideoMAE, V-JEPA), after checking every block parameter is present; ``hint`` ends the
+    error for a tubelet that is not a video Conv3d."""
+    w = p.get("patch_embed.proj.weight")
+    if w.dim() != 5 or w.shape[1] != 3:
+        raise ConversionError(f"{p.path}: patch_embed.proj.weight has shape {list(w.shape)}, "
+                              f"expected [C, 3, t, h, w]{hint}")
+    dim, patch = int(w.shape[0]), tuple(int(s) for s in w.shape[2:])
+    depth = block_count(p, r"blocks\.(\d+)\.")
+    heads = heads_for(p.path, dim, num_heads)
+    p.require(["patch_embed.proj.bias", *(f"blocks.{i}.{n}" for i in range(depth) for n in TORCH_BLOCK_PARAMS)])
+    return w, dim, patch, depth, heads, int(p.state["blocks.0.mlp.fc1.weight"].shape[0])
+
+
 def heads_for(path: Path, width: int, num_heads: int | None) -> int:
     if num_heads is None:
         if width not in HEADS_BY_WIDTH:

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.models.convert.common import (ConversionError, Params, block_count, build, factor_grid, heads_for,
-                                         read_torch, select_prefix)
+from bench.models.convert.common import (ConversionError, Params, build, factor_grid, read_torch, select_prefix,
+                                         torch_vit_layout)
 from bench.models.vit import ViTConfig, VideoViT
 
 KIND = "videomae"
@@ -70,19 +70,9 @@ def convert(src: Path, img_size: int | None = None, num_frames: int | None = Non
     src = Path(src)
     state, prefix = select_prefix(src, state_dict_of(src, read_torch(src)), "patch_embed.proj.weight")
     p = Params(src, state)
-    w = p.get("patch_embed.proj.weight")
-    if w.dim() != 5 or w.shape[1] != 3:
-        raise ConversionError(f"{src}: patch_embed.proj.weight has shape {list(w.shape)}, expected [C, 3, t, h, w]")
-    dim, patch = int(w.shape[0]), tuple(int(s) for s in w.shape[2:])
-    depth = block_count(p, r"blocks\.(\d+)\.")
-    heads = heads_for(src, dim, num_heads)
-    names = [f"blocks.{i}.{n}" for i in range(depth) for n in (
-        "norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.proj.weight", "attn.proj.bias",
-        "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias")]
-    p.require(["patch_embed.proj.bias", *names])
+    w, dim, patch, depth, heads, mlp_dim = torch_vit_layout(p, num_heads)
     if any(f"blocks.{i}.attn.scale" in p for i in range(depth)):
         raise ConversionError(f"{src}: cosine attention (attn.scale, VideoMAE-v2 cos_attn) is not supported")
-    mlp_dim = int(p.state["blocks.0.mlp.fc1.weight"].shape[0])
 
     num_frames = 16 if num_frames is None else num_frames
     img_size = 224 if img_size is None and "pos_embed" not in p else img_size

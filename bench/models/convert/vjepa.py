@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from bench.models.convert.common import (ConversionError, Params, block_count, build, factor_grid, heads_for,
-                                         read_torch, select_prefix)
+from bench.models.convert.common import (ConversionError, Params, build, factor_grid, read_torch, select_prefix,
+                                         torch_vit_layout)
 from bench.models.vit import ViTConfig, VideoViT
 
 KIND = "vjepa"
@@ -55,18 +55,9 @@ def convert(src: Path, img_size: int | None = None, num_frames: int | None = Non
     raw, key = encoder_state(src, read_torch(src), checkpoint_key)
     state, prefix = select_prefix(src, raw, "patch_embed.proj.weight")
     p = Params(src, state)
-    w = p.get("patch_embed.proj.weight")
-    if w.dim() != 5 or w.shape[1] != 3:
-        raise ConversionError(f"{src}: patch_embed.proj.weight has shape {list(w.shape)}, expected [C, 3, t, h, w]"
-                              " (an image V-JEPA/I-JEPA encoder is not a video encoder)")
-    dim, patch = int(w.shape[0]), tuple(int(s) for s in w.shape[2:])
-    depth = block_count(p, r"blocks\.(\d+)\.")
-    heads = heads_for(src, dim, num_heads)
-    names = [f"blocks.{i}.{n}" for i in range(depth) for n in (
-        "norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.proj.weight", "attn.proj.bias",
-        "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias")]
-    p.require(["patch_embed.proj.bias", "pos_embed", *names])
-    mlp_dim = int(p.state["blocks.0.mlp.fc1.weight"].shape[0])
+    w, dim, patch, depth, heads, mlp_dim = torch_vit_layout(
+        p, num_heads, hint=" (an image V-JEPA/I-JEPA encoder is not a video encoder)")
+    p.require(["pos_embed"])
 
     table = p.get("pos_embed")
     if table.dim() != 3 or table.shape[0] != 1 or table.shape[2] != dim:
