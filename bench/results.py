@@ -2,16 +2,20 @@
 
 Schema (version 1): schema_version, task, dataset, split, model, checkpoint_sha256, readout,
 seed, metrics {name: float}, directions {name: higher_is_better}, primary_metric,
-higher_is_better, config (resolved), git_commit, wall_time_s, hardware, versions, created.
+higher_is_better, config (resolved), git_commit (``-dirty`` when tracked files differ from it),
+wall_time_s, hardware, versions (python, frozen4d and its declared dependencies), created.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import platform
+import re
 import subprocess
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -52,36 +56,70 @@ class RecordError(ValueError):
     """A result file that is not a valid record."""
 
 
+class RecordWriteError(OSError):
+    """A record that could not be written (disk full, permissions); the old file is untouched."""
+
+
 REQUIRED = ("task", "dataset", "split", "model", "checkpoint_sha256", "readout", "seed", "metrics",
             "directions", "primary_metric", "higher_is_better")
 
 
+def git_commit() -> str:
+    """HEAD of the checkout this code runs from, with ``-dirty`` if tracked files differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        return f"{commit}-dirty" if commit and git("status", "--porcelain", "--untracked-files=no") else commit
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def package_versions() -> dict[str, str]:
+    """Python, frozen4d and every runtime dependency frozen4d declares (those installed)."""
+    try:
+        requires = metadata.requires("frozen4d") or []
+        versions = {"frozen4d": metadata.version("frozen4d")}
+    except metadata.PackageNotFoundError:  # running from a checkout that was never pip-installed
+        requires, versions = ["torch", "numpy"], {}
+    versions["python"] = platform.python_version()
+    for req in requires:
+        name = re.match(r"[A-Za-z0-9_.-]+", req)
+        if name and "extra ==" not in req:
+            try:
+                versions[name.group()] = metadata.version(name.group())
+            except metadata.PackageNotFoundError:
+                continue
+    versions["torch"] = torch.__version__  # with its build label (+cu130, +cpu): the metadata drops it
+    return versions
+
+
 def environment() -> dict[str, Any]:
     """Git commit, hardware and package versions, for reproducibility."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    import numpy
-    import timm
-
-    hardware = {"machine": platform.machine(), "processor": platform.processor(),
-                "cpus": torch.get_num_threads(),
+    hardware = {"machine": platform.machine(), "processor": platform.processor(), "platform": platform.platform(),
+                "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                 "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-                "timm": timm.__version__}
-    return {"git_commit": commit, "hardware": hardware, "versions": versions,
+    return {"git_commit": git_commit(), "hardware": hardware, "versions": package_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def write_record(record: ResultRecord, results_dir: str | Path) -> Path:
-    """Atomically write ``record`` under ``results_dir``; return its path."""
+    """Atomically write ``record`` under ``results_dir``; return its path.
+
+    A failed write raises ``RecordWriteError`` (one line naming the file) and leaves any
+    earlier record with the same name as it was.
+    """
     bad = {k: v for k, v in record.metrics.items() if not isinstance(v, (int, float)) or not math.isfinite(v)}
     if bad:
         raise RecordError(f"result {record.filename}: non-finite metrics {bad}")
     path = Path(results_dir) / record.filename
-    atomic_write_bytes(path, (json.dumps(asdict(record), indent=2, sort_keys=True) + "\n").encode())
+    try:
+        atomic_write_bytes(path, (json.dumps(asdict(record), indent=2, sort_keys=True) + "\n").encode())
+    except OSError as exc:
+        raise RecordWriteError(f"{path}: cannot write the result record ({exc.strerror or exc}); "
+                               f"any earlier record there is unchanged") from exc
     return path
 
 

@@ -6,6 +6,7 @@ result record atomically under ``paths.results``.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
 from bench.features import FeatureError, cached_features, check_finite
@@ -23,10 +25,10 @@ from bench.models.checkpoint import CheckpointError
 from bench.models.zoo import build_encoder, register_configs
 from bench.readouts import build_readout
 from bench.registry import DATASETS, TASKS, UnknownNameError
-from bench.results import ResultRecord, environment, write_record
+from bench.results import RecordWriteError, ResultRecord, environment, write_record
 from bench.task import FeatureSpec, Task
 
-USER_ERRORS = (UnknownNameError, CheckpointError, FeatureError, FileNotFoundError, ValueError)
+USER_ERRORS = (UnknownNameError, CheckpointError, FeatureError, FileNotFoundError, ValueError, RecordWriteError)
 
 
 def load_datasets(cfg: DictConfig, task_cls: type[Task]) -> tuple[Any, Any]:
@@ -114,5 +116,30 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+def hydra_error(exc: CompactHydraException) -> str:
+    """Hydra's multi-line composition error (unknown task/model/readout/data, bad override) as one line."""
+    text = str(exc).split("Config search path:")[0]
+    lines = [ln.strip().rstrip(".") for ln in text.splitlines() if ln.strip()]
+    if isinstance(exc, MissingConfigException) and exc.options:
+        lines = [lines[0], f"available: {', '.join(exc.options)}"]
+    if exc.__cause__ is not None:
+        lines.append(str(exc.__cause__).strip().splitlines()[0])
+    return "; ".join(lines)
+
+
+def cli() -> None:
+    """``main`` with hydra's config errors reported like ours: one line on stderr, exit status 2.
+
+    HYDRA_FULL_ERROR=1 makes hydra raise instead of printing its own multi-line report; a bug
+    (anything not a user error) still ends in a full traceback.
+    """
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except CompactHydraException as exc:
+        print(f"error: {hydra_error(exc)}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -1,13 +1,15 @@
 """Checkpoint IO: safetensors weights + a JSON sidecar (architecture, training config, sha256).
 
-Writes are atomic (temp file, fsync, rename), so a crash never leaves a checkpoint that a
-later run would trust. Nothing here unpickles anything.
+Writes are atomic (temp file, fsync, rename; weights and sidecar both reach disk before either
+is renamed), so a crash or a full disk never leaves a checkpoint that a later run would trust,
+and a failed write keeps the previous checkpoint. Nothing here unpickles anything.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,32 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same directory, fsync, rename."""
-    path = Path(path)
+    atomic_write_files({Path(path): data})
+
+
+def atomic_write_files(files: dict[Path, bytes]) -> None:
+    """Write several files so that a failed write (disk full, crash) leaves every old file intact.
+
+    All contents go to fsynced temp files first (unique names, so concurrent writers never
+    collide); only when every one is on disk are they renamed into place, then the directories
+    are fsynced so the renames survive a power loss.
+    """
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files.items():
+            temps.append((_write_temp(Path(path), data), Path(path)))
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+        raise
+    for directory in {path.parent for _, path in temps}:
+        _fsync_dir(directory)
+
+
+def _write_temp(path: Path, data: bytes) -> Path:
+    """``data`` in a fsynced temp file next to ``path`` (removed again if the write fails)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -42,10 +69,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist a directory's entries (a rename is durable only once its directory is synced)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def sidecar_path(weights: Path) -> Path:
@@ -58,11 +94,10 @@ def save_checkpoint(model: VideoViT, path: Path, train_config: dict[str, Any] | 
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     data = safetensors_bytes(state)
-    atomic_write_bytes(path, data)
     digest = hashlib.sha256(data).hexdigest()
     sidecar = {"format": "frozen4d-vit/1", "architecture": model.cfg.to_dict(), "sha256": digest,
                "train_config": train_config or {}, **(extra or {})}
-    atomic_write_bytes(sidecar_path(path), json.dumps(sidecar, indent=2, sort_keys=True).encode())
+    atomic_write_files({path: data, sidecar_path(path): json.dumps(sidecar, indent=2, sort_keys=True).encode()})
     return digest
 
 
@@ -95,13 +130,36 @@ def load_checkpoint(path: Path, verify: bool = True) -> tuple[VideoViT, dict[str
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from exc
     model = VideoViT(ViTConfig(**meta["architecture"]))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[1].strip() if "\n" in str(exc) else str(exc)
-        raise CheckpointError(f"{path}: weights do not match the sidecar architecture ({first})") from exc
+    problem = state_mismatch(model.state_dict(), state)
+    if problem:
+        raise CheckpointError(f"{path}: weights do not match the sidecar architecture ({problem})")
+    model.load_state_dict(state, strict=True)
     model.eval()
     return model, meta
+
+
+def state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], show: int = 3) -> str | None:
+    """One line saying how a state dict differs from the one an architecture expects, or None.
+
+    torch's own message lists every tensor on its own line; a checkpoint built for another
+    depth would print dozens, so this counts them and names the first few.
+    """
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:show]) + (", ..." if len(names) > show else "")
+
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(found) if expected[k].shape != found[k].shape)
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} tensor(s) missing from the file: {some(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected tensor(s): {some(unexpected)}")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} shape mismatch(es), e.g. {k} is {tuple(found[k].shape)} in the file, "
+                     f"{tuple(expected[k].shape)} in the architecture")
+    return "; ".join(parts) or None
 
 
 def load_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -109,8 +167,23 @@ def load_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle payloads with non-tensor globals land here
-        raise CheckpointError(f"{path}: refused to load ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+        raise CheckpointError(f"{path}: refused to load: {torch_load_problem(exc)}") from exc
     for key in ("model", "state_dict", "module", "encoder"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
     return obj
+
+
+def torch_load_problem(exc: Exception) -> str:
+    """The informative part of a ``torch.load(weights_only=True)`` failure, on one line.
+
+    torch's first line is boilerplate that suggests retrying with ``weights_only=False`` (the
+    one thing never to do with an untrusted file); the global it refused is what matters.
+    """
+    text = str(exc)
+    if found := re.search(r"GLOBAL (\S+)", text):
+        return (f"the pickle references {found.group(1)}, which a weights-only load never runs (a state dict does not "
+                f"need it: the file is corrupt or malicious)")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "Weights only load failed" not in ln
+             and "WeightsUnpickler" not in ln and not ln.startswith("Check the documentation")]
+    return f"not a weights-only torch file ({type(exc).__name__}: {lines[0] if lines else 'no details'})"

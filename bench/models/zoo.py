@@ -63,6 +63,7 @@ def build_encoder(name: str, checkpoints: str | Path = "checkpoints", seed: int 
     ``random_<size>`` is built from ``seed``; every other name needs a checkpoint, and a missing
     one is an error naming the path and the command that produces it.
     """
+    name = str(name)  # hydra parses model.name=1 or =inf as a number
     parsed = parse_name(name)
     if parsed and parsed[0] == "random":
         torch.manual_seed(seed)

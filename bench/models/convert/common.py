@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.models.checkpoint import CheckpointError, save_checkpoint, sha256_file
+from bench.models.checkpoint import CheckpointError, save_checkpoint, sha256_file, torch_load_problem
 from bench.models.vit import IMAGENET_MEAN, IMAGENET_STD, ViTConfig, VideoViT
 
 # heads of the standard ViT widths (head dim 64, 80 for H, 88 for g, 104 for G): the public
@@ -28,12 +28,6 @@ HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16, 1664: 1
 
 class ConversionError(CheckpointError):
     """A source checkpoint that cannot be converted; the message names the file."""
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc)
-    m = re.search(r"Unsupported global: [^\n]*", text)  # the useful line of a weights_only refusal
-    return (m.group(0) if m else text.strip().splitlines()[0] if text.strip() else "").strip()
 
 
 def read_torch(path: Path) -> Any:
@@ -49,8 +43,7 @@ def read_torch(path: Path) -> Any:
                 return torch.load(path, map_location="cpu", weights_only=True)
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle payloads with non-allowlisted globals, truncated or foreign files
-        raise ConversionError(f"{path}: refused or unreadable as a weights-only torch file "
-                              f"({type(exc).__name__}: {_first_line(exc)})") from exc
+        raise ConversionError(f"{path}: refused or unreadable: {torch_load_problem(exc)}") from exc
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
