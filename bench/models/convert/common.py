@@ -56,7 +56,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
             return {k: np.asarray(archive[k]) for k in archive.files}
     except Exception as exc:  # not a zip, object arrays (need pickle), truncated members
         raise ConversionError(f"{path}: unreadable as a numpy .npz archive "
-                              f"({type(exc).__name__}: {_first_line(exc)})") from exc
+                              f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from exc
 
 
 def select_prefix(path: Path, state: dict[str, Any], marker: str) -> tuple[dict[str, torch.Tensor], str]:
