@@ -49,7 +49,7 @@ def extract(model: VideoViT, videos: np.ndarray, out: np.ndarray, batch_size: in
     """Encode uint8 clips [N,T,H,W,3] into ``out`` [N,T',h*w,C] batch by batch."""
     model.eval().to(device)
     for start in tqdm(range(0, len(videos), batch_size), desc=desc, unit="batch", leave=False):
-        clip = torch.from_numpy(np.ascontiguousarray(videos[start:start + batch_size])).to(device)
+        clip = torch.from_numpy(np.array(videos[start:start + batch_size])).to(device)  # a writable copy
         feats = model(normalize_video(clip))
         out[start:start + len(clip)] = feats.to("cpu", torch.float16).numpy()
 

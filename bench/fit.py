@@ -34,6 +34,25 @@ def cosine_lr(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def optimizer(readout: nn.Module, lr: float, weight_decay: float, total_steps: int,
+              warmup_frac: float = 0.1) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW with linear warmup over ``warmup_frac`` of ``total_steps``, then cosine decay."""
+    opt = torch.optim.AdamW(readout.parameters(), lr=lr, weight_decay=weight_decay)
+    warmup = max(1, int(warmup_frac * total_steps))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total_steps, warmup))
+
+
+def train_step(readout: nn.Module, task: Task, opt: torch.optim.Optimizer,
+               sched: torch.optim.lr_scheduler.LRScheduler, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One readout update on ``batch``; returns the detached loss (no host sync)."""
+    loss = task.loss(readout(batch["features"], batch), batch)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.detach()
+
+
 def fit(readout: nn.Module, task: Task, features: np.ndarray, targets: dict[str, np.ndarray],
         epochs: int, batch_size: int, lr: float, weight_decay: float, seed: int,
         warmup_frac: float = 0.1, device: str = "cpu") -> list[float]:
@@ -41,20 +60,14 @@ def fit(readout: nn.Module, task: Task, features: np.ndarray, targets: dict[str,
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     readout.to(device).train()
-    opt = torch.optim.AdamW(readout.parameters(), lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(features) / batch_size)
-    total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total, max(1, int(warmup_frac * total))))
+    total = epochs * math.ceil(len(features) / batch_size)
+    opt, sched = optimizer(readout, lr, weight_decay, total, warmup_frac)
     losses: list[torch.Tensor] = []
     bar = tqdm(total=total, desc=f"readout {task.name}", unit="step", leave=False)
     for _ in range(epochs):
         for batch in batches(features, targets, batch_size, rng.permutation(len(features)), device):
-            loss = task.loss(readout(batch["features"], batch), batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.detach())
+            loss = train_step(readout, task, opt, sched, batch)
+            losses.append(loss)
             bar.update()
             if bar.n % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}")

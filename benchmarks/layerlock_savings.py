@@ -2,6 +2,7 @@
 
     python -m benchmarks.layerlock_savings                 # size t, 16x64x64, batch 8 (CPU, ~3 min)
     python -m benchmarks.layerlock_savings --size s --resolution 224 --batch 4 --device cuda
+    python -m benchmarks.layerlock_savings --quick         # smoke: 2 configurations, tiny clips
 
 Every configuration runs in its own subprocess (peak memory on CPU is the ``ru_maxrss`` delta
 from just before the first step; on CUDA ``max_memory_allocated`` minus the memory held before
@@ -18,7 +19,9 @@ the same masks and batches:
 Frozen fractions 0, 1/3 and 2/3 of the depth (capped by the recipe's ``max_frozen_blocks``).
 Predicted savings come from :mod:`pretrain.flops` (frozen prefix: 1× forward instead of 3×);
 ``--schedule`` additionally measures every phase of the recipe's schedule and compares the
-whole-run time saving with the schedule's predicted FLOP saving. Prints a table, writes JSON.
+whole-run time saving with the schedule's predicted FLOP saving. Prints a table, writes
+``benchmarks/results/layerlock_savings.json``. Goal: the measured time saving of the latent
+phase at 2/3 frozen reaches >= 80% of the predicted FLOP saving.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ import torch
 
 from bench.models.vit import VideoViT, normalize_video
 from bench.models.zoo import arch_for
+from benchmarks.common import RESULTS, machine, write_json
 from pretrain.flops import schedule_flops, step_flops
 from pretrain.layerlock import PIXEL, Phase, phase_segments
 from pretrain.masking import random_masking
@@ -45,6 +49,7 @@ from pretrain.recipes import resolve_recipe
 
 
 VARIANTS = ("freeze+pixel", "layerlock", "layerlock-reuse")
+GOAL = 0.8
 
 
 def setup(spec: dict):
@@ -123,12 +128,17 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="auto")
     p.add_argument("--schedule", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure every phase of the recipe's schedule (whole-run saving)")
-    p.add_argument("--out", default="outputs/benchmarks/layerlock_savings.json")
+    p.add_argument("--quick", action="store_true", help="smoke: mae and layerlock at 1/3 frozen, 4x32x32, one step")
+    p.add_argument("--out-dir", type=Path, default=RESULTS, help="where layerlock_savings.json goes")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return {}
+    if args.quick:
+        args.resolution, args.frames, args.batch, args.steps, args.warmup, args.repeats = 32, 4, 2, 1, 0, 1
+        args.schedule = False
+    variants = VARIANTS[1:2] if args.quick else VARIANTS
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else \
         ("cpu" if args.device == "auto" else args.device)
     base = dict(size=args.size, resolution=args.resolution, frames=args.frames, batch=args.batch, steps=args.steps,
@@ -136,6 +146,8 @@ def main(argv: list[str] | None = None) -> dict:
     arch, recipe = setup(base)
     depth, most = arch.depth, recipe["max_frozen_blocks"]
     fractions = {"1/3": min(most, round(depth / 3)), "2/3": min(most, round(2 * depth / 3))}
+    if args.quick:
+        del fractions["2/3"]
     pt, ph_, pw = arch.patch_size
     tokens = (args.frames // pt) * (args.resolution // ph_) * (args.resolution // pw)
 
@@ -147,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     def key(variant: str, frozen: int) -> tuple[str, int]:
         return ("mae", 0) if frozen == 0 else (variant, frozen)
 
-    wanted = [("mae", 0)] + [key(v, f) for v in VARIANTS for f in fractions.values()]
+    wanted = [("mae", 0)] + [key(v, f) for v in variants for f in fractions.values()]
     if args.schedule:
         wanted += [key(v, f) for v in VARIANTS[:2] for f in range(most + 1)]
     wanted = list(dict.fromkeys(wanted))
@@ -166,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     mae = results[("mae", 0)]
     rows = [dict(variant="mae", fraction="0", frozen=0, **mae)]
-    for variant in VARIANTS:
+    for variant in variants:
         for frac, frozen in fractions.items():
             rows.append(dict(variant=variant, fraction=frac, frozen=frozen, **results[key(variant, frozen)]))
     for row in rows:
@@ -205,13 +217,17 @@ def main(argv: list[str] | None = None) -> dict:
               f"+1 block / {s['freeze_interval']} steps to {s['max_frozen_blocks']}): predicted FLOP saving "
               f"{fmt(s['predicted_saving'])}, measured time saving {fmt(s['time_saving'])}, "
               f"ratio {fmt(s['measured_over_predicted'], '.2f')}")
-    report = {"config": {**base, "repeats": args.repeats, "depth": depth, "decoder_depth": recipe["decoder_depth"],
-                         "mask_ratio": recipe["mask_ratio"], "arch": arch.to_dict()},
-              "rows": rows, "schedule": schedule}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"\nwritten: {out}")
+    goal_row = next(r for r in rows if r["variant"] == "layerlock" and r["fraction"] == max(fractions))
+    met = (goal_row["measured_over_predicted"] or 0) >= GOAL
+    goal = {"text": f"layerlock at {goal_row['fraction']} frozen: measured time saving >= {GOAL:.0%} of predicted",
+            "target": GOAL, "met": met}
+    print(f"goal: {goal['text']} -> {'met' if met else 'NOT met'}")
+    report = {"name": "layerlock_savings",
+              "config": {**base, "repeats": args.repeats, "depth": depth, "decoder_depth": recipe["decoder_depth"],
+                         "mask_ratio": recipe["mask_ratio"], "arch": arch.to_dict(), "quick": args.quick},
+              "rows": rows, "schedule": schedule, "goal": goal, "machine": machine(),
+              "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    print(f"written: {write_json(args.out_dir, 'layerlock_savings', report)}\n")
     return report
 
 

@@ -1,0 +1,1 @@
+"""Performance benchmarks of the harness (``make bench``); see docs/performance.md."""

@@ -1,0 +1,39 @@
+"""``benchmarks.run_all --quick`` runs every benchmark's smoke mode and writes JSON with the agreed fields."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+LIGHT = ("harness_overhead", "cached_vs_online", "world_generation", "mfu")
+ROW_FIELDS = {
+    "harness_overhead": {"model", "harness_clips_s", "bare_clips_s", "ratio", "times_s"},
+    "cached_vs_online": {"model", "task", "cached_epoch_s", "online_epoch_s", "speedup", "extract_s", "times_s"},
+    "world_generation": {"side", "clips_s", "vs_encode", "times_s"},
+    "mfu": {"model", "resolution", "dtype", "gflop_per_clip", "achieved_gflops", "peak_gflops", "mfu", "times_s"},
+    "layerlock_savings": {"variant", "frozen", "step_time", "flops", "predicted_saving", "time_saving"},
+}
+
+
+def run_quick(out: Path, names: tuple[str, ...]) -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmarks.run_all", "--quick", "--out-dir", str(out),
+                           "--only", ",".join(names)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((out / "run_all.json").read_text())
+    assert [b["name"] for b in summary["benchmarks"]] == list(names)
+    for name in names:
+        record = json.loads((out / f"{name}.json").read_text())
+        assert record["name"] == name and record["config"]["quick"] is True
+        assert {"text", "target", "met"} <= set(record["goal"]) and record["machine"]["cpus"]
+        assert record["rows"] and all(ROW_FIELDS[name] <= set(row) for row in record["rows"]), name
+    assert not list(out.glob(".*.tmp")), "atomic writes leave no temp files"
+
+
+def test_quick_benchmarks_write_their_json(tmp_path):
+    run_quick(tmp_path, LIGHT)
+
+
+@pytest.mark.slow
+def test_quick_layerlock_savings_writes_its_json(tmp_path):
+    run_quick(tmp_path, ("layerlock_savings",))
