@@ -17,4 +17,6 @@ One idea per module:
 - ``flops``       analytic FLOP count of one training step (predicted LayerLock savings)
 - ``train``       the training loop
 - ``run``         the hydra entry point
+- ``convergence`` the layer-convergence probe (freeze blocks 1..L at step T, continue, compare)
+- ``analyze``     ``python -m pretrain.analyze convergence|collapse``: the paper's analyses on your runs
 """

@@ -1,6 +1,8 @@
-"""Metrics of a pretraining run: a JSONL log (one record per logged step) and a summary plot."""
+"""Metrics of a pretraining run: a JSONL log (one record per logged step), a summary plot, and
+the CSV + Markdown tables that the analysis tools (``pretrain.analyze``) write."""
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -68,3 +70,20 @@ def plot_metrics(records: list[dict[str, Any]], path: Path, title: str = "") -> 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def write_table(header: list[str], rows: list[list[Any]], stem: Path) -> str:
+    """Write ``rows`` as ``<stem>.csv`` and ``<stem>.md`` (floats to 4 significant digits, None
+    as empty / "-") and return the Markdown, for analysis tools that print what they save."""
+
+    def cell(v: Any, missing: str) -> str:
+        return missing if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with open(stem.with_suffix(".csv"), "w", newline="") as f:
+        csv.writer(f).writerows([header, *[[cell(v, "") for v in row] for row in rows]])
+    lines = [header, ["---"] * len(header), *[[cell(v, "-") for v in row] for row in rows]]
+    markdown = "".join("| " + " | ".join(line) + " |\n" for line in lines)
+    stem.with_suffix(".md").write_text(markdown)
+    return markdown

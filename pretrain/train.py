@@ -226,6 +226,11 @@ class Trainer:
             what = ", ".join(f"{k}: {state['recipe'].get(k)!r} -> {self.recipe[k]!r}" for k in differ) or "architecture"
             raise ValueError(f"{self.state_path}: saved run differs from this config ({what}); "
                              "remove the run directory or pass resume=false to start over")
+        self.load_state_dict(state)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` without checking it against this run's recipe (``load``
+        checks; ``pretrain.convergence`` branches one run's state into other freezing schedules)."""
         self.model.load_state_dict(state["model"])
         self.enter_phase(Phase.from_dict(state["phase"]))
         self.optimizer.load_state_dict(state["optimizer"])
