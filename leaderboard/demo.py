@@ -31,14 +31,16 @@ PRETRAINED = ("mae_t", "layerlock_t", "latent_nofreeze_t")
 MODELS = ("random_t", *PRETRAINED)
 TASK_NAMES = ("depth", "point_tracking", "box_tracking", "camera_pose", "action")
 
-# The study's readout: the 4DS attentive readout at 96 wide (4 heads) for 5 epochs, so that
-# 4 models x 5 tasks x 3 seeds fit a CPU budget. Recorded in every result's config.
+# The study's readouts: the 4DS attentive readout at 96 wide (4 heads) for 5 epochs, so that
+# 4 models x 5 tasks x 3 seeds fit a CPU budget; and a linear probe (seed 0), fitted in closed
+# form where the task has one (ridge / logistic), else by SGD. Recorded in every result's config.
 FULL = dict(seeds=(0, 1, 2), data=[], pretrain=[],
-            readout=["readout.epochs=5", "readout.dim=96", "readout.num_heads=4"],
+            readout=["readout.epochs=5", "readout.dim=96", "readout.num_heads=4"], linear=["readout.epochs=5"],
             results="leaderboard/results", out="leaderboard", work=".", readme="README.md")
 TINY_DATA = ["data.train_size=16", "data.test_size=8", "data.num_frames=4", "data.resolution=32"]
 FAST = dict(seeds=(0,), data=TINY_DATA, pretrain=["train.steps=6", "train.batch_size=2", "train.log_every=2"],
             readout=["readout.epochs=1", "readout.batch_size=8", "readout.dim=32", "readout.num_heads=2"],
+            linear=["readout.epochs=1", "readout.batch_size=8"],
             results="outputs/demo-fast/results", out="outputs/demo-fast/leaderboard", work="outputs/demo-fast",
             readme=None)
 
@@ -63,13 +65,22 @@ def pretrain(name: str, plan: dict) -> None:
         trainer.close()
 
 
+def study(plan: dict) -> list[list[str]]:
+    """The overrides of every evaluation: attentive x seeds, then the linear probe (seed 0)."""
+    runs = []
+    for model in MODELS:
+        for task in TASK_NAMES:
+            runs += [[f"model={model}", f"task={task}", f"seed={s}", *plan["readout"]] for s in plan["seeds"]]
+            linear = ["readout.solver=closed_form"] if TASKS.get(task).closed_form else plan["linear"]
+            runs.append([f"model={model}", f"task={task}", "seed=0", "readout=linear", *linear])
+    return runs
+
+
 def evaluate_all(plan: dict) -> None:
-    """Every model x task x seed with the study's readout; one result record each."""
+    """Every evaluation of the study; one result record each."""
     work = Path(plan["work"])
-    runs = [(m, t, s) for m in MODELS for t in TASK_NAMES for s in plan["seeds"]]
-    for model, task, seed in tqdm(runs, desc="evaluate", unit="run"):
-        evaluate(composed("bench", [f"model={model}", f"task={task}", f"seed={seed}", "visualize=false",
-                                    *plan["data"], *plan["readout"], f"paths.cache={work / 'cache'}",
+    for overrides in tqdm(study(plan), desc="evaluate", unit="run"):
+        evaluate(composed("bench", [*overrides, "visualize=false", *plan["data"], f"paths.cache={work / 'cache'}",
                                     f"paths.checkpoints={work / 'checkpoints'}",
                                     f"paths.results={plan['results']}"]))
 

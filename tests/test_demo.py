@@ -11,7 +11,7 @@ def test_demo_fast_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "outputs" / "demo-fast"
     records = sorted((out / "results").glob("*.json"))
-    assert len(records) == 4 * 5  # models x tasks, one seed
+    assert len(records) == 4 * 5 * 2  # models x tasks x (attentive, linear), one seed
     for f in ("leaderboard.md", "leaderboard.csv", "index.html"):
         assert (out / "leaderboard" / f).stat().st_size > 0
     for model in ("random_t", "mae_t", "layerlock_t", "latent_nofreeze_t"):
