@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
 from bench.models.vit import VideoViT, normalize_video
+from bench.staging import staged_directory
 
 
 class FeatureError(ValueError):
@@ -69,24 +67,10 @@ def _write_entry(model: VideoViT, dataset: Any, entry: Path, key: str, batch_siz
     videos = dataset.arrays(["video"])["video"]
     _, frames, height, width, _ = videos.shape
     grid = model.grid_for(frames, height, width)
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{key[:16]}."))
-    try:
+    with staged_directory(entry, marker="features.npy") as tmp:
         out = open_memmap(tmp / "features.npy", mode="w+", dtype=np.float16,
                           shape=(len(videos), grid[0], grid[1] * grid[2], model.cfg.embed_dim))
         extract(model, videos, out, batch_size, device, desc=f"features {dataset.fingerprint[:8]}")
         out.flush()
         del out
         (tmp / "meta.json").write_text(json.dumps({"key": key, "clips": len(videos), "grid": grid}))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        try:
-            os.replace(tmp, entry)
-        except OSError:  # another run finished the same entry first: keep theirs
-            if not (entry / "features.npy").exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -6,7 +6,6 @@ import torch
 
 from bench.models.checkpoint import (CheckpointError, load_checkpoint, load_torch_state_dict, save_checkpoint,
                                      sidecar_path)
-from bench.models.vit import ViTConfig, VideoViT
 from bench.models.zoo import build_encoder
 
 

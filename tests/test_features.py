@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from bench.features import FeatureError, cache_key, cached_features, check_finite
-from tests.conftest import TinyClips
 
 
 def test_cache_hit_reuses_and_matches_a_fresh_forward(tiny_vit, tiny_clips, tmp_path, monkeypatch):

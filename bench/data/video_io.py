@@ -18,8 +18,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -28,6 +26,8 @@ from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
+
+from bench.staging import staged_directory
 
 SHORT_CLIP_POLICIES = ("error", "loop", "pad")
 CROP_MODES = ("center", "none")
@@ -494,49 +494,40 @@ class AdapterDataset(Dataset):
     # --- decoding every clip ------------------------------------------------------------------
     def _materialize(self) -> dict[str, np.ndarray]:
         entry = self.root / "adapters" / self.name / self.fingerprint
-        if self.cache and (entry / "complete.json").exists():
-            return self._load_entry(entry)
+        if not self.cache:
+            return self._decode_all(None)
+        if not (entry / "complete.json").exists():
+            with staged_directory(entry, marker="complete.json") as tmp:
+                out = self._decode_all(tmp)
+                for k in self.object_keys:
+                    (tmp / f"{k}.json").write_text(json.dumps({"shape": out[k].shape,
+                                                               "values": out[k].reshape(-1).tolist()}))
+                for v in out.values():
+                    if isinstance(v, np.memmap):
+                        v.flush()
+                (tmp / "complete.json").write_text(json.dumps({"adapter": self.name, "split": self.split,
+                                                               "clips": len(self), "keys": list(self.provides)}))
+        return self._load_entry(entry)
+
+    def _decode_all(self, tmp: Path | None) -> dict[str, Any]:
+        """Every clip stacked per key: memmaps in ``tmp`` (object keys in memory), or all in memory."""
         from tqdm import tqdm
 
-        tmp: Path | None = None
-        if self.cache:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name[:16]}."))
-        try:
-            out: dict[str, Any] = {}
-            first: dict[str, tuple[int, ...]] = {}
-            for i in tqdm(range(len(self)), desc=f"{self.name}/{self.split} decode", unit="clip", leave=False):
-                clip = self.load_clip(i)
-                for k in self.provides:
-                    value = clip[k] if k in self.object_keys else np.asarray(clip[k])
-                    if i == 0:
-                        first[k] = np.shape(value)
-                        out[k] = (np.empty((len(self), *first[k]), object) if k in self.object_keys
-                                  else self._new_array(tmp, k, (len(self), *first[k]), value.dtype))
-                    elif np.shape(value) != first[k]:
-                        raise DatasetError(f"{self.clip_id(i)}: {k!r} has shape {np.shape(value)}, but clip "
-                                           f"{self.clip_id(0)} has {first[k]}; clips must share one shape")
-                    out[k][i] = value
-            if tmp is None:
-                return out
-            for k in self.object_keys:
-                (tmp / f"{k}.json").write_text(json.dumps({"shape": out[k].shape, "values": out[k].reshape(-1).tolist()}))
-            for v in out.values():
-                if isinstance(v, np.memmap):
-                    v.flush()
-            (tmp / "complete.json").write_text(json.dumps({"adapter": self.name, "split": self.split,
-                                                           "clips": len(self), "keys": list(self.provides)}))
-            try:
-                os.replace(tmp, entry)
-            except OSError:  # another process finished the same entry first: keep theirs
-                if not (entry / "complete.json").exists():
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)
-            tmp = None
-            return self._load_entry(entry)
-        finally:
-            if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
+        out: dict[str, Any] = {}
+        first: dict[str, tuple[int, ...]] = {}
+        for i in tqdm(range(len(self)), desc=f"{self.name}/{self.split} decode", unit="clip", leave=False):
+            clip = self.load_clip(i)
+            for k in self.provides:
+                value = clip[k] if k in self.object_keys else np.asarray(clip[k])
+                if i == 0:
+                    first[k] = np.shape(value)
+                    out[k] = (np.empty((len(self), *first[k]), object) if k in self.object_keys
+                              else self._new_array(tmp, k, (len(self), *first[k]), value.dtype))
+                elif np.shape(value) != first[k]:
+                    raise DatasetError(f"{self.clip_id(i)}: {k!r} has shape {np.shape(value)}, but clip "
+                                       f"{self.clip_id(0)} has {first[k]}; clips must share one shape")
+                out[k][i] = value
+        return out
 
     @staticmethod
     def _new_array(tmp: Path | None, key: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

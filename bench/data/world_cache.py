@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 from tqdm import tqdm
+
+from bench.staging import staged_directory
 
 MANIFEST = "manifest.json"
 WORKERS_ENV = "FROZEN4D_WORLD_WORKERS"
@@ -48,18 +48,9 @@ def open_cache(directory: str | Path) -> dict[str, np.ndarray]:
 def _build(directory: Path, render: Render, size: int, workers: int, desc: str, meta: dict[str, Any]) -> None:
     if size < 1:
         raise ValueError(f"cannot cache an empty split ({directory.name})")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{directory.name[:16]}-", dir=directory.parent))
-    try:
+    with staged_directory(directory, marker=MANIFEST) as tmp:
         keys = _write(tmp, render, size, workers, desc)
         (tmp / MANIFEST).write_text(json.dumps({"keys": keys, "clips": size, **meta}, indent=1))
-        try:
-            os.rename(tmp, directory)
-        except OSError:  # another process completed the same cache first
-            if not (directory / MANIFEST).exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write(tmp: Path, render: Render, size: int, workers: int, desc: str) -> list[str]:

@@ -30,6 +30,11 @@ class ConversionError(CheckpointError):
     """A source checkpoint that cannot be converted; the message names the file."""
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
 def read_torch(path: Path) -> Any:
     """The object in a ``.pt``/``.pth`` file, unpickled with ``weights_only=True`` (tensors,
     containers, numbers, strings, and ``argparse.Namespace``). Anything else is refused unrun."""
@@ -56,7 +61,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
             return {k: np.asarray(archive[k]) for k in archive.files}
     except Exception as exc:  # not a zip, object arrays (need pickle), truncated members
         raise ConversionError(f"{path}: unreadable as a numpy .npz archive "
-                              f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from exc
+                              f"({type(exc).__name__}: {_first_line(exc)})") from exc
 
 
 def select_prefix(path: Path, state: dict[str, Any], marker: str) -> tuple[dict[str, torch.Tensor], str]:
