@@ -132,6 +132,18 @@ def embed_in_readme(readme: str | Path, lb: Leaderboard) -> bool:
     return new != text
 
 
+def publish(results_dir: str | Path, out_dir: str | Path, readme: str | Path | None = None) -> Leaderboard:
+    """Build the leaderboard, write its overview into ``readme`` (if given), print a summary and
+    the overview tables; the one ending of ``python -m leaderboard.build`` and ``make demo``."""
+    written, lb = build(results_dir, out_dir)
+    if readme and embed_in_readme(readme, lb):
+        print(f"leaderboard: updated the overview in {readme}")
+    print(f"leaderboard: wrote {len(written)} files under {out_dir}/ "
+          f"({lb.n_records} records, {len(lb.groups)} groups)\n")
+    print(overview_markdown(lb), end="")
+    return lb
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leaderboard.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", default="results", help="directory of result records (default: results)")
@@ -151,15 +163,10 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(f"leaderboard: {args.out} is up to date with {args.results}")
             return 0
-        written, lb = build(args.results, args.out)
-        if args.readme and embed_in_readme(args.readme, lb):
-            print(f"leaderboard: updated the overview in {args.readme}")
+        publish(args.results, args.out, args.readme)
     except (NoRecordsError, ValueError) as exc:
         print(f"leaderboard: error: {exc}", file=sys.stderr)
         return 1
-    print(f"leaderboard: wrote {len(written)} files under {args.out}/ "
-          f"({lb.n_records} records, {len(lb.groups)} groups)\n")
-    print(overview_markdown(lb), end="")
     return 0
 
 

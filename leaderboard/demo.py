@@ -22,8 +22,7 @@ from tqdm import tqdm
 from bench.models.zoo import register_configs
 from bench.run import evaluate
 from bench.registry import TASKS
-from leaderboard.build import build, embed_in_readme
-from leaderboard.tables import overview_markdown
+from leaderboard.build import publish
 from pretrain.train import Trainer
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
@@ -97,12 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: pretraining {name}", flush=True)
         pretrain(name, plan)
     evaluate_all(plan)
-    written, lb = build(plan["results"], plan["out"])
-    if plan["readme"]:
-        embed_in_readme(plan["readme"], lb)
-    print(f"\ndemo: {len(written)} leaderboard files under {plan['out']}/ "
-          f"in {(time.time() - start) / 60:.1f} min\n")
-    print(overview_markdown(lb), end="")
+    print(f"\ndemo: pretraining and {len(study(plan))} evaluations in {(time.time() - start) / 60:.1f} min")
+    publish(plan["results"], plan["out"], plan["readme"])
     return 0
 
 

@@ -31,6 +31,15 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
 
 
+def _require_fields(path: Path, where: str, entry: Any, fields: tuple[str, ...]) -> None:
+    """Refuse an annotation entry that is not an object or lacks any of ``fields``, naming the file."""
+    if not isinstance(entry, dict):
+        raise fail(path, f"{where}: expected an object")
+    missing = [k for k in fields if k not in entry]
+    if missing:
+        raise fail(path, f"{where}: missing field(s) {missing}")
+
+
 @DATASETS.register("video_boxes")
 class VideoBoxes(AdapterDataset):
     name = "video_boxes"
@@ -91,11 +100,7 @@ class VideoBoxes(AdapterDataset):
     @staticmethod
     def _check_video(path: Path, n: int, video: Any) -> Any:
         where = f"videos[{n}]"
-        if not isinstance(video, dict):
-            raise fail(path, f"{where}: expected an object")
-        missing = [k for k in ("id", "file_names", "height", "width") if k not in video]
-        if missing:
-            raise fail(path, f"{where}: missing field(s) {missing}")
+        _require_fields(path, where, video, ("id", "file_names", "height", "width"))
         names = video["file_names"]
         if not isinstance(names, list) or not names or not all(isinstance(f, str) for f in names):
             raise fail(path, f"{where} (id {video['id']}): 'file_names' must be a non-empty list of paths")
@@ -109,11 +114,7 @@ class VideoBoxes(AdapterDataset):
     @staticmethod
     def _check_annotation(path: Path, n: int, ann: Any, videos: dict[Any, Any]) -> None:
         where = f"annotations[{n}]"
-        if not isinstance(ann, dict):
-            raise fail(path, f"{where}: expected an object")
-        missing = [k for k in ("id", "video_id", "category_id", "bboxes") if k not in ann]
-        if missing:
-            raise fail(path, f"{where}: missing field(s) {missing}")
+        _require_fields(path, where, ann, ("id", "video_id", "category_id", "bboxes"))
         where = f"{where} (id {ann['id']})"
         if ann["video_id"] not in videos:
             raise fail(path, f"{where}: video_id {ann['video_id']} is not in 'videos'")
