@@ -13,9 +13,10 @@ steps until 32 of 48 blocks are frozen. We express it as fractions of a 500K-ste
 every paper-scale size, so ``layerlock_g`` reproduces 160K / 10K / 32 exactly. Only the ViT-G
 shape is taken from the paper; total steps, batch sizes and learning rates of the other sizes
 are our choices (untuned). The CPU size ``t`` keeps the shape with a longer pixel phase
-(first half) and 1,500 steps at batch 8 so that each recipe trains in about ten minutes on two
-cores at 64x64x16 (measured: ~0.31 s per MAE step; LayerLock's latent steps cost up to ~0.5 s
-because the target pass runs the frozen prefix on all 512 tokens).
+(first half) and 600 steps at batch 8, so that the three recipes and the whole evaluation of
+``make demo`` fit in 30 minutes on two cores at 64x64x16 (one recipe alone: ~4 min for MAE at
+~0.38 s a step, up to ~6 min for the latent objectives, whose target pass runs the frozen
+prefix on all 512 tokens).
 """
 from __future__ import annotations
 
@@ -72,11 +73,11 @@ class Recipe:
 # fields that may differ between a saved state and a resumed run
 BOOKKEEPING = ("log_every", "ckpt_every", "probe_size", "throttle_s")
 
-# Per-size schedule scale. t: CPU (~10 min on 2 cores); the rest: paper-scale, shape of ViT-G.
+# Per-size schedule scale. t: CPU (4-6 min on 2 cores); the rest: paper-scale, shape of ViT-G.
 PAPER_SHAPE = dict(pixel_frac=0.32, freeze_end_frac=0.94, decoder_depth=4, warmup_frac=0.02)
 SIZE_RECIPES: dict[str, dict[str, Any]] = {
-    "t": dict(steps=1500, batch_size=8, lr=1e-3, warmup_steps=75, pixel_frac=0.5, freeze_end_frac=0.9,
-              decoder_depth=2, log_every=50, ckpt_every=250),
+    "t": dict(steps=600, batch_size=8, lr=1e-3, warmup_steps=30, pixel_frac=0.5, freeze_end_frac=0.9,
+              decoder_depth=2, log_every=25, ckpt_every=100),
     "s": dict(PAPER_SHAPE, steps=200_000, batch_size=256, lr=3e-4, log_every=100, ckpt_every=2000),
     "b": dict(PAPER_SHAPE, steps=200_000, batch_size=256, lr=3e-4, log_every=100, ckpt_every=2000),
     "l": dict(PAPER_SHAPE, steps=300_000, batch_size=512, lr=2e-4, log_every=100, ckpt_every=2000),

@@ -25,7 +25,7 @@ from bench.data import raycast as rc
 from bench.data.world_cache import default_workers, load_or_build
 from bench.registry import DATASETS
 
-GENERATOR_VERSION = "frozen4d-world-1"
+GENERATOR_VERSION = "frozen4d-world-2"
 SPLITS = {"train": 0, "test": 1}
 _CLIP_STREAM, _LABEL_STREAM = 0, 1
 
@@ -44,6 +44,11 @@ _AMPLITUDES = {  # end-to-end travel of each motion: metres, or radians for pan 
     "lateral": (1.0, 1.6), "depth": (1.2, 1.8), "vertical": (0.6, 1.0), "dolly": (1.0, 1.5),
     "pan": (math.radians(25), math.radians(40)), "orbit": (math.radians(35), math.radians(60)),
 }
+# Camera and room ranges, wide enough that where a pixel lies in the image says little about its
+# depth: a per-pixel depth prior learned from the train split must not solve the depth task.
+_ROOM_HALF, _ROOM_HEIGHT = (3.5, 7.0), (2.6, 3.4)  # metres
+_CAM_HEIGHT, _CAM_DISTANCE = (0.4, 2.3), (2.0, 4.2)  # metres above the floor / from the target
+_AIM, _ROLL, _FOV = math.radians(20), math.radians(20), (45.0, 70.0)  # pitch offset and roll (±, radians); fov (deg)
 _DRIFT = np.array([0.15, 0.15, 0.1] + [math.radians(a) for a in (2.0, 1.5, 1.5)])  # handheld x, y, z, yaw, pitch, roll
 _CHECK_STEPS = 33  # times at which scene validity is checked (independent of num_frames)
 _NEAR = 0.3  # metres between the camera and any body's bounding sphere
@@ -167,6 +172,7 @@ class _Layout:
     cam_pos: np.ndarray
     yaw: float
     pitch: float
+    roll: float
     fov: float  # horizontal, radians
     drift: np.ndarray  # [2, 6] handheld drift coefficients (see _camera_path)
     amplitude: dict[str, float]
@@ -226,11 +232,13 @@ def _draw_body(rng: np.random.Generator, main: bool, vertical: float, others: li
 
 def _draw_layout(rng: np.random.Generator, num_objects: int) -> _Layout | None:
     """One candidate middle-frame layout (None when the bodies do not fit); see _fits."""
-    half, height = rng.uniform(4.5, 6.0, 2), rng.uniform(2.6, 3.4)
+    half, height = rng.uniform(*_ROOM_HALF, 2), rng.uniform(*_ROOM_HEIGHT)
     room = np.array([[-half[0], -half[1], 0.0], [half[0], half[1], height]])
     target = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(0.3, 0.7)])
-    dist, azimuth = rng.uniform(2.6, 3.4), rng.uniform(0, 2 * math.pi)
-    cam = np.array([target[0] + dist * math.cos(azimuth), target[1] + dist * math.sin(azimuth), rng.uniform(1.0, 1.8)])
+    dist, azimuth = rng.uniform(*_CAM_DISTANCE), rng.uniform(0, 2 * math.pi)
+    cam = np.array([target[0] + dist * math.cos(azimuth), target[1] + dist * math.sin(azimuth),
+                    rng.uniform(*_CAM_HEIGHT)])
+    aim, roll = rng.uniform(-1, 1, 2) * (_AIM, _ROLL)
     amplitude = {k: rng.uniform(*r) for k, r in _AMPLITUDES.items()}
     drift = rng.uniform(-1, 1, (2, 6)) * _DRIFT
     wall_angle = rng.uniform(0.2, 1.3)  # stripes across both wall orientations
@@ -248,8 +256,8 @@ def _draw_layout(rng: np.random.Generator, num_objects: int) -> _Layout | None:
             return None
         bodies.append(body)
     return _Layout(room, floor, wall, ceiling, light, rng.uniform(0.3, 0.45), target, cam,
-                   math.atan2(target[1] - cam[1], target[0] - cam[0]), math.atan2(target[2] - cam[2], dist),
-                   math.radians(rng.uniform(50, 65)), drift, amplitude, bodies)
+                   math.atan2(target[1] - cam[1], target[0] - cam[0]), math.atan2(target[2] - cam[2], dist) + aim,
+                   roll, math.radians(rng.uniform(*_FOV)), drift, amplitude, bodies)
 
 
 # ---------------------------------------------------------------- motion
@@ -270,7 +278,7 @@ def _camera_path(lay: _Layout, motion: str, sign: int, u: np.ndarray) -> tuple[n
         rel = pos - lay.target
         pos = lay.target + np.stack([cos * rel[:, 0] - sin * rel[:, 1], sin * rel[:, 0] + cos * rel[:, 1], rel[:, 2]], -1)
         yaw = yaw + a
-    return _look(yaw, lay.pitch + drift[:, 4], drift[:, 5]), pos
+    return _look(yaw, lay.pitch + drift[:, 4], lay.roll + drift[:, 5]), pos
 
 
 def _object_direction(lay: _Layout, motion: str) -> np.ndarray:
