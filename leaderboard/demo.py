@@ -39,11 +39,11 @@ PRETRAINED = ("mae_t", "layerlock_t", "latent_nofreeze_t")
 MODELS = ("random_t", *PRETRAINED)
 TASK_NAMES = ("depth", "point_tracking", "box_tracking", "camera_pose", "action")
 
-# The study's readouts: the 4DS attentive readout at 96 wide (4 heads) for 5 epochs, so that
+# The study's readouts: the 4DS attentive readout at 64 wide (4 heads) for 5 epochs, so that
 # 4 models x 5 tasks x 3 seeds fit a CPU budget; and a linear probe (seed 0), fitted in closed
 # form where the task has one (ridge / logistic), else by SGD. Recorded in every result's config.
 FULL = dict(seeds=(0, 1, 2), data=[], pretrain=[],
-            readout=["readout.epochs=5", "readout.dim=96", "readout.num_heads=4"], linear=["readout.epochs=5"],
+            readout=["readout.epochs=5", "readout.dim=64", "readout.num_heads=4"], linear=["readout.epochs=5"],
             results="leaderboard/results", out="leaderboard", work=".", readme="README.md")
 TINY_DATA = ["data.train_size=16", "data.test_size=8", "data.num_frames=4", "data.resolution=32"]
 FAST = dict(seeds=(0,), data=TINY_DATA, pretrain=["train.steps=6", "train.batch_size=2", "train.log_every=2"],
@@ -139,7 +139,8 @@ def run_study(plan: dict, jobs: int, threads: int) -> None:
     logs = Path(plan["work"]) / "outputs" / "demo-logs"
     logs.mkdir(parents=True, exist_ok=True)
     total = len(PRETRAINED) + len(study(plan))
-    print(f"demo: {total} jobs on {jobs} workers x {threads} torch thread(s); per-job logs in {logs}", flush=True)
+    print(f"demo: {total} jobs on {jobs} workers x {threads} torch thread(s); each job logs (progress bars too) "
+          f"to {logs}/<job>.log, e.g. tail -f {logs}/pretrain-mae_t.log", flush=True)
     pending: dict[Future, tuple] = {}
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool, \
             tqdm(total=total, desc="demo", unit="job") as bar:
@@ -150,14 +151,16 @@ def run_study(plan: dict, jobs: int, threads: int) -> None:
         for entry in schedule(plan):
             submit(*entry)
         while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            running = [label(kind, arg) for future, (kind, arg, _, _) in pending.items() if future.running()]
+            bar.set_postfix_str(f"running {', '.join(running)}")
+            done, _ = wait(pending, timeout=10, return_when=FIRST_COMPLETED)
             for future in done:
                 kind, arg, follow, log = pending.pop(future)
                 if future.exception() is not None:
                     pool.shutdown(cancel_futures=True)
                     raise RuntimeError(f"demo job {label(kind, arg)} failed: {future.exception()} (log: {log})")
                 bar.update()
-                bar.write(f"demo: done {label(kind, arg)}")
+                bar.write(f"demo: done {label(kind, arg)} ({bar.format_interval(bar.format_dict['elapsed'])})")
                 for entry in follow:
                     submit(*entry)
 

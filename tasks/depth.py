@@ -35,6 +35,14 @@ def depth_metrics(pred: np.ndarray, target: np.ndarray, eps: float = 1e-3) -> di
             "rmse": float(np.sqrt(np.mean((p - d) ** 2)))}
 
 
+def position_prior(train_depth: np.ndarray) -> np.ndarray:
+    """The input-blind depth prediction [T, H, W]: each pixel's median valid depth over the train
+    clips [N, T, H, W] (1 m where a pixel is never valid). A readout that does not beat it on the
+    test split has learned where pixels lie in the frame, not anything from the features."""
+    valid = np.where(train_depth > 0, train_depth, np.nan)
+    return np.nan_to_num(np.nanmedian(valid, axis=0), nan=1.0).astype(np.float32)
+
+
 @TASKS.register("depth")
 class Depth(Task):
     name = "depth"

@@ -2,7 +2,33 @@
 build the leaderboard) on a tiny world, in a scratch directory."""
 import subprocess
 import sys
+
 import pytest
+
+from leaderboard.demo import FULL, PRETRAINED, evaluations, label, schedule, study
+
+
+def flatten(jobs, after=None):
+    """(kind, arg, the model whose pretraining or first evaluation must finish first) of every job."""
+    for kind, arg, follow in jobs:
+        yield kind, arg, after
+        yield from flatten(follow, label(kind, arg))
+
+
+def test_schedule_covers_the_study_once_and_orders_each_model_after_its_pretraining():
+    jobs = list(flatten(schedule(FULL)))
+    evals = [arg for kind, arg, _ in jobs if kind == "evaluate"]
+    assert sorted(map(tuple, evals)) == sorted(map(tuple, study(FULL))) and len(evals) == 4 * 5 * 4
+    assert [arg for kind, arg, after in jobs if kind == "pretrain"] == list(reversed(PRETRAINED))
+    for kind, arg, after in jobs:
+        if kind == "evaluate":  # a model's first evaluation (it caches the features) comes before the others
+            model = dict(o.split("=", 1) for o in arg)["model"]
+            first = evaluations(model, FULL)[0]
+            if arg == first:
+                assert after == (None if model == "random_t" else f"pretrain-{model}")
+            else:
+                assert after == label("evaluate", first)
+
 
 @pytest.mark.slow
 def test_demo_fast_end_to_end(tmp_path):
