@@ -24,6 +24,13 @@ class LearnedQueries(nn.Module):
         return self.query.expand(batch["features"].shape[0], -1, -1)
 
 
+def project_once(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``linear(x)``, computed once for inputs broadcast over the batch (learned queries)."""
+    if x.shape[0] > 1 and x.stride(0) == 0:
+        return linear(x[:1]).expand(x.shape[0], *x.shape[1:-1], linear.out_features)
+    return linear(x)
+
+
 @READOUTS.register("attentive")
 class AttentiveReadout(nn.Module):
     """4DS attentive readout: LayerNorm'd features plus a learned temporal embedding are
@@ -50,7 +57,7 @@ class AttentiveReadout(nn.Module):
     def forward(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         tokens = rearrange(self.norm(features) + self.time_embed, "b t n c -> b (t n) c")
         query = self.queries(batch)
-        q = rearrange(self.q(query), "b q (h d) -> b h q d", h=self.num_heads)
+        q = rearrange(project_once(self.q, query), "b q (h d) -> b h q d", h=self.num_heads)
         k, v = rearrange(self.kv(tokens), "b n (two h d) -> two b h n d", two=2, h=self.num_heads)
         attn = rearrange(F.scaled_dot_product_attention(q, k, v), "b h q d -> b q (h d)")
         token = query + self.attn_out(attn)

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -80,8 +79,10 @@ class Depth(Task):
         pred, target = self.depth_map(out), batch["depth"]
         valid = target > 0
         if self.loss_kind == "log":  # scale-invariant-ish log loss, positive by construction
-            return F.l1_loss(pred[valid], torch.log(target[valid]))
-        return F.l1_loss(pred[valid], target[valid])
+            target = torch.log(torch.where(valid, target, 1.0))
+        # L1 over valid pixels as a masked mean: boolean indexing (nonzero + index_put in backward)
+        # was ~12% of a readout step
+        return ((pred - target).abs() * valid).sum() / valid.sum().clamp_min(1)
 
     def decode(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         pred = self.depth_map(out)

@@ -52,6 +52,17 @@ def test_depth_layout_roundtrip(readout, patch_px, patch, queries):
     assert task.loss(out, {"depth": rows + 0.0}).item() == 0.0
 
 
+@pytest.mark.parametrize("loss", ["l1", "log"])
+def test_loss_is_the_mean_over_valid_pixels_only(loss):
+    task = Depth(FeatureSpec(grid=(1, 1, 1), dim=8, clip=(2, 8, 8)), loss=loss)
+    target = torch.full((1, 2, 8, 8), 2.0)
+    target[0, 0, :4] = 0.0  # a quarter of the pixels invalid: their prediction must not count
+    pred = torch.where(target > 0, 3.0, 100.0)
+    out = pred.reshape(1, 1, 128)  # one 2x8x8 output patch: row-major, as depth_map lays it out
+    want = abs(3.0 - 2.0) if loss == "l1" else abs(3.0 - np.log(2.0))
+    assert task.loss(out, {"depth": target}).item() == pytest.approx(want)
+
+
 def test_position_prior_is_the_per_pixel_median():
     train = np.array([[[[1.0, 0.0]]], [[[3.0, 0.0]]], [[[2.0, 5.0]]]])  # [N=3, T=1, H=1, W=2]; 0 = invalid
     np.testing.assert_allclose(position_prior(train), [[[2.0, 5.0]]])

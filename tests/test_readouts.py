@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from bench.readouts import AttentiveReadout, LearnedQueries, LinearReadout, build_readout
+from bench.readouts import AttentiveReadout, LearnedQueries, LinearReadout, build_readout, project_once
 from bench.task import FeatureSpec
 from tasks.depth import Depth
 
@@ -40,3 +40,17 @@ def test_build_readout_for_depth(kind):
     feats = torch.randn(2, 2, 16, 32)
     out = ro(feats, {"features": feats})
     assert task.decode(out, {})["depth"].shape == (2, 4, 16, 16)
+
+
+def test_broadcast_queries_are_projected_once_with_the_same_values_and_gradients():
+    torch.manual_seed(0)
+    linear, query = torch.nn.Linear(8, 6), torch.randn(1, 5, 8, requires_grad=True)
+    once = project_once(linear, query.expand(3, -1, -1))
+    full = linear(query.expand(3, -1, -1).contiguous())
+    torch.testing.assert_close(once, full)
+    g_once = torch.autograd.grad(once.square().sum(), [query, linear.weight])
+    g_full = torch.autograd.grad(linear(query.expand(3, -1, -1).contiguous()).square().sum(), [query, linear.weight])
+    for a, b in zip(g_once, g_full):
+        torch.testing.assert_close(a, b)
+    x = torch.randn(3, 5, 8)  # a per-sample input goes through unchanged
+    torch.testing.assert_close(project_once(linear, x), linear(x))
