@@ -6,8 +6,8 @@ control at CPU size, evaluate them and the untrained baseline on every task, bui
                                         written under outputs/demo-fast so the committed leaderboard is untouched
 
 The study is a set of jobs (3 pretrainings, then each model's evaluations) run by a pool of
-worker processes, one per core with one torch thread each: on small CPU models that is ~1.3x the
-throughput of one process using every core. Jobs are independent and seeded, so the records do
+worker processes, one per core with one torch thread each: on these small CPU models that is
+1.1-1.3x the throughput of one process using every core (``python -m benchmarks.demo_workers``). Jobs are independent and seeded, so the records do
 not depend on the scheduling. Pretraining resumes (or is a no-op) when a run directory already
 holds the state, so a second ``make demo`` only re-evaluates. Evaluations go through
 ``bench.run.evaluate`` with the same composed configs the CLI uses; every record carries its
@@ -146,12 +146,13 @@ def run_study(plan: dict, jobs: int, threads: int) -> None:
             tqdm(total=total, desc="demo", unit="job") as bar:
         def submit(kind: str, arg, follow: list[tuple]) -> None:
             log = logs / f"{label(kind, arg)}.log"
+            log.unlink(missing_ok=True)  # the worker creates it when the job starts
             pending[pool.submit(job, kind, arg, plan, str(log), threads)] = (kind, arg, follow, log)
 
         for entry in schedule(plan):
             submit(*entry)
         while pending:
-            running = [label(kind, arg) for future, (kind, arg, _, _) in pending.items() if future.running()]
+            running = [label(kind, arg) for kind, arg, _, log in pending.values() if log.exists()]
             bar.set_postfix_str(f"running {', '.join(running)}")
             done, _ = wait(pending, timeout=10, return_when=FIRST_COMPLETED)
             for future in done:

@@ -59,7 +59,7 @@ def test_every_task_writes_a_record(tmp_path, task, readout):
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["camera_pose", "action"])
 def test_closed_form_solver_from_the_cli(tmp_path, task):
-    proc = run(tmp_path, f"task={task}", "readout=linear", "+readout.solver=closed_form", "visualize=false")
+    proc = run(tmp_path, f"task={task}", "readout=linear", "readout.solver=closed_form", "visualize=false")
     assert proc.returncode == 0, proc.stderr
     assert check_record(tmp_path, task, "linear")["config"]["readout"]["solver"] == "closed_form"
 
@@ -128,7 +128,9 @@ def test_action_labels_need_motion(small_world):
     (ytr, yte) = small_world["labels"]
     real = logistic_top1(motion_energy(small_world["real"][0]), ytr, motion_energy(small_world["real"][1]), yte)
     single = logistic_top1(motion_energy(small_world["single"][0]), ytr, motion_energy(small_world["single"][1]), yte)
-    assert real > 0.6, real  # measured 0.875 at this size
+    # measured 0.54 at this size (0.69 with 384 train clips); world v1 gave 0.875 here, before camera
+    # pitch and roll varied, which turns the image-space direction of each labelled motion too
+    assert real > 0.4, real
     assert single < chance + 0.1, (single, chance)
 
 
