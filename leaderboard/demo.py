@@ -2,16 +2,16 @@
 control at CPU size, evaluate them and the untrained baseline on every task, build the leaderboard.
 
 ``python -m leaderboard.demo``          the full study (records -> leaderboard/results, tables -> leaderboard/)
-``python -m leaderboard.demo --fast``   a smoke run of the same pipeline on a tiny world (CI, ~2 min),
+``python -m leaderboard.demo --fast``   a smoke run of the same pipeline on a tiny world (~20 s),
                                         written under outputs/demo-fast so the committed leaderboard is untouched
 
 The study is a set of jobs (3 pretrainings, then each model's evaluations) run by a pool of
 worker processes, one per core with one torch thread each: on these small CPU models that is
-1.1-1.3x the throughput of one process using every core (``python -m benchmarks.demo_workers``). Jobs are independent and seeded, so the records do
-not depend on the scheduling. Pretraining resumes (or is a no-op) when a run directory already
-holds the state, so a second ``make demo`` only re-evaluates. Evaluations go through
-``bench.run.evaluate`` with the same composed configs the CLI uses; every record carries its
-resolved config.
+1.1-1.3x the throughput of one process using every core (``python -m benchmarks.demo_workers``).
+Jobs are independent and seeded, so the records do not depend on the scheduling. Pretraining
+resumes (or is a no-op) when a run directory already holds the state, so a second ``make demo``
+only re-evaluates. Evaluations go through ``bench.run.evaluate`` with the same composed configs
+the CLI uses; every record carries its resolved config.
 """
 from __future__ import annotations
 
@@ -26,14 +26,14 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from bench.models.zoo import register_configs
-from bench.registry import DATASETS, TASKS
-from bench.run import evaluate
+from bench.registry import TASKS
+from bench.run import evaluate, load_datasets
 from leaderboard.build import publish
 from pretrain.train import Trainer
+
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 PRETRAINED = ("mae_t", "layerlock_t", "latent_nofreeze_t")
 MODELS = ("random_t", *PRETRAINED)
@@ -96,11 +96,10 @@ def run_evaluation(overrides: list[str], plan: dict) -> None:
 
 
 def prepare_world(plan: dict) -> None:
-    """Generate both splits of the study's world once, here, so that the workers only memory-map them."""
-    data = OmegaConf.to_container(composed("bench", plan["data"]).data, resolve=True)
-    dataset = DATASETS.get(data.pop("name"))
-    for split in ("train", "test"):
-        dataset(split=split, root=Path(plan["work"]) / "cache", **data)
+    """Open (and so generate) both splits every evaluation opens, once, here, so that the workers
+    only memory-map them."""
+    load_datasets(composed("bench", [*plan["data"], f"paths.cache={Path(plan['work']) / 'cache'}"]),
+                  TASKS.get(TASK_NAMES[0]))
 
 
 def job(kind: str, arg: str | list[str], plan: dict, log: str, threads: int) -> None:
