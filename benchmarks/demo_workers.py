@@ -18,7 +18,12 @@ from typing import Any, Callable
 
 import torch
 
+from bench.fit import optimizer
+from bench.models.zoo import build_encoder
+from bench.readouts import build_readout
+from bench.task import FeatureSpec
 from benchmarks.common import interleave, median, parser, report, table
+from tasks.depth import Depth
 
 NAME = "demo_workers"
 
@@ -29,12 +34,6 @@ def _set_threads(threads: int) -> None:
 
 def job(steps: int, frames: int, resolution: int) -> None:
     """``steps`` training steps of a ViT-t and of a depth readout on random data (one demo-like job)."""
-    from bench.fit import optimizer
-    from bench.models.zoo import build_encoder
-    from bench.readouts import build_readout
-    from bench.task import FeatureSpec
-    from tasks.depth import Depth
-
     torch.manual_seed(0)
     encoder, _ = build_encoder("random_t", img_size=resolution, num_frames=frames)
     encoder.train()
