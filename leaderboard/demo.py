@@ -102,12 +102,16 @@ def prepare_world(plan: dict) -> None:
                   TASKS.get(TASK_NAMES[0]))
 
 
-def job(kind: str, arg: str | list[str], plan: dict, log: str, threads: int) -> None:
-    """One pretraining or evaluation in a worker process, with ``threads`` torch threads and its
-    output (progress bars included) in its own log file."""
+def start_worker(threads: int) -> None:
+    """Once per worker process: its torch threads, the task registry and the model configs."""
     torch.set_num_threads(threads)
     TASKS.names()
     register_configs()
+
+
+def job(kind: str, arg: str | list[str], plan: dict, log: str) -> None:
+    """One pretraining or evaluation in a worker process, its output (progress bars included) in
+    its own log file."""
     with open(log, "w") as f, redirect_stdout(f), redirect_stderr(f):
         if kind == "pretrain":
             pretrain(arg, plan)
@@ -141,12 +145,12 @@ def run_study(plan: dict, jobs: int, threads: int) -> None:
     print(f"demo: {total} jobs on {jobs} workers x {threads} torch thread(s); each job logs (progress bars too) "
           f"to {logs}/<job>.log, e.g. tail -f {logs}/pretrain-mae_t.log", flush=True)
     pending: dict[Future, tuple] = {}
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool, \
+    with ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn"), start_worker, (threads,)) as pool, \
             tqdm(total=total, desc="demo", unit="job") as bar:
         def submit(kind: str, arg, follow: list[tuple]) -> None:
             log = logs / f"{label(kind, arg)}.log"
             log.unlink(missing_ok=True)  # the worker creates it when the job starts
-            pending[pool.submit(job, kind, arg, plan, str(log), threads)] = (kind, arg, follow, log)
+            pending[pool.submit(job, kind, arg, plan, str(log))] = (kind, arg, follow, log)
 
         for entry in schedule(plan):
             submit(*entry)
