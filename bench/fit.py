@@ -78,6 +78,32 @@ def fit(readout: nn.Module, task: Task, features: np.ndarray, targets: dict[str,
     return history
 
 
+STILL_FALLING = 0.02  # relative drop of the loss between the last two tenths of the run
+TRAIN_TEST_GAP = 0.25  # train-split primary metric better than the test split's by this fraction
+
+
+def loss_tail(history: list[float], parts: int = 10) -> list[float]:
+    """The training loss averaged over each of ``parts`` equal stretches of the run (fewer when the
+    run has fewer steps): what a record keeps of the loss curve."""
+    if not history:
+        return []
+    return [float(np.mean(chunk)) for chunk in np.array_split(np.asarray(history), min(parts, len(history)))]
+
+
+def fit_flags(tail: list[float], train_primary: float, test_primary: float, higher_is_better: bool) -> list[str]:
+    """Warnings about a fit: 'loss_still_falling' (the last tenth's loss is more than
+    ``STILL_FALLING`` below the one before: a longer budget would change the number) and
+    'train_test_gap' (the train split scores better than the test split by more than
+    ``TRAIN_TEST_GAP`` of the test value: the readout memorises)."""
+    flags = []
+    if len(tail) >= 2 and tail[-1] < tail[-2] - STILL_FALLING * abs(tail[-2]):
+        flags.append("loss_still_falling")
+    better = train_primary - test_primary if higher_is_better else test_primary - train_primary
+    if better > TRAIN_TEST_GAP * max(abs(test_primary), 1e-12):
+        flags.append("train_test_gap")
+    return flags
+
+
 @torch.inference_mode()
 def predict(readout: nn.Module, task: Task, features: np.ndarray, targets: dict[str, np.ndarray],
             batch_size: int, device: str = "cpu") -> dict[str, np.ndarray]:

@@ -1,6 +1,14 @@
 """Readouts trained on frozen features: the 4DS AttentiveReadout and a LinearReadout.
 
 Both map features [B, T', h*w, C] and a batch (for task-supplied queries) to [B, Q, out].
+
+The attentive readout has two protocols (``readout.protocol``):
+- ``frozen4d`` (default): tokens get their spatio-temporal position from the readout — the 4DS
+  learned temporal embedding plus a fixed sin-cos code of (y, x) — because a harness that
+  compares RoPE, untrained and pixel encoders cannot count on features carrying absolute position;
+- ``4ds``: exactly the released 4DS readout — features resized in time to the clip's frame
+  count by cubic interpolation (``cubic_time_resize``), a learned temporal embedding per frame,
+  no spatial position (4DS encoders carry learned absolute positions).
 """
 from __future__ import annotations
 
@@ -10,7 +18,40 @@ from einops import rearrange
 from timm.layers import Mlp
 from torch import nn
 
+from bench.positions import spatial_code
 from bench.registry import READOUTS
+
+PROTOCOLS = ("frozen4d", "4ds")
+
+
+def keys_cubic(x: torch.Tensor) -> torch.Tensor:
+    """Keys' cubic convolution kernel with a = −0.5 at distances |x| (jax.image's 'cubic')."""
+    x = x.abs()
+    near = ((1.5 * x - 2.5) * x) * x + 1.0
+    far = ((-0.5 * x + 2.5) * x - 4.0) * x + 2.0
+    return torch.where(x >= 2.0, torch.zeros_like(x), torch.where(x >= 1.0, far, near))
+
+
+def cubic_resize_matrix(in_size: int, out_size: int) -> torch.Tensor:
+    """[out, in] weights of ``jax.image.resize(..., method='cubic')`` along one axis (half-pixel
+    centres, weights renormalised over the input samples, antialiased when shrinking), as
+    jax/_src/image/scale.py ``compute_weight_mat`` builds them; 4DS resizes features with it."""
+    inv_scale = in_size / out_size
+    kernel_scale = max(inv_scale, 1.0)
+    sample = (torch.arange(out_size, dtype=torch.float64) + 0.5) * inv_scale - 0.5
+    weights = keys_cubic((sample[:, None] - torch.arange(in_size, dtype=torch.float64)) / kernel_scale)
+    total = weights.sum(1, keepdim=True)
+    weights = torch.where(total.abs() > 1000 * torch.finfo(torch.float32).eps, weights / total, 0.0)
+    inside = (sample >= -0.5) & (sample <= in_size - 0.5)
+    return (weights * inside[:, None]).float()
+
+
+def cubic_time_resize(features: torch.Tensor, frames: int) -> torch.Tensor:
+    """Features [B, T', N, C] -> [B, frames, N, C] by jax-exact cubic interpolation in time."""
+    if features.shape[1] == frames:
+        return features
+    weights = cubic_resize_matrix(features.shape[1], frames).to(features)
+    return torch.einsum("st,btnc->bsnc", weights, features)
 
 
 class LearnedQueries(nn.Module):
@@ -33,20 +74,27 @@ def project_once(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 @READOUTS.register("attentive")
 class AttentiveReadout(nn.Module):
-    """4DS attentive readout: LayerNorm'd features plus a learned temporal embedding are
-    attended by queries through one multi-head cross-attention (queries do not attend to each
-    other); token = query + Linear(attn); token += MLP(LayerNorm(token)); Linear to the output."""
+    """4DS attentive readout: LayerNorm'd features plus position (see the module docstring for the
+    two protocols) are attended by queries through one multi-head cross-attention (queries do not
+    attend to each other); token = query + Linear(attn); token += MLP(LayerNorm(token)); Linear
+    to the output. ``grid`` is the feature grid (T', h, w), ``frames`` the clip's frame count."""
 
-    def __init__(self, feature_dim: int, num_frames: int, queries: nn.Module, output_dim: int,
-                 dim: int | None = None, num_heads: int = 8, mlp_ratio: float = 4.0):
+    def __init__(self, feature_dim: int, grid: tuple[int, int, int], queries: nn.Module, output_dim: int,
+                 dim: int | None = None, num_heads: int = 8, mlp_ratio: float = 4.0,
+                 protocol: str = "frozen4d", frames: int | None = None):
         super().__init__()
         dim = dim or feature_dim
         if dim % num_heads:
             raise ValueError(f"readout dim {dim} is not divisible by num_heads={num_heads}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"readout.protocol={protocol!r}: expected one of {list(PROTOCOLS)}")
         self.num_heads = num_heads
         self.queries = queries
         self.norm = nn.LayerNorm(feature_dim)
-        self.time_embed = nn.Parameter(torch.randn(1, num_frames, 1, feature_dim) * 0.02)
+        self.frames = (frames or grid[0]) if protocol == "4ds" else None  # time resize target (4DS only)
+        self.time_embed = nn.Parameter(torch.randn(1, self.frames or grid[0], 1, feature_dim) * 0.02)
+        space = spatial_code(grid[1], grid[2], feature_dim)[None, None] if protocol == "frozen4d" else None
+        self.register_buffer("space_code", space, persistent=False)
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(feature_dim, 2 * dim)
         self.attn_out = nn.Linear(dim, dim)
@@ -55,7 +103,12 @@ class AttentiveReadout(nn.Module):
         self.head = nn.Linear(dim, output_dim)
 
     def forward(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        tokens = rearrange(self.norm(features) + self.time_embed, "b t n c -> b (t n) c")
+        if self.frames is not None:
+            features = cubic_time_resize(features, self.frames)
+        tokens = self.norm(features) + self.time_embed
+        if self.space_code is not None:
+            tokens = tokens + self.space_code
+        tokens = rearrange(tokens, "b t n c -> b (t n) c")
         query = self.queries(batch)
         q = rearrange(project_once(self.q, query), "b q (h d) -> b h q d", h=self.num_heads)
         k, v = rearrange(self.kv(tokens), "b n (two h d) -> two b h n d", two=2, h=self.num_heads)
@@ -93,13 +146,15 @@ class LinearReadout(nn.Module):
         return out
 
 
-def build_readout(kind: str, task, feature_dim: int, num_heads: int = 8, dim: int | None = None) -> nn.Module:
+def build_readout(kind: str, task, feature_dim: int, num_heads: int = 8, dim: int | None = None,
+                  protocol: str = "frozen4d") -> nn.Module:
     """The readout ``kind`` ('attentive' | 'linear') wired to a task's queries and output size."""
     cls = READOUTS.get(kind)
     spec = task.spec
     if cls is AttentiveReadout:
         dim = dim or feature_dim
-        readout = AttentiveReadout(feature_dim, spec.grid[0], task.queries(dim), task.output_dim, dim, num_heads)
+        readout = AttentiveReadout(feature_dim, spec.grid, task.queries(dim), task.output_dim, dim, num_heads,
+                                   protocol=protocol, frames=spec.clip[0])
     elif cls is LinearReadout:
         queries = task.queries(feature_dim) if task.query_conditioned else None
         readout = LinearReadout(feature_dim, task.output_dim, pool=task.clip_level, queries=queries,

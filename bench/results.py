@@ -1,9 +1,18 @@
 """Result records: one JSON file per (task, dataset, model, readout, seed), written atomically.
 
-Schema (version 1): schema_version, task, dataset, split, model, checkpoint_sha256, readout,
+Schema (version 2): schema_version, task, dataset, split, model, checkpoint_sha256, readout,
 seed, metrics {name: float}, directions {name: higher_is_better}, primary_metric,
 higher_is_better, config (resolved), git_commit (``-dirty`` when tracked files differ from it),
-wall_time_s, hardware, versions (python, frozen4d and its declared dependencies), created.
+wall_time_s, hardware, versions (python, frozen4d and its declared dependencies), created; and,
+new in version 2, what a reader needs to trust the number:
+- ``per_clip`` {"values": [...], "weights": [...]}: the primary metric of every test clip, in
+  split order, such that the primary metric is the weighted mean Σ w·v / Σ w (weights are the
+  clip's share of a pooled metric: valid pixels, scored box pairs; 1 for per-clip means). The
+  leaderboard bootstraps over these clips; two records on one split pair clip by clip.
+- ``train_metrics``: the same metrics on the train split (the train–test gap);
+- ``loss_tail``: the readout's training loss, averaged per tenth of the run (empty: no SGD);
+- ``flags``: warnings about the fit ('loss_still_falling', 'train_test_gap').
+Version-1 records (no per-clip values) are still read.
 """
 from __future__ import annotations
 
@@ -23,7 +32,8 @@ import torch
 
 from bench.models.checkpoint import atomic_write_bytes
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -45,6 +55,10 @@ class ResultRecord:
     hardware: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
+    per_clip: dict[str, list[float]] = field(default_factory=dict)
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    loss_tail: list[float] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -123,6 +137,22 @@ def write_record(record: ResultRecord, results_dir: str | Path) -> Path:
     return path
 
 
+def per_clip_problem(per_clip: Any) -> str | None:
+    """What is wrong with a record's ``per_clip`` block ({} is fine: a version-1 record), or None."""
+    if per_clip == {}:
+        return None
+    if not isinstance(per_clip, dict) or set(per_clip) != {"values", "weights"}:
+        return "must be {'values': [...], 'weights': [...]}"
+    values, weights = per_clip["values"], per_clip["weights"]
+    if not (isinstance(values, list) and isinstance(weights, list)) or len(values) != len(weights) or not values:
+        return "values and weights must be non-empty lists of equal length"
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                  for x in values + weights)
+    if not numbers or min(weights) < 0 or sum(weights) <= 0:
+        return "must hold finite numbers with non-negative weights of positive sum"
+    return None
+
+
 def read_record(path: str | Path) -> ResultRecord:
     """Parse and validate one record; raises RecordError naming the file and the problem."""
     path = Path(path)
@@ -135,10 +165,14 @@ def read_record(path: str | Path) -> ResultRecord:
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         raise RecordError(f"{path.name}: missing fields {missing}")
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise RecordError(f"{path.name}: schema_version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+    if data.get("schema_version") not in READABLE_VERSIONS:
+        raise RecordError(f"{path.name}: schema_version {data.get('schema_version')!r}, "
+                          f"expected one of {list(READABLE_VERSIONS)}")
     if not isinstance(data["metrics"], dict) or data["primary_metric"] not in data["metrics"]:
         raise RecordError(f"{path.name}: primary metric {data['primary_metric']!r} not among its metrics")
+    problem = per_clip_problem(data.get("per_clip", {}))
+    if problem:
+        raise RecordError(f"{path.name}: per_clip {problem}")
     known = set(ResultRecord.__dataclass_fields__)
     return ResultRecord(**{k: v for k, v in data.items() if k in known})
 

@@ -20,8 +20,9 @@ from hydra.errors import CompactHydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
 from bench.features import FeatureError, cached_features, check_finite
-from bench.fit import fit, fit_closed_form, predict
+from bench.fit import fit, fit_closed_form, fit_flags, loss_tail, predict
 from bench.models.checkpoint import CheckpointError
+from bench.models.pixels import PixelEncoder
 from bench.models.zoo import build_encoder, register_configs
 from bench.readouts import build_readout
 from bench.registry import DATASETS, TASKS, UnknownNameError
@@ -56,35 +57,71 @@ def features_for(cfg: DictConfig, train: Any, test: Any) -> tuple[np.ndarray, np
     return feats[0], feats[1], spec, sha
 
 
+def blind_spec(train: Any) -> FeatureSpec:
+    """The spec a task is built with for the ``blind`` row: the default tubelet grid (a blind
+    answer does not depend on it; point and box tracking need a time-chunk count)."""
+    clip = tuple(train.arrays(["video"])["video"].shape[1:4])
+    return FeatureSpec(grid=PixelEncoder().grid_for(*clip), dim=1, clip=clip)
+
+
+def read_out(cfg: DictConfig, task_cls: type[Task], train: Any, test: Any, train_targets: dict, test_targets: dict):
+    """Train the configured readout on frozen features and predict both splits; returns
+    (task, train predictions, test predictions, loss history, checkpoint sha256). The ``blind``
+    model trains nothing: its predictions are the task's input-blind answer."""
+    task_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "name"}
+    ro = cfg.readout
+    if cfg.model.name == "blind":
+        task = task_cls(blind_spec(train), readout=ro.kind, meta=getattr(train, "meta", None), **task_kwargs)
+        return task, task.blind(train_targets, train_targets), task.blind(train_targets, test_targets), [], "none"
+    train_feats, test_feats, spec, sha = features_for(cfg, train, test)
+    task = task_cls(spec, readout=ro.kind, meta=getattr(train, "meta", None), **task_kwargs)
+    torch.manual_seed(cfg.seed)
+    readout = build_readout(ro.kind, task, spec.dim, num_heads=ro.num_heads, dim=ro.dim,
+                            protocol=ro.get("protocol", "frozen4d"))
+    solver, history = ro.get("solver", "sgd"), []  # 'closed_form': scikit-learn ridge / logistic
+    if solver == "closed_form":
+        fit_closed_form(readout, task, train_feats, train_targets, alpha=ro.get("alpha", 1.0))
+    elif solver == "sgd":
+        history = fit(readout, task, train_feats, train_targets, ro.epochs, ro.batch_size, ro.lr, ro.weight_decay,
+                      cfg.seed, device=cfg.device)
+    else:
+        raise ValueError(f"readout.solver={solver!r}: expected 'sgd' or 'closed_form'")
+    pred_train = predict(readout, task, train_feats, train_targets, ro.batch_size, cfg.device)
+    pred_test = predict(readout, task, test_feats, test_targets, ro.batch_size, cfg.device)
+    return task, pred_train, pred_test, history, sha
+
+
+def per_clip_record(task: Task, pred: dict, target: dict, primary: float) -> dict[str, list[float]]:
+    """The record's ``per_clip`` block, checked against the split's primary metric."""
+    values, weights = task.per_clip(pred, target)
+    pooled = float(np.sum(values * weights) / np.sum(weights))
+    if not np.isclose(pooled, primary, rtol=1e-6, atol=1e-9):
+        raise RuntimeError(f"task {task.name!r}: per_clip gives {task.primary_metric}={pooled} but metrics gives "
+                           f"{primary}; per_clip must reproduce the primary metric as a weighted mean")
+    return {"values": [float(v) for v in values], "weights": [float(w) for w in weights]}
+
+
 def evaluate(cfg: DictConfig) -> ResultRecord:
     """The whole evaluation; returns the record it wrote."""
     start = time.time()
     task_cls = TASKS.get(cfg.task.name)
     train, test = load_datasets(cfg, task_cls)
-    train_feats, test_feats, spec, sha = features_for(cfg, train, test)
-    task_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "name"}
-    task = task_cls(spec, readout=cfg.readout.kind, meta=getattr(train, "meta", None), **task_kwargs)
-    keys = [k for k in task.requires if k != "video"]
-    torch.manual_seed(cfg.seed)
-    ro = cfg.readout
-    readout = build_readout(ro.kind, task, spec.dim, num_heads=ro.num_heads, dim=ro.dim)
-    solver = ro.get("solver", "sgd")  # 'closed_form': scikit-learn ridge / logistic (linear, clip-level)
-    if solver == "closed_form":
-        fit_closed_form(readout, task, train_feats, train.arrays(keys), alpha=ro.get("alpha", 1.0))
-    elif solver == "sgd":
-        fit(readout, task, train_feats, train.arrays(keys), ro.epochs, ro.batch_size, ro.lr, ro.weight_decay,
-            cfg.seed, device=cfg.device)
-    else:
-        raise ValueError(f"readout.solver={solver!r}: expected 'sgd' or 'closed_form'")
-    test_targets = test.arrays(keys)
-    pred = predict(readout, task, test_feats, test_targets, ro.batch_size, cfg.device)
-    metrics = task.metrics(pred, {k: np.asarray(v) for k, v in test_targets.items()})
+    keys = [k for k in task_cls.requires if k != "video"]
+    train_targets, test_targets = train.arrays(keys), test.arrays(keys)
+    task, pred_train, pred, history, sha = read_out(cfg, task_cls, train, test, train_targets, test_targets)
+    as_np = lambda targets: {k: np.asarray(v) for k, v in targets.items()}  # noqa: E731
+    metrics = task.metrics(pred, as_np(test_targets))
+    train_metrics = task.metrics(pred_train, as_np(train_targets))
+    primary, higher = task.primary_metric, task.higher_is_better
+    tail = loss_tail(history)
     record = ResultRecord(
         task=task.name, dataset=cfg.data.name, split=cfg.splits.test, model=cfg.model.name,
-        checkpoint_sha256=sha, readout=ro.kind, seed=int(cfg.seed), metrics=metrics,
-        directions=task.directions(), primary_metric=task.primary_metric,
-        higher_is_better=task.higher_is_better, config=OmegaConf.to_container(cfg, resolve=True),
-        wall_time_s=round(time.time() - start, 2), **environment())
+        checkpoint_sha256=sha, readout=cfg.readout.kind, seed=int(cfg.seed), metrics=metrics,
+        directions=task.directions(), primary_metric=primary, higher_is_better=higher,
+        config=OmegaConf.to_container(cfg, resolve=True), wall_time_s=round(time.time() - start, 2),
+        per_clip=per_clip_record(task, pred, as_np(test_targets), metrics[primary]),
+        train_metrics=train_metrics, loss_tail=tail,
+        flags=fit_flags(tail, train_metrics[primary], metrics[primary], higher), **environment())
     path = write_record(record, cfg.paths.results)
     report(record, path)
     if cfg.visualize:
@@ -100,6 +137,11 @@ def report(record: ResultRecord, path: Path) -> None:
         arrow = "↑" if record.directions.get(name, record.higher_is_better) else "↓"
         star = " (primary)" if name == record.primary_metric else ""
         print(f"  {name:>16} {arrow} {value:.4f}{star}")
+    gap = record.train_metrics.get(record.primary_metric)
+    if gap is not None:
+        print(f"  {'train split':>16}   {gap:.4f} ({record.primary_metric})")
+    if record.flags:
+        print(f"  flags: {', '.join(record.flags)}")
     print(f"  record: {path}")
 
 

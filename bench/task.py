@@ -82,6 +82,32 @@ class Task(ABC):
         'ridge', [N] class indices for 'logistic' (see ``closed_form``)."""
         raise NotImplementedError(f"task {self.name!r} has no closed-form linear fit")
 
+    def per_clip(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The primary metric per clip as (values [N], weights [N]) with Σ w·v / Σ w equal to
+        ``metrics(...)[primary_metric]``: weights are a clip's share of a pooled metric (valid
+        pixels, scored pairs), 1 for means over clips, 0 for a clip the metric leaves out. The
+        leaderboard's bootstrap intervals and paired comparisons resample these clips.
+        The default scores each clip alone with weight 1, right for metrics that are means over
+        clips; tasks with pooled metrics override it (the runner checks the identity)."""
+        size = len(next(iter(target.values())))
+        values = [self.metrics({k: v[i:i + 1] for k, v in pred.items()}, {k: v[i:i + 1] for k, v in target.items()})
+                  [self.primary_metric] for i in range(size)]
+        return np.asarray(values, np.float64), np.ones(size)
+
+    def blind(self, train: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Predictions for ``test`` that never look at a video (the input-blind reference row): by
+        default the decoded zero readout output, which for ``zero_init_head`` tasks is their
+        "no change" answer (static track, static box, identity pose). ``train`` holds the train
+        split's targets, for blind answers learned from labels (a depth prior, the majority class)."""
+        if not self.zero_init_head:
+            raise NotImplementedError(f"task {self.name!r} defines no input-blind answer")
+        batch = {k: torch.from_numpy(np.array(v)) for k, v in test.items()}  # a writable copy
+        size = len(next(iter(test.values())))
+        batch["features"] = torch.zeros(size, 0)  # learned queries take the batch size from here
+        with torch.no_grad():
+            out = torch.zeros(size, self.queries(8)(batch).shape[1], self.output_dim)
+            return {k: v.numpy() for k, v in self.decode(out, batch).items()}
+
     def directions(self) -> dict[str, bool]:
         """{metric: higher_is_better}; override when a task has metrics of both directions."""
         return {self.primary_metric: self.higher_is_better}

@@ -32,7 +32,7 @@ from bench.models.zoo import register_configs
 from bench.registry import TASKS
 from bench.run import evaluate, load_datasets
 from leaderboard.build import publish
-from pretrain.train import Trainer
+from pretrain.run import build_trainer
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 PRETRAINED = ("mae_t", "layerlock_t", "latent_nofreeze_t")
@@ -65,7 +65,7 @@ def pretrain(name: str, plan: dict) -> None:
     cfg = composed("pretrain", [f"model={name}", *plan["data"], *plan["pretrain"],
                                 f"paths.cache={work / 'cache'}", f"paths.checkpoints={work / 'checkpoints'}",
                                 f"paths.runs={work / 'outputs' / 'pretrain'}"])
-    trainer = Trainer(cfg)
+    trainer = build_trainer(cfg)
     try:
         if trainer.fit() != "done":
             raise RuntimeError(f"pretraining {name} was stopped before the end; re-run to resume")

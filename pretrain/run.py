@@ -12,7 +12,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from bench.models.zoo import register_configs
+from bench.models.zoo import parse_name, register_configs
+from pretrain.supervised import SupervisedTrainer
 from pretrain.train import Trainer
 
 register_configs()
@@ -28,10 +29,16 @@ def load_config(overrides: list[str] | None = None) -> DictConfig:
         return compose(config_name="pretrain", overrides=list(overrides or []))
 
 
+def build_trainer(cfg: DictConfig) -> Trainer | SupervisedTrainer:
+    """The trainer of ``model.name``'s family: the supervised control or self-supervised pretraining."""
+    parsed = parse_name(str(cfg.model.name))
+    return SupervisedTrainer(cfg) if parsed and parsed[0] == "supervised" else Trainer(cfg)
+
+
 @hydra.main(config_path="../configs", config_name="pretrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
-        trainer = Trainer(cfg)
+        trainer = build_trainer(cfg)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -46,6 +46,16 @@ def box_iou_pairs(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return out
 
 
+def scored_pairs(box_valid: np.ndarray, include_query_frame: bool = False) -> np.ndarray:
+    """[B, M, T] bool: the (object, frame) pairs box tracking scores — objects valid in frame 0
+    (they have a query), in frames where they are valid, frame 0 excluded unless asked."""
+    valid = np.asarray(box_valid, bool)
+    pairs = valid & valid[..., :1]
+    if not include_query_frame:
+        pairs[..., 0] = False
+    return pairs
+
+
 def box_tracking_metrics(pred_boxes: np.ndarray, gt_boxes: np.ndarray, box_valid: np.ndarray,
                          include_query_frame: bool = False) -> dict[str, float]:
     """Mean IoU over (object, frame) pairs (the box-tracking metric of 4DS), pooled over the split.
@@ -54,10 +64,7 @@ def box_tracking_metrics(pred_boxes: np.ndarray, gt_boxes: np.ndarray, box_valid
     the object is valid in frame 0 (it has a query) and in that frame; frame 0 itself — the query,
     given to the readout — is left out unless ``include_query_frame``. IoU as ``box_iou_pairs``.
     """
-    valid = np.asarray(box_valid, bool)
-    pairs = valid & valid[..., :1]
-    if not include_query_frame:
-        pairs[..., 0] = False
+    pairs = scored_pairs(box_valid, include_query_frame)
     if not pairs.any():
         raise ValueError("box tracking: no valid (object, frame) pair to evaluate")
     iou = box_iou_pairs(np.asarray(pred_boxes)[pairs], np.asarray(gt_boxes)[pairs])
@@ -136,6 +143,14 @@ class BoxTracking(Task):
 
     def metrics(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict[str, float]:
         return box_tracking_metrics(pred["boxes"], target["boxes"], target["box_valid"], self.include_query_frame)
+
+    def per_clip(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Each clip's mean IoU over its scored pairs, weighted by their count (pooled mean IoU)."""
+        pairs = scored_pairs(target["box_valid"], self.include_query_frame)
+        iou = np.zeros(pairs.shape)
+        iou[pairs] = box_iou_pairs(np.asarray(pred["boxes"])[pairs], np.asarray(target["boxes"])[pairs])
+        count = pairs.reshape(len(pairs), -1).sum(1).astype(np.float64)
+        return iou.reshape(len(iou), -1).sum(1) / np.maximum(count, 1), count
 
     def visualize(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray], out_dir: Path) -> list[str]:
         import matplotlib

@@ -34,6 +34,16 @@ def depth_metrics(pred: np.ndarray, target: np.ndarray, eps: float = 1e-3) -> di
             "rmse": float(np.sqrt(np.mean((p - d) ** 2)))}
 
 
+def depth_per_clip(pred: np.ndarray, target: np.ndarray, eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """AbsRel of each clip [N, T, H, W] over its valid pixels, weighted by their count, so the
+    weighted mean is the pooled AbsRel of ``depth_metrics``."""
+    valid = target > 0
+    d = np.where(valid, target, 1.0).astype(np.float64)
+    err = np.where(valid, np.abs(np.maximum(pred.astype(np.float64), eps) - d) / d, 0.0)
+    count = valid.reshape(len(valid), -1).sum(1).astype(np.float64)
+    return err.reshape(len(err), -1).sum(1) / np.maximum(count, 1), count
+
+
 def position_prior(train_depth: np.ndarray) -> np.ndarray:
     """The input-blind depth prediction [T, H, W]: each pixel's median valid depth over the train
     clips [N, T, H, W] (1 m where a pixel is never valid). A readout that does not beat it on the
@@ -90,6 +100,14 @@ class Depth(Task):
 
     def metrics(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict[str, float]:
         return depth_metrics(pred["depth"], target["depth"])
+
+    def per_clip(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return depth_per_clip(pred["depth"], target["depth"])
+
+    def blind(self, train: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each pixel's median train depth (``position_prior``), for every test clip."""
+        prior = position_prior(np.asarray(train["depth"]))
+        return {"depth": np.broadcast_to(prior, np.shape(test["depth"])).copy()}
 
     def directions(self) -> dict[str, bool]:
         return {"abs_rel": False, "delta1": True, "rmse": False}

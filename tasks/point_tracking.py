@@ -77,6 +77,23 @@ def evaluation_frames(query_frame, num_frames: int, mode: str):
 def tapvid_metrics(query_points: np.ndarray, gt_occluded: np.ndarray, gt_tracks: np.ndarray,
                    pred_occluded: np.ndarray, pred_tracks: np.ndarray, query_mode: str = "first",
                    image_size: tuple[int, int] = (256, 256), query_valid: np.ndarray | None = None) -> dict[str, float]:
+    """TAP-Vid metrics averaged over the clips that define them (``tapvid_per_clip``)."""
+    per_clip = tapvid_per_clip(query_points, gt_occluded, gt_tracks, pred_occluded, pred_tracks, query_mode,
+                               image_size, query_valid)
+    out = {}
+    for name in ("average_jaccard", "delta_avg", "occlusion_accuracy"):
+        values = per_clip[name]
+        if not np.isfinite(values).any():
+            raise ValueError(f"point tracking: no clip defines {name} (no evaluation frame with a visible "
+                             f"point or a predicted-visible point)")
+        out[name] = float(np.nanmean(values))
+    return out
+
+
+def tapvid_per_clip(query_points: np.ndarray, gt_occluded: np.ndarray, gt_tracks: np.ndarray,
+                    pred_occluded: np.ndarray, pred_tracks: np.ndarray, query_mode: str = "first",
+                    image_size: tuple[int, int] = (256, 256),
+                    query_valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """TAP-Vid metrics (Doersch et al., NeurIPS 2022 Datasets & Benchmarks, §4; the definitions
     of ``compute_tapvid_metrics`` in google-deepmind/tapnet), per clip then averaged over clips.
 
@@ -91,9 +108,9 @@ def tapvid_metrics(query_points: np.ndarray, gt_occluded: np.ndarray, gt_tracks:
       Jaccard_δ = TP / (TP + FP + FN) = TP / (#gt visible + FP), TP = gt visible ∧ pred visible
         ∧ within δ, FP = pred visible ∧ (gt occluded ∨ not within δ);
       Average Jaccard (``average_jaccard``) = mean over δ of Jaccard_δ.
-    A clip where a ratio is 0/0 (e.g. no visible evaluation point and none predicted visible)
-    has no value for that metric and is left out of its mean; a metric no clip defines is an
-    error (a record must hold finite numbers).
+    Returns each metric per clip [B]. A clip where a ratio is 0/0 (e.g. no visible evaluation
+    point and none predicted visible) holds NaN: ``tapvid_metrics`` leaves it out of the mean,
+    and a metric no clip defines is an error there (a record must hold finite numbers).
     """
     gt_occ, pred_occ = np.asarray(gt_occluded, bool), np.asarray(pred_occluded, bool)
     b, q, t = gt_occ.shape
@@ -121,14 +138,7 @@ def tapvid_metrics(query_points: np.ndarray, gt_occluded: np.ndarray, gt_tracks:
         jaccard.append(ratio(tp, n_visible + fp))
     per_clip["delta_avg"] = np.mean(within_frac, axis=0)  # NaN in one δ means NaN in all δ
     per_clip["average_jaccard"] = np.mean(jaccard, axis=0)
-    out = {}
-    for name in ("average_jaccard", "delta_avg", "occlusion_accuracy"):
-        values = per_clip[name]
-        if not np.isfinite(values).any():
-            raise ValueError(f"point tracking: no clip defines {name} (no evaluation frame with a visible "
-                             f"point or a predicted-visible point)")
-        out[name] = float(np.nanmean(values))
-    return out
+    return per_clip
 
 
 @TASKS.register("point_tracking")
@@ -212,11 +222,21 @@ class PointTracking(Task):
         return {"tracks": pos * self.size.to(pos.device), "occluded": logit > 0, "query_points": query,
                 "query_valid": valid}
 
-    def metrics(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict[str, float]:
+    def _scored(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> tuple:
+        """The arguments of ``tapvid_metrics`` / ``tapvid_per_clip`` for a split."""
         query, valid, track = make_queries(target["target_points"], target["occluded"], self.query_mode,
                                            self.query_stride)
-        return tapvid_metrics(query, target["occluded"][:, track], target["target_points"][:, track],
-                              pred["occluded"], pred["tracks"], self.query_mode, self.spec.clip[1:], valid)
+        return (query, target["occluded"][:, track], target["target_points"][:, track], pred["occluded"],
+                pred["tracks"], self.query_mode, self.spec.clip[1:], valid)
+
+    def metrics(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict[str, float]:
+        return tapvid_metrics(*self._scored(pred, target))
+
+    def per_clip(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Each clip's Average Jaccard, weight 1 (0 for a clip that does not define it)."""
+        values = tapvid_per_clip(*self._scored(pred, target))[self.primary_metric]
+        defined = np.isfinite(values)
+        return np.where(defined, values, 0.0), defined.astype(np.float64)
 
     def directions(self) -> dict[str, bool]:
         return {"average_jaccard": True, "delta_avg": True, "occlusion_accuracy": True}

@@ -1,19 +1,23 @@
-"""Leaderboard build: seed aggregation, direction-aware bold and ranks, malformed records, determinism, CLI.
+"""Leaderboard build: seed aggregation, direction-aware bold and ranks, references, bootstrap intervals and
+significance marks, malformed records, determinism, CLI.
 
-Synthetic records, values chosen so every number below can be checked by hand:
+Synthetic schema-1 records (no per-clip values, so no intervals), values chosen so every number below can be
+checked by hand:
 
 depth (primary abs_rel ↓, also delta1 ↑), attentive readout
   mae_t        abs_rel 0.10 0.12 0.14 -> 0.12 ± 0.02      delta1 0.90 0.80 0.85 -> 0.85 ± 0.05
   layerlock_t  abs_rel 0.15 0.17      -> 0.16 ± 0.0141    delta1 0.95 0.93      -> 0.94 ± 0.0141
   random_t     abs_rel 0.50 0.60 0.70 -> 0.60 ± 0.10      delta1 0.30 ×3        -> 0.30 ± 0
-  ranks: mae_t 1, layerlock_t 2, random_t 3
+  ranks: mae_t 1, layerlock_t 2; random_t is a reference (shown after the models, not ranked)
 action (primary top1 ↑, also loss ↓), attentive readout
   mae_t        top1 0.55 0.65 -> 0.60   (0.55 + 0.65 != 1.2 in floats: a tie only at rank precision)
   layerlock_t  top1 0.50 0.70 -> 0.60
   random_t     top1 0.10 0.20 -> 0.15
-  ranks: mae_t 1.5, layerlock_t 1.5, random_t 3
-mean rank: mae_t 1.25, layerlock_t 1.75, random_t 3
+  ranks: mae_t 1.5, layerlock_t 1.5
+mean rank: mae_t 1.25, layerlock_t 1.75
 depth, linear readout: mae_t, one seed (abs_rel 0.30) -> "(n=1)", std 0, n 1
+
+Schema-2 records with per-clip values (``PER_CLIP``) are described where they are built.
 """
 from __future__ import annotations
 
@@ -25,11 +29,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from typing import Any
+
+import numpy as np
 import pytest
 
 from bench.results import ResultRecord, write_record
 from leaderboard import build as lbuild
-from leaderboard.aggregate import aggregate, average_ranks, load
+from leaderboard.aggregate import aggregate, average_ranks, baselines, load
+from leaderboard.intervals import bootstrap, compare
 from leaderboard.tables import overview_markdown, overview_tables, task_tables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,13 +55,14 @@ ACTION = {
 
 
 def record(task: str, model: str, seed: int, metrics: dict[str, float], readout: str = "attentive",
-           config: dict | None = None) -> ResultRecord:
+           config: dict | None = None, **fields: Any) -> ResultRecord:
+    """A record of ``task`` on the synthetic test split; ``fields`` sets schema-2 fields (per_clip, flags, ...)."""
     primary, directions = {"depth": ("abs_rel", {"abs_rel": False, "delta1": True}),
                            "action": ("top1", {"top1": True, "loss": False})}[task]
     return ResultRecord(task=task, dataset="synthetic", split="test", model=model, checkpoint_sha256="0" * 64,
                         readout=readout, seed=seed, metrics=metrics, directions=directions, primary_metric=primary,
                         higher_is_better=directions[primary], config=config or {"seed": seed},
-                        created="2020-01-01T00:00:00+00:00")
+                        created="2020-01-01T00:00:00+00:00", **fields)
 
 
 def write_all(results: Path) -> Path:
@@ -113,17 +122,21 @@ def test_task_tables_bold_the_best_by_direction(lb):
     labels = [c.label for c in depth.columns]
     assert labels == ["rank", "model", "seeds", "abs_rel ↓ (primary)", "delta1 ↑"]
     rows = {r[1].text: r for r in depth.rows}
-    assert [r[1].text for r in depth.rows] == ["mae_t", "layerlock_t", "random_t"]   # best primary first
+    assert [r[1].text for r in depth.rows] == ["mae_t", "layerlock_t"]   # best primary first
     assert rows["mae_t"][3].text == "0.1200 ± 0.0200"
     assert rows["layerlock_t"][3].text == "0.1600 ± 0.0141"
-    # abs_rel is lower-is-better: the smallest mean is bold, not the largest (random_t's 0.60)
+    # abs_rel is lower-is-better: the smallest mean is bold, not the largest
     assert [m for m, r in rows.items() if r[3].bold] == ["mae_t"]
     assert [m for m, r in rows.items() if r[4].bold] == ["layerlock_t"]
-    assert [r[0].text for r in depth.rows] == ["1", "2", "3"]
+    assert [r[0].text for r in depth.rows] == ["1", "2"]
+    # the untrained encoder is a reference: after the models, unranked, never bold
+    assert [[c.text for c in r] for r in depth.references] == [
+        ["—", "random_t (reference)", "3", "0.6000 ± 0.1000", "0.3000 ± 0.0000"]]
+    assert not any(c.bold for r in depth.references for c in r)
     action = tables["action · synthetic · attentive readout"]
     # a tie at rank precision: both bold, both rank 1.5, order by name
     assert [(r[1].text, r[0].text, r[3].bold) for r in action.rows] == [
-        ("layerlock_t", "1.5", True), ("mae_t", "1.5", True), ("random_t", "3", False)]
+        ("layerlock_t", "1.5", True), ("mae_t", "1.5", True)]
     linear = tables["depth · synthetic · linear readout"]
     assert linear.rows[0][3].text == "0.3000 (n=1)"
 
@@ -133,7 +146,8 @@ def test_mean_rank_with_a_tie(lb):
         "a": 1.5, "c": 1.5, "b": 3.0, "d": 4.0}
     assert average_ranks({"a": 2.0, "b": 1.0, "c": 2.0}, higher_is_better=False) == {"b": 1.0, "a": 2.5, "c": 2.5}
     rows = lb.overview("attentive")
-    assert [(r.model, r.mean_rank) for r in rows] == [("mae_t", 1.25), ("layerlock_t", 1.75), ("random_t", 3.0)]
+    assert [(r.model, r.mean_rank) for r in rows] == [("mae_t", 1.25), ("layerlock_t", 1.75), ("random_t", None)]
+    assert rows[2].ranks == {} and lb.references == {"random_t": "random"}
     assert rows[0].ranks == {("action", "synthetic"): 1.5, ("depth", "synthetic"): 1.0}
     (overview_att, overview_lin) = overview_tables(lb)
     assert [c.label for c in overview_att.columns] == ["model", "params", "action: top1 ↑", "depth: abs_rel ↓",
@@ -141,6 +155,8 @@ def test_mean_rank_with_a_tie(lb):
     first = overview_att.rows[0]
     assert [c.text for c in first] == ["mae_t", "3.7M", "0.6000 ± 0.0707", "0.1200 ± 0.0200", "1.25"]
     assert first[-1].bold and not overview_att.rows[1][-1].bold
+    assert [c.text for c in overview_att.references[0]] == ["random_t (reference)", "3.7M", "0.1500 ± 0.0707",
+                                                            "0.6000 ± 0.1000", "—"]
     # a model missing a task is ranked over the tasks it has, and says so
     assert [c.text for c in overview_lin.rows[0]][-1] == "1.00 (1/2 tasks)"
 
@@ -151,10 +167,14 @@ def test_outputs_markdown_csv_html_plots(built, lb):
                      "plots/depth__synthetic.png", "plots/params.png"]
     md = (built / "leaderboard.md").read_text()
     assert "| 1 | mae_t | 3 | **0.1200 ± 0.0200** | 0.8500 ± 0.0500 |" in md
-    assert "| 3 | random_t | 3 | 0.6000 ± 0.1000 | 0.3000 ± 0.0000 |" in md
+    assert "| — | random_t (reference) | 3 | 0.6000 ± 0.1000 | 0.3000 ± 0.0000 |" in md
     assert "| **mae_t** |" not in md and "(plots/params.png)" in md
+    assert "[" not in md.split("## Overview")[1].split("## Plots")[0]   # schema 1: no intervals, no marks
     rows = list(csv.DictReader(io.StringIO((built / "leaderboard.csv").read_text())))
-    assert list(rows[0]) == ["task", "dataset", "readout", "model", "metric", "mean", "std", "n"]
+    assert list(rows[0]) == ["task", "dataset", "readout", "model", "metric", "mean", "std", "n",
+                             "ci_low", "ci_high", "beats", "reference"]
+    assert {(r["ci_low"], r["ci_high"], r["beats"]) for r in rows} == {("", "", "")}
+    assert {r["model"] for r in rows if r["reference"] == "random"} == {"random_t"}
     assert len(rows) == 2 * 3 * 2 + 2           # (task × model × metric) attentive + mae_t linear depth
     row = next(r for r in rows if (r["task"], r["model"], r["metric"], r["readout"]) ==
                ("depth", "layerlock_t", "abs_rel", "attentive"))
@@ -163,6 +183,8 @@ def test_outputs_markdown_csv_html_plots(built, lb):
     assert [r["n"] for r in rows if r["readout"] == "linear"] == ["1", "1"]
     html = (built / "index.html").read_text()
     assert "<strong>0.1200 ± 0.0200</strong>" in html and "data:image/png;base64," in html
+    assert '<tbody class="references">\n<tr><td class="num" data-sort="">—</td>' \
+           '<td class="text" data-sort="random_t">random_t (reference)</td>' in html
     assert "http://" not in html and "https://" not in html       # self-contained
     for f in ("plots/depth__synthetic.png", "plots/params.png"):
         assert (built / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -273,6 +295,169 @@ def test_readme_block_is_replaced_and_a_missing_block_is_an_error(results, tmp_p
     assert lbuild.embed_in_readme(readme, lb) is False  # idempotent
     with pytest.raises(ValueError, match="leaderboard:start"):
         lbuild.with_overview("no block here", "table")
+
+
+# Schema 2, depth (abs_rel ↓), attentive readout, 2 seeds × 16 clips: seed s of a model has per-clip abs_rel
+# level ∓ 0.02 on even / odd clips with weights 1 / 3 (level = base + 0.02·s), so its pooled abs_rel is level + 0.01:
+#   mae_t 0.42 ± 0.0141, 0.10 below blind and 0.05 below random_t on every clip -> beats both (†‡)
+#   layerlock_t equals blind clip for clip -> no mark; random_t beats blind (†); supervised_t beats both (†‡)
+# mae_t also has train abs_rel 0.31, 0.33 (-> 0.3200 ± 0.0141); flags: mae_t seed 0 train_test_gap,
+# layerlock_t seed 1 loss_still_falling.
+PER_CLIP = {"mae_t": 0.40, "layerlock_t": 0.50, "blind": 0.50, "random_t": 0.45, "supervised_t": 0.20}
+FLAGS = {("mae_t", 0): ["train_test_gap"], ("layerlock_t", 1): ["loss_still_falling"]}
+
+
+def clips(level: float, n: int = 16, spread: float = 0.02) -> dict[str, list[float]]:
+    """Per-clip values level ∓ spread (even / odd clips) with weights 1 / 3: weighted mean level + spread / 2."""
+    return {"values": [level + (spread if k % 2 else -spread) for k in range(n)],
+            "weights": [3.0 if k % 2 else 1.0 for k in range(n)]}
+
+
+def write_per_clip(results: Path) -> Path:
+    for model, base in PER_CLIP.items():
+        for seed in (0, 1):
+            level = base + 0.02 * seed
+            train = {"abs_rel": level + 0.01 - 0.1} if model == "mae_t" else {}
+            write_record(record("depth", model, seed, {"abs_rel": level + 0.01, "delta1": 0.9 - level},
+                                per_clip=clips(level), train_metrics=train, flags=FLAGS.get((model, seed), [])),
+                         results)
+    return results
+
+
+@pytest.fixture(scope="module")
+def per_clip_results(tmp_path_factory) -> Path:
+    return write_per_clip(tmp_path_factory.mktemp("per_clip"))
+
+
+@pytest.fixture(scope="module")
+def per_clip_lb(per_clip_results):
+    records, errors = load(per_clip_results)
+    board, warnings = aggregate(records)
+    assert errors == [] and warnings == []
+    return board
+
+
+def _width(interval: tuple[float, float]) -> float:
+    return interval[1] - interval[0]
+
+
+def test_bootstrap_interval_contains_the_estimate_and_shrinks_with_more_clips():
+    rng = np.random.default_rng(0)
+    few, many = (bootstrap(rng.random((1, n)), np.ones((1, n)), "g") for n in (16, 1024))
+    for b in (few, many):
+        low, high = b.interval()
+        assert low < b.estimate < high
+    assert _width(many.interval()) < _width(few.interval()) / 4   # ~ 1/sqrt(clips): 8 times narrower
+    # deterministic; seed draws differ between groups (streams named by the group), clip draws do not
+    values = rng.random((3, 16))
+    again = bootstrap(values, np.ones((3, 16)), "g")
+    assert np.array_equal(again.draws, bootstrap(values, np.ones((3, 16)), "g").draws)
+    assert not np.array_equal(again.draws, bootstrap(values, np.ones((3, 16)), "h").draws)
+
+
+def test_bootstrap_of_constant_clips_and_weighted_means():
+    assert bootstrap(np.full((1, 8), 0.25), np.ones((1, 8)), "c").interval() == pytest.approx((0.25, 0.25))
+    # two seeds, each constant: only the seed resampling varies -> draws 0.2, 0.3 or 0.4
+    two = bootstrap(np.array([[0.2] * 8, [0.4] * 8]), np.ones((2, 8)), "c")
+    assert two.estimate == pytest.approx(0.3) and two.interval() == pytest.approx((0.2, 0.4))
+    # Σ w·v / Σ w = (1·1 + 0·2 + 3·4) / 4; a zero-weight clip never breaks the interval (draws of it alone: NaN)
+    weighted = bootstrap(np.array([[1.0, 2.0, 4.0]]), np.array([[1.0, 0.0, 3.0]]), "w")
+    assert weighted.estimate == pytest.approx(3.25)
+    assert all(math.isfinite(x) for x in weighted.interval()) and np.isnan(weighted.draws).any()
+    # the helper's clips: weighted mean level + spread / 2
+    c = clips(0.40)
+    assert bootstrap(np.array([c["values"]]), np.array([c["weights"]]), "h").estimate == pytest.approx(0.41)
+
+
+def test_paired_comparison_sees_a_uniform_margin_inside_overlapping_intervals():
+    base = np.random.default_rng(1).random(64)
+    values, weights = np.stack([base, base + 0.001]), np.ones((2, 64))
+    blind = bootstrap(values, weights, "blind")
+    better = bootstrap(values - 0.05, weights, "model")       # lower is better: 0.05 better on every clip
+    same = bootstrap(values, weights, "same")
+    assert better.interval()[1] > blind.interval()[0]        # the intervals overlap: clip noise ≫ 0.05
+    result = compare(better, blind, higher_is_better=False)
+    assert result.significant and result.p_better == 1.0 and result.interval[0] > 0
+    assert not compare(same, blind, higher_is_better=False).significant
+    assert not compare(blind, better, higher_is_better=False).significant
+    assert compare(better, blind, higher_is_better=True).p_better == 0.0
+    assert compare(better, bootstrap(values[:, :32], weights[:, :32], "short"), higher_is_better=False) is None
+
+
+def test_baselines_are_blind_and_the_random_encoder_of_the_same_size():
+    present = {"blind", "random_t", "random_b", "mae_b", "public_vit"}
+    assert baselines("mae_b", present) == ("blind", "random_b")
+    assert baselines("mae_s", present) == ("blind",)                  # no random_s row
+    assert baselines("public_vit", present) == ("blind", "random_b", "random_t")
+    assert baselines("random_t", present) == ("blind",) and baselines("blind", {"blind"}) == ()
+
+
+def test_groups_get_intervals_marks_train_metric_and_flags(per_clip_lb):
+    lb = per_clip_lb
+    depth = _task(lb, "depth")
+    beats = {m: lb.group(depth, m, "attentive").beats for m in PER_CLIP}
+    assert beats == {"mae_t": ("blind", "random_t"), "layerlock_t": (), "blind": (), "random_t": ("blind",),
+                     "supervised_t": ("blind", "random_t")}
+    g = lb.group(depth, "mae_t", "attentive")
+    low, high = g.ci
+    assert g.metrics["abs_rel"].mean == pytest.approx(0.42) and 0.38 <= low < 0.42 < high <= 0.44
+    assert (g.train_primary.mean, g.train_primary.n) == (pytest.approx(0.32), 2) and g.flags == ("train_test_gap",)
+    assert lb.group(depth, "layerlock_t", "attentive").train_primary is None
+    # references are shown after the models in zoo order, not ranked
+    assert lb.task_ranks(depth, "attentive") == {"mae_t": 1.0, "layerlock_t": 2.0}
+    assert lb.task_models(depth, "attentive") == ["mae_t", "layerlock_t", "blind", "random_t", "supervised_t"]
+    (table,) = task_tables(lb)
+    assert [c.label for c in table.columns] == ["rank", "model", "seeds", "abs_rel ↓ (primary)", "delta1 ↑",
+                                                "train abs_rel ↓", "flags"]
+    assert [c.text for c in table.rows[0]] == ["1", "mae_t", "2", f"0.4200 ± 0.0141 [{low:.3f}, {high:.3f}] †‡",
+                                               "0.4900 ± 0.0141", "0.3200 ± 0.0141", "train_test_gap"]
+    assert table.rows[1][3].text.endswith("]") and table.rows[1][-1].text == "loss_still_falling"
+    assert [(r[0].text, r[1].text) for r in table.references] == [
+        ("—", "blind (reference)"), ("—", "random_t (reference)"), ("—", "supervised_t (reference)")]
+    assert table.references[1][3].text.endswith("] †")
+    # supervised_t has the best abs_rel, but bold marks the best model
+    assert table.rows[0][3].bold and not any(c.bold for r in table.references for c in r)
+    (overview,) = overview_tables(lb)
+    assert [r[0].text for r in overview.rows] == ["mae_t", "layerlock_t"]
+    assert [r[-1].text for r in overview.references] == ["—", "—", "—"]
+
+
+def test_per_clip_outputs_in_markdown_csv_html(per_clip_results, per_clip_lb, tmp_path):
+    written, _ = lbuild.build(per_clip_results, tmp_path / "out")
+    again, _ = lbuild.build(per_clip_results, tmp_path / "again")
+    for rel, path in again.items():
+        assert path.read_bytes() == written[rel].read_bytes(), rel
+    g = per_clip_lb.group(_task(per_clip_lb, "depth"), "mae_t", "attentive")
+    md = written["leaderboard.md"].read_text()
+    assert f"| 1 | mae_t | 2 | **0.4200 ± 0.0141 [{g.ci[0]:.3f}, {g.ci[1]:.3f}] †‡** |" in md
+    assert "| — | blind (reference) | 2 |" in md and "† marks a result significantly better than `blind`" in md
+    rows = list(csv.DictReader(io.StringIO(written["leaderboard.csv"].read_text())))
+    row = {(r["model"], r["metric"]): r for r in rows}
+    assert (float(row["mae_t", "abs_rel"]["ci_low"]), float(row["mae_t", "abs_rel"]["ci_high"])) == g.ci
+    assert row["mae_t", "abs_rel"]["beats"] == "blind;random_t" and row["mae_t", "abs_rel"]["reference"] == ""
+    assert (row["mae_t", "delta1"]["ci_low"], row["mae_t", "delta1"]["beats"]) == ("", "")
+    assert {m: r["reference"] for (m, metric), r in row.items() if metric == "abs_rel"} == {
+        "blind": "blind", "layerlock_t": "", "mae_t": "", "random_t": "random", "supervised_t": "supervised"}
+    html = written["index.html"].read_text()
+    references = html.split('<tbody class="references">')[1].split("</tbody>")[0]
+    assert [m for m in PER_CLIP if f"{m} (reference)" in references] == ["blind", "random_t", "supervised_t"]
+    assert "<code>blind</code>" in html and "mae_t (reference)" not in html
+
+
+def test_unusable_per_clip_values_warn_and_give_no_interval(tmp_path):
+    res = write_per_clip(tmp_path / "results")
+    # a seed whose per-clip values do not average to its abs_rel; a group mixing schema-1 and schema-2 seeds
+    write_record(record("depth", "mae_t", 1, {"abs_rel": 0.9, "delta1": 0.5}, per_clip=clips(0.42)), res)
+    write_record(record("depth", "layerlock_t", 1, {"abs_rel": 0.53, "delta1": 0.38}), res)
+    board, warnings = aggregate(load(res)[0])
+    assert warnings == [
+        "depth/synthetic/layerlock_t/attentive: some seeds have no per-clip values; no interval",
+        "depth__synthetic__mae_t__attentive__seed1.json: per-clip weighted mean 0.43 is not its abs_rel 0.9; "
+        "no interval"]
+    depth = _task(board, "depth")
+    for model in ("mae_t", "layerlock_t"):
+        assert board.group(depth, model, "attentive").ci is None and board.group(depth, model, "attentive").beats == ()
+    assert board.group(depth, "random_t", "attentive").beats == ("blind",)      # the others still compare
 
 
 def test_committed_leaderboard_matches_committed_records():

@@ -25,15 +25,19 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--enable-logging=stderr", "--v=0"]
 
-# depth: abs_rel ↓ (primary), delta1 ↑; action: top1 ↑ — per model, per seed
+# depth: abs_rel ↓ (primary), delta1 ↑; action: top1 ↑ — per model, per seed. blind is a reference row: its
+# best-of-all delta1 and top1 never lift it above the models, whatever the sort.
 VALUES = {
     ("depth", "mae_t"): [{"abs_rel": 0.10, "delta1": 0.90}, {"abs_rel": 0.14, "delta1": 0.80}],
     ("depth", "layerlock_t"): [{"abs_rel": 0.15, "delta1": 0.95}, {"abs_rel": 0.17, "delta1": 0.93}],
-    ("depth", "random_t"): [{"abs_rel": 0.50, "delta1": 0.30}, {"abs_rel": 0.70, "delta1": 0.30}],
+    ("depth", "vjepa"): [{"abs_rel": 0.50, "delta1": 0.30}, {"abs_rel": 0.70, "delta1": 0.30}],
+    ("depth", "blind"): [{"abs_rel": 0.90, "delta1": 0.99}, {"abs_rel": 0.90, "delta1": 0.99}],
     ("action", "mae_t"): [{"top1": 0.20}, {"top1": 0.22}],
     ("action", "layerlock_t"): [{"top1": 0.70}, {"top1": 0.72}],
-    ("action", "random_t"): [{"top1": 0.40}, {"top1": 0.42}],
+    ("action", "vjepa"): [{"top1": 0.40}, {"top1": 0.42}],
+    ("action", "blind"): [{"top1": 0.99}, {"top1": 0.99}],
 }
+BLIND = "blind (reference)"
 PROBE = """
 <script>
 (function () {
@@ -134,20 +138,21 @@ def test_page_loads_shows_everything_and_sorts(chromium, tmp_path):
     assert seen["ok"] == "1", "the page's script did not finish"
     assert seen["errors"] is None, f"script errors: {seen['errors']}"
     assert "Uncaught" not in log, log[-2000:]
-    for name in ("mae_t", "layerlock_t", "random_t", "depth", "action", "abs_rel", "delta1", "top1"):
+    for name in ("mae_t", "layerlock_t", "vjepa", BLIND, "depth", "action", "abs_rel", "delta1", "top1"):
         assert name in seen["text"]
-    # per-task table: initial order best abs_rel first; model ↑ / ↓; a ↑ score sorts best-first on first click
-    assert seen["task"] == {"initial": ["mae_t", "layerlock_t", "random_t"],
-                            "model_asc": ["layerlock_t", "mae_t", "random_t"],
-                            "model_desc": ["random_t", "mae_t", "layerlock_t"],
-                            "delta1_first": ["layerlock_t", "mae_t", "random_t"],
-                            "abs_rel_first": ["mae_t", "layerlock_t", "random_t"]}
-    # overview: depth ranks mae 1, layerlock 2, random 3; action ranks layerlock 1, random 2, mae 3
-    # -> mean ranks layerlock 1.5, mae 2, random 2.5
-    assert seen["overview"] == {"initial": ["layerlock_t", "mae_t", "random_t"],
-                                "action_first": ["layerlock_t", "random_t", "mae_t"],
-                                "depth_first": ["mae_t", "layerlock_t", "random_t"],
-                                "rank_first": ["layerlock_t", "mae_t", "random_t"]}
+    # per-task table: initial order best abs_rel first; model ↑ / ↓; a ↑ score sorts best-first on first click;
+    # the reference row stays below the models
+    assert seen["task"] == {"initial": ["mae_t", "layerlock_t", "vjepa", BLIND],
+                            "model_asc": ["layerlock_t", "mae_t", "vjepa", BLIND],
+                            "model_desc": ["vjepa", "mae_t", "layerlock_t", BLIND],
+                            "delta1_first": ["layerlock_t", "mae_t", "vjepa", BLIND],
+                            "abs_rel_first": ["mae_t", "layerlock_t", "vjepa", BLIND]}
+    # overview: depth ranks mae 1, layerlock 2, vjepa 3; action ranks layerlock 1, vjepa 2, mae 3
+    # -> mean ranks layerlock 1.5, mae 2, vjepa 2.5 (blind is not ranked)
+    assert seen["overview"] == {"initial": ["layerlock_t", "mae_t", "vjepa", BLIND],
+                                "action_first": ["layerlock_t", "vjepa", "mae_t", BLIND],
+                                "depth_first": ["mae_t", "layerlock_t", "vjepa", BLIND],
+                                "rank_first": ["layerlock_t", "mae_t", "vjepa", BLIND]}
 
 
 def test_probe_sees_script_errors(chromium, tmp_path):

@@ -18,15 +18,35 @@ def test_output_shape_at_several_resolutions(pos, frames, size):
     assert torch.isfinite(out).all()
 
 
-def test_readout_depth_takes_output_of_block_10_of_12():
+def test_readout_depth_095_of_12_blocks_reads_the_input_of_block_10_as_4ds():
     cfg = ViTConfig(embed_dim=16, depth=12, num_heads=2, mlp_dim=32, patch_size=(2, 8, 8), img_size=16,
                     num_frames=2)
     model = VideoViT(cfg).eval()
-    assert model.readout_index == 11  # forward_all()[11] is the input to block 11 = output of block 10
+    # 4DS: [tokens, in0, ..., in11][int(13 * 0.95) - 1 = 11] = input of block 10
+    assert model.readout_index == 10
     x = torch.randn(1, 3, 2, 16, 16)
     all_inputs = model.forward_all(x)
     assert len(all_inputs) == 13
-    torch.testing.assert_close(model(x).flatten(1, 2), all_inputs[11])
+    torch.testing.assert_close(model(x).flatten(1, 2), all_inputs[10])
+    inputs = {}
+    model.blocks[10].register_forward_hook(lambda m, args, out: inputs.setdefault("block10", args[0]))
+    model.forward_all(x)
+    torch.testing.assert_close(model(x).flatten(1, 2), inputs["block10"])
+
+
+@pytest.mark.parametrize("depth, readout_depth, block_input", [
+    (8, 0.95, 6),     # t models: the output of block 5, the last encoder block before a 2-block decoder
+    (24, 0.95, 21),   # L: [tokens, in0..in23][int(25 * 0.95) - 1 = 22] = input of block 21
+    (12, 1.0, 11),    # 4DS never reads the last block's output
+    (12, 0.0, 0),
+])
+def test_readout_index_follows_the_4ds_list(depth, readout_depth, block_input):
+    cfg = ViTConfig(embed_dim=16, depth=depth, num_heads=2, mlp_dim=32, readout_depth=readout_depth)
+    entries = ["tokens"] + [f"in{i}" for i in range(depth)]  # EncoderToReadout's list
+    index = max(int((depth + 1) * readout_depth) - 1, 0)
+    assert block_input == (0 if entries[index] == "tokens" else int(entries[index][2:]))
+    with torch.device("meta"):
+        assert VideoViT(cfg).readout_index == block_input
 
 
 def test_rope_is_relative_attention_scores_depend_on_offsets_only():

@@ -3,8 +3,10 @@
 Conv3d tubelet embedding, learned 3D position embedding (trilinearly interpolated when the
 token grid changes) or 3D RoPE, pre-LayerNorm blocks with biased qkv/out projections and a
 GELU MLP, attention through ``scaled_dot_product_attention``, no CLS token, no final norm.
-Features for readouts are the input to block ``int(readout_depth * depth)``: for a 12-block
-model at 0.95, the output of block 10 (0-indexed).
+Features for readouts follow 4DS's ``EncoderToReadout``: the list ``[tokens, input of block 0,
+…, input of block L−1]`` (tokens twice, the last block's output never) is indexed at
+``int((L+1) · readout_depth) − 1``; for a 12-block model at 0.95 that is the input of block 10
+(0-indexed), i.e. the output of block 9.
 """
 from __future__ import annotations
 
@@ -160,8 +162,11 @@ class VideoViT(nn.Module):
 
     @property
     def readout_index(self) -> int:
-        """Index into ``forward_all``'s list of the features readouts use."""
-        return int(self.cfg.readout_depth * self.cfg.depth + 1e-6)
+        """Index into ``forward_all``'s list (entry i = the input of block i) of the features readouts
+        use: 4DS's entry ``int((L+1)·readout_depth) − 1`` of ``[tokens, input 0, …, input L−1]``,
+        whose entry e ≥ 1 is the input of block e − 1 (entries 0 and 1 are both the tokens)."""
+        entry = int((self.cfg.depth + 1) * self.cfg.readout_depth + 1e-6) - 1
+        return min(max(entry - 1, 0), self.cfg.depth - 1)
 
     def grid_for(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
         pt, ph, pw = self.cfg.patch_size

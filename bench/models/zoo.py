@@ -2,8 +2,11 @@
 
 Sizes follow DESIGN.md §4 (4DS / LayerLock ViTs) plus the CPU size ``t``. Families:
 ``random`` (seeded untrained encoder, the lower bound), ``mae``, ``layerlock``,
-``latent_nofreeze`` (trained by ``python -m pretrain.run``), and any other name whose
-checkpoint ``<name>.safetensors`` lies in the checkpoint directory (converted public models).
+``latent_nofreeze`` (trained by ``python -m pretrain.run``), ``supervised`` (the positive control,
+trained on the world's ground truth by ``python -m pretrain.supervised``), the references
+``pixels`` (:mod:`bench.models.pixels`) and ``blind`` (no encoder: the task's input-blind answer),
+and any other name whose checkpoint ``<name>.safetensors`` lies in the checkpoint directory
+(converted public models).
 Every family×size is also a hydra ConfigStore node in group ``model``.
 """
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 
 from bench.models.checkpoint import CheckpointError, load_checkpoint
+from bench.models.pixels import PixelConfig, PixelEncoder
 from bench.models.vit import ViTConfig, VideoViT
 
 # width, depth, MLP width, heads
@@ -30,7 +34,11 @@ SIZES: dict[str, dict[str, int]] = {
 # CPU-sized models use small tubelets so a 64×64 clip still has an 8×8 token grid.
 PATCH = {"t": (2, 8, 8)}
 DEFAULT_PATCH = (2, 16, 16)
-FAMILIES = ("random", "mae", "layerlock", "latent_nofreeze")
+FAMILIES = ("random", "mae", "layerlock", "latent_nofreeze", "supervised")
+# Reference rows of every leaderboard (DESIGN.md §8): the task's input-blind answer, raw pixels
+# with a position code, the untrained encoder and the encoder trained on the world's ground truth.
+REFERENCE_MODELS = ("blind", "pixels")
+REFERENCE_FAMILIES = ("random", "supervised")
 # LayerLock uses 3D RoPE (DESIGN.md §5); its baselines keep learned positions.
 FAMILY_POS_EMBED = {"layerlock": "rope"}
 
@@ -39,6 +47,14 @@ def parse_name(name: str) -> tuple[str, str] | None:
     """'layerlock_l' -> ('layerlock', 'l'); None if the name is not family_size."""
     family, _, size = name.rpartition("_")
     return (family, size) if family in FAMILIES and size in SIZES else None
+
+
+def reference_kind(name: str) -> str | None:
+    """'blind' | 'pixels' | 'random' | 'supervised' for a reference row's model name, else None."""
+    if name in REFERENCE_MODELS:
+        return name
+    parsed = parse_name(name)
+    return parsed[0] if parsed and parsed[0] in REFERENCE_FAMILIES else None
 
 
 def arch_for(name: str, **overrides: Any) -> ViTConfig:
@@ -64,6 +80,11 @@ def build_encoder(name: str, checkpoints: str | Path = "checkpoints", seed: int 
     one is an error naming the path and the command that produces it.
     """
     name = str(name)  # hydra parses model.name=1 or =inf as a number
+    if name == "pixels":
+        model = PixelEncoder(PixelConfig(patch_size=tuple(overrides.get("patch_size") or PATCH["t"])))
+        return model, {"sha256": f"pixels-{model.cfg.to_dict()}", "source": "raw tubelet pixels + position code"}
+    if name == "blind":
+        raise ValueError("model 'blind' has no encoder: it is the task's input-blind answer (bench.run computes it)")
     parsed = parse_name(name)
     if parsed and parsed[0] == "random":
         torch.manual_seed(seed)
@@ -81,6 +102,8 @@ def build_encoder(name: str, checkpoints: str | Path = "checkpoints", seed: int 
 def register_configs() -> None:
     """Store a ``model`` group node per family×size so ``model=<name>`` works in hydra."""
     cs = ConfigStore.instance()
+    for name in REFERENCE_MODELS:
+        cs.store(group="model", name=name, node={"name": name})
     for family in FAMILIES:
         for size in SIZES:
             cs.store(group="model", name=f"{family}_{size}", node={"name": f"{family}_{size}"})

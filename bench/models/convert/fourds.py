@@ -34,9 +34,8 @@ and unpadded). flax's ``nn.gelu`` is the tanh approximation: the converted model
 1/√(C/H), as SDPA does. No QK-norm (``query_norm`` / ``key_norm`` are refused), no final norm.
 
 Readout depth: 4DS's ``EncoderToReadout`` indexes ``[tokens, input of block 0, ..., input of
-block L-1]`` at ``int(0.95 (L+1)) - 1`` — the input to block 10 of a 12-block model —
-whereas frozen4d's ``readout_depth`` picks the input to block ``int(0.95 L)`` (block 11). The
-converted weights are the same either way; set ``readout_depth`` if you need 4DS's exact layer.
+block L-1]`` at ``int(0.95 (L+1)) - 1`` — the input to block 10 of a 12-block model — and so
+does frozen4d's ``readout_depth`` (``VideoViT.readout_index``): converted features are 4DS's.
 """
 from __future__ import annotations
 

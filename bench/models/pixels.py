@@ -1,0 +1,55 @@
+"""The ``pixels`` reference encoder: each token is its tubelet's raw (ImageNet-normalised) pixels
+plus a fixed sin-cos code of its (y, x) position. Its features hold everything a clip shows, at
+no learned cost, so a readout on them is the benchmark's "features that contain the answer"
+reference: a task on which ``pixels`` cannot beat the input-blind answer tests the readout, not
+representations.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from bench.positions import spatial_code
+
+
+@dataclass
+class PixelConfig:
+    """Tubelet size and position-code width of a :class:`PixelEncoder` (``embed_dim`` is derived)."""
+
+    patch_size: tuple[int, int, int] = (2, 8, 8)
+    in_chans: int = 3
+    position_dim: int = 64
+
+    @property
+    def embed_dim(self) -> int:
+        pt, ph, pw = self.patch_size
+        return pt * ph * pw * self.in_chans + self.position_dim
+
+    def to_dict(self) -> dict:
+        return {"kind": "pixels", **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}}
+
+
+class PixelEncoder(nn.Module):
+    """Normalised clip [B, 3, T, H, W] -> [B, T', h*w, pixels + position code]; no parameters."""
+
+    readout_index = 0  # part of the feature-cache key, as for a VideoViT
+
+    def __init__(self, cfg: PixelConfig | None = None):
+        super().__init__()
+        self.cfg = cfg or PixelConfig()
+
+    def grid_for(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        pt, ph, pw = self.cfg.patch_size
+        if frames % pt or height % ph or width % pw:
+            raise ValueError(f"clip of {frames}x{height}x{width} is not divisible by the tubelet size {pt}x{ph}x{pw}")
+        return frames // pt, height // ph, width // pw
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t, h, w = self.grid_for(*x.shape[2:])
+        pt, ph, pw = self.cfg.patch_size
+        pixels = rearrange(x, "b c (t pt) (h ph) (w pw) -> b t (h w) (pt ph pw c)", pt=pt, ph=ph, pw=pw)
+        code = spatial_code(h, w, self.cfg.position_dim).to(x)
+        return torch.cat([pixels, code.expand(*pixels.shape[:2], -1, -1)], dim=-1)

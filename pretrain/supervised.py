@@ -1,0 +1,167 @@
+"""The ``supervised_<size>`` positive control: the ViT trained end-to-end on the world's ground
+truth for every built-in task, then frozen and evaluated like any other encoder.
+
+Each task gets its own attentive readout (the benchmark's, at ``head_dim`` wide) on the encoder's
+features at the readout depth, and the encoder learns through all of them at once: the loss is
+the sum of the tasks' own losses, each divided by its value on the first batch so that no task's
+units dominate. Its features hold what the tasks ask for, so a benchmark on which this encoder
+does not beat the input-blind and untrained references cannot see.
+
+``python -m pretrain.run model=supervised_t`` (same config tree as pretraining; ``train.steps``,
+``train.batch_size``, ``train.lr``, ``train.weight_decay``, ``train.warmup_steps``,
+``train.log_every``, ``train.ckpt_every`` apply). Resumes exactly from ``<run_dir>/state.pt``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from tqdm import tqdm
+
+from bench.fit import batches, optimizer
+from bench.models.checkpoint import atomic_write_bytes, save_checkpoint
+from bench.models.vit import VideoViT, normalize_video
+from bench.models.zoo import arch_for, checkpoint_path
+from bench.readouts import build_readout
+from bench.registry import DATASETS, TASKS
+from bench.task import FeatureSpec, Task
+from pretrain.metrics_log import MetricsLog
+from pretrain.state import atomic_torch_save, load_state
+
+TASK_NAMES = ("depth", "point_tracking", "box_tracking", "camera_pose", "action")
+# the recipe of the CPU size; every key can be set as train.<key>
+DEFAULTS = dict(steps=400, batch_size=8, lr=1e-3, weight_decay=0.05, warmup_steps=20, log_every=25,
+                ckpt_every=100, head_dim=64, head_heads=4)
+STATE_VERSION = 1
+
+
+def recipe(train: dict[str, Any]) -> dict[str, Any]:
+    """DEFAULTS with the non-null ``train.*`` overrides; a pretraining-only key is an error."""
+    given = {k: v for k, v in (train or {}).items() if v is not None}
+    foreign = sorted(set(given) - set(DEFAULTS))
+    if foreign:
+        raise ValueError(f"train.{foreign[0]} does not apply to supervised models (they take {sorted(DEFAULTS)})")
+    return {**DEFAULTS, **given}
+
+
+class SupervisedModel(nn.Module):
+    """Encoder + one readout per task; ``forward`` returns each task's loss."""
+
+    def __init__(self, encoder: VideoViT, tasks: dict[str, Task], head_dim: int, head_heads: int):
+        super().__init__()
+        self.encoder, self.tasks = encoder, tasks
+        self.readouts = nn.ModuleDict({name: build_readout("attentive", task, encoder.cfg.embed_dim, head_heads,
+                                                           head_dim) for name, task in tasks.items()})
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        batch = {**batch, "features": self.encoder(normalize_video(batch["features"]))}
+        return {name: task.loss(self.readouts[name](batch["features"], batch), batch)
+                for name, task in self.tasks.items()}
+
+
+class SupervisedTrainer:
+    """Train, checkpoint, resume and export the supervised control (the Trainer interface)."""
+
+    def __init__(self, cfg: DictConfig | dict[str, Any]):
+        self.cfg = cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        if cfg.get("threads"):
+            torch.set_num_threads(int(cfg["threads"]))
+        self.name, self.seed = cfg["model"]["name"], int(cfg.get("seed", 0))
+        self.recipe = recipe(cfg.get("train") or {})
+        self.run_dir = Path(cfg["run_dir"])
+        self.state_path = self.run_dir / "state.pt"
+        data = dict(cfg["data"])
+        dataset = DATASETS.get(data.pop("name"))(split="train", root=cfg["paths"]["cache"], **data)
+        keys = sorted({k for name in TASK_NAMES for k in TASKS.get(name).requires})
+        self.arrays = dataset.arrays(keys)
+        self.videos = self.arrays.pop("video")
+        frames, height, width = self.videos.shape[1:4]
+        torch.manual_seed(self.seed)
+        overrides = {k: v for k, v in (cfg.get("arch") or {}).items() if v is not None}
+        encoder = VideoViT(arch_for(self.name, img_size=height, num_frames=frames, **overrides))
+        spec = FeatureSpec(grid=encoder.grid_for(frames, height, width), dim=encoder.cfg.embed_dim,
+                           clip=(frames, height, width))
+        tasks = {n: TASKS.get(n)(spec, meta=getattr(dataset, "meta", None)) for n in TASK_NAMES}
+        self.model = SupervisedModel(encoder, tasks, self.recipe["head_dim"], self.recipe["head_heads"])
+        r = self.recipe
+        self.opt, self.sched = optimizer(self.model, r["lr"], r["weight_decay"], r["steps"],
+                                         warmup_frac=r["warmup_steps"] / r["steps"])
+        self.step, self.scale = 0, None
+        resumed = cfg.get("resume", True) and self.state_path.exists()
+        if resumed:
+            self.load()
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl", self.step if resumed else None)
+
+    def batch_at(self, step: int) -> dict[str, torch.Tensor]:
+        """The batch of update ``step``: epoch e visits the clips in a permutation seeded by (seed, e)."""
+        size, n = self.recipe["batch_size"], len(self.videos)
+        per_epoch = max(1, n // size)
+        epoch, i = divmod(step, per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(n)[i * size:(i + 1) * size]
+        return next(batches(self.videos, self.arrays, size, order))
+
+    def fit(self) -> str:
+        """Train to ``steps``; export the encoder; returns "done"."""
+        r = self.recipe
+        bar = tqdm(total=r["steps"], initial=self.step, desc=self.name, dynamic_ncols=True, mininterval=1.0)
+        window: list[dict[str, float]] = []
+        self.model.train()
+        while self.step < r["steps"]:
+            losses = self.model(self.batch_at(self.step))
+            if self.scale is None:  # each task's loss in units of its first value
+                self.scale = {k: 1.0 / max(float(v.detach()), 1e-8) for k, v in losses.items()}
+            total = sum(self.scale[k] * v for k, v in losses.items())
+            if not math.isfinite(float(total.detach())):
+                raise FloatingPointError(f"{self.name}: loss is {float(total)} at step {self.step}")
+            self.opt.zero_grad(set_to_none=True)
+            total.backward()
+            self.opt.step()
+            self.sched.step()
+            self.step += 1
+            window.append({"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}})
+            bar.update(1)
+            bar.set_postfix(loss=f"{window[-1]['loss']:.3f}", refresh=False)
+            if self.step % r["log_every"] == 0 or self.step == r["steps"]:
+                self.log.write({"step": self.step - 1, **{k: float(np.mean([w[k] for w in window])) for k in window[0]}})
+                window = []
+            if self.step % r["ckpt_every"] == 0 or self.step == r["steps"]:
+                self.save()
+        bar.close()
+        self.finish()
+        return "done"
+
+    def save(self) -> None:
+        atomic_torch_save({"version": STATE_VERSION, "name": self.name, "step": self.step, "recipe": self.recipe,
+                           "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                           "scheduler": self.sched.state_dict(), "scale": self.scale or {},
+                           "rng": torch.get_rng_state()}, self.state_path)
+
+    def load(self) -> None:
+        state = load_state(self.state_path)
+        if state.get("version") != STATE_VERSION or state.get("name") != self.name or state["recipe"] != self.recipe:
+            raise ValueError(f"{self.state_path}: saved run is not this {self.name} recipe; remove the run "
+                             f"directory or pass resume=false to start over")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.scale, self.step = dict(state["scale"]) or None, int(state["step"])
+        torch.set_rng_state(state["rng"])
+
+    def finish(self) -> None:
+        """Export the encoder (checkpoint + sidecar with the recipe) and a summary."""
+        path = checkpoint_path(self.name, self.cfg["paths"]["checkpoints"])
+        train_config = {"model": self.name, "objective": "supervised", "tasks": list(TASK_NAMES),
+                        "recipe": self.recipe, "data": self.cfg["data"], "seed": self.seed,
+                        "loss_scale": self.scale}
+        sha = save_checkpoint(self.model.encoder, path, train_config=train_config)
+        summary = {"name": self.name, "steps": self.step, "checkpoint": str(path), "sha256": sha}
+        atomic_write_bytes(self.run_dir / "summary.json", json.dumps(summary, indent=2).encode())
+
+    def close(self) -> None:
+        """Nothing to release (single process); kept for the Trainer interface."""
