@@ -4,10 +4,17 @@ A group is (task, dataset, model, readout). Each metric of a group is summarised
 as mean, sample standard deviation (ddof=1) and n; one seed gives std 0 (tables show "(n=1)").
 A task column is (task, dataset): its primary metric and directions come from its records.
 
-Ranks: per task column and readout, the models evaluated with that readout are ranked by the
-primary metric's mean, best = 1 (direction-aware); equal means share the average rank. A
-model's mean rank averages its ranks over the task columns it has results for; the overview
-lists models with results on more task columns first. Means are
+Uncertainty (``leaderboard.intervals``): a group whose records carry per-clip values (schema 2)
+gets the 95% bootstrap interval of its primary metric, and the references of its table (task,
+dataset, readout) it is significantly better than: ``blind`` and ``random_<its size>`` (a model
+without a size: every ``random_*`` row), paired clip by clip on the same split. Also the
+train-split primary metric over its seeds and the union of its records' flags.
+
+References (``bench.models.zoo.reference_kind``: blind, pixels, random_*, supervised_*) are
+shown but not ranked. Ranks: per task column and readout, the other models evaluated with that
+readout are ranked by the primary metric's mean, best = 1 (direction-aware); equal means share
+the average rank. A model's mean rank averages its ranks over the task columns it has results
+for; the overview lists models with results on more task columns first. Means are
 compared at 10 significant digits, so float noise from summation never breaks a tie.
 
 Optional per-model extras: parameter count (from the zoo name via ``bench.models.zoo``, else a
@@ -20,15 +27,22 @@ from __future__ import annotations
 import functools
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from bench.models.zoo import REFERENCE_FAMILIES, REFERENCE_MODELS, arch_for, parse_name, reference_kind
 from bench.results import RecordError, ResultRecord, read_record
+from leaderboard.intervals import Bootstrap, bootstrap, compare
 
 PARAM_KEYS = ("param_count", "num_params", "params", "n_params")
 COLLAPSE_KEYS = ("feat_std", "eff_rank")
 COLLAPSE_NODES = ("collapse", "pretrain")
+REFERENCE_ORDER = (*REFERENCE_MODELS, *REFERENCE_FAMILIES)  # the order reference rows are listed in
+GroupKey = tuple[str, str, str, str]  # task, dataset, model, readout
 
 
 @dataclass(frozen=True)
@@ -46,6 +60,10 @@ class Group:
     readout: str
     seeds: tuple[int, ...]
     metrics: dict[str, Stat]
+    ci: tuple[float, float] | None = None   # 95% bootstrap interval of the primary metric
+    beats: tuple[str, ...] = ()             # references of its table it is significantly better than
+    train_primary: Stat | None = None       # the primary metric on the train split
+    flags: tuple[str, ...] = ()             # warnings of any of its records, sorted
 
 
 @dataclass
@@ -68,8 +86,8 @@ class OverviewRow:
     model: str
     readout: str
     primary: dict[tuple[str, str], Stat]   # task key -> primary metric stat
-    ranks: dict[tuple[str, str], float]    # task key -> rank among models with this readout
-    mean_rank: float
+    ranks: dict[tuple[str, str], float]    # task key -> rank among models with this readout ({}: reference)
+    mean_rank: float | None                # None: a reference row
 
 
 @dataclass
@@ -81,9 +99,11 @@ class Leaderboard:
     params: dict[str, int] = field(default_factory=dict)
     collapse: dict[str, dict[str, float]] = field(default_factory=dict)
     n_records: int = 0
+    references: dict[str, str] = field(init=False)  # reference model -> its kind (blind, random, ...)
 
     def __post_init__(self) -> None:
         self._index = {(g.task, g.dataset, g.model, g.readout): g for g in self.groups}
+        self.references = {m: kind for m in self.models if (kind := reference_kind(m)) is not None}
 
     def group(self, task: TaskColumn, model: str, readout: str) -> Group | None:
         return self._index.get((task.task, task.dataset, model, readout))
@@ -91,22 +111,32 @@ class Leaderboard:
     def task_readouts(self, task: TaskColumn) -> list[str]:
         return sorted({g.readout for g in self.groups if (g.task, g.dataset) == task.key})
 
+    def reference_order(self, models: Iterable[str]) -> list[str]:
+        """The references among ``models``: blind, pixels, random_*, supervised_*, then by name."""
+        refs = [m for m in models if m in self.references]
+        return sorted(refs, key=lambda m: (REFERENCE_ORDER.index(self.references[m]), m))
+
     def task_models(self, task: TaskColumn, readout: str) -> list[str]:
-        """Models with results for ``task`` × ``readout``, best primary mean first (ties: by name)."""
+        """Models with results for ``task`` × ``readout``: ranked ones best primary mean first (ties: by
+        name), then the references."""
         models = [g.model for g in self.groups if (g.task, g.dataset, g.readout) == (*task.key, readout)]
         ranks = self.task_ranks(task, readout)
-        return sorted(models, key=lambda m: (ranks.get(m, math.inf), m))
+        ranked = sorted((m for m in models if m not in self.references), key=lambda m: (ranks.get(m, math.inf), m))
+        return ranked + self.reference_order(models)
 
     def task_ranks(self, task: TaskColumn, readout: str) -> dict[str, float]:
+        """Ranks of the non-reference models by the primary metric's mean."""
         values = {}
         for g in self.groups:
-            if (g.task, g.dataset, g.readout) == (*task.key, readout) and task.primary in g.metrics:
+            if ((g.task, g.dataset, g.readout) == (*task.key, readout) and task.primary in g.metrics
+                    and g.model not in self.references):
                 values[g.model] = g.metrics[task.primary].mean
         return average_ranks(values, task.higher[task.primary])
 
     def overview(self, readout: str) -> list[OverviewRow]:
         """One row per model evaluated with ``readout``: models with results on more tasks first, then
-        by mean rank, then by name (a model evaluated on one task never outranks complete ones)."""
+        by mean rank, then by name (a model evaluated on one task never outranks complete ones);
+        then the references, unranked."""
         ranks = {t.key: self.task_ranks(t, readout) for t in self.tasks}
         rows = []
         for model in sorted({g.model for g in self.groups if g.readout == readout}):
@@ -115,12 +145,16 @@ class Leaderboard:
                 g = self.group(t, model, readout)
                 if g is not None and t.primary in g.metrics:
                     primary[t.key] = g.metrics[t.primary]
-                    model_ranks[t.key] = ranks[t.key][model]
-            if not model_ranks:
+                    if model in ranks[t.key]:
+                        model_ranks[t.key] = ranks[t.key][model]
+            if not primary:
                 continue
-            mean_rank = math.fsum(model_ranks.values()) / len(model_ranks)
+            mean_rank = math.fsum(model_ranks.values()) / len(model_ranks) if model_ranks else None
             rows.append(OverviewRow(model, readout, primary, model_ranks, mean_rank))
-        return sorted(rows, key=lambda r: (-len(r.ranks), rank_key(r.mean_rank), r.model))
+        models = sorted((r for r in rows if r.mean_rank is not None),
+                        key=lambda r: (-len(r.ranks), rank_key(r.mean_rank), r.model))
+        by_name = {r.model: r for r in rows}
+        return models + [by_name[m] for m in self.reference_order(by_name)]
 
 
 def rank_key(x: float) -> float:
@@ -173,6 +207,10 @@ def validate(record: ResultRecord) -> str | None:
     bad = sorted(k for k, v in record.metrics.items() if not _number(v))
     if bad:
         return f"metrics {bad} are not finite numbers"
+    if not isinstance(record.train_metrics, dict) or not all(_number(v) for v in record.train_metrics.values()):
+        return "train_metrics is not a mapping of metric -> finite number"
+    if not isinstance(record.flags, list) or not all(isinstance(f, str) for f in record.flags):
+        return "flags is not a list of strings"
     return None
 
 
@@ -203,8 +241,6 @@ def load(results_dir: str | Path) -> tuple[list[tuple[str, ResultRecord]], list[
 @functools.lru_cache(maxsize=None)
 def zoo_param_count(model: str) -> int | None:
     """Encoder parameters of a zoo ``<family>_<size>`` name (default resolution), else None."""
-    from bench.models.zoo import arch_for
-
     try:
         cfg = arch_for(model)
     except ValueError:
@@ -239,27 +275,72 @@ def config_collapse(config: Any) -> dict[str, float]:
     return {}
 
 
-def aggregate(records: list[tuple[str, ResultRecord]]) -> tuple[Leaderboard, list[str]]:
-    """Group records, summarise seeds, collect task columns; also warnings (duplicate seeds)."""
-    warnings: list[str] = []
-    by_group: dict[tuple[str, str, str, str], dict[int, tuple[str, ResultRecord]]] = {}
-    for rel, r in records:
-        seeds = by_group.setdefault((r.task, r.dataset, r.model, r.readout), {})
-        if r.seed in seeds:
-            warnings.append(f"{rel}: duplicate of {seeds[r.seed][0]} (same task, dataset, model, readout, "
-                            f"seed {r.seed}); ignored")
-            continue
-        seeds[r.seed] = (rel, r)
+def baselines(model: str, present: Iterable[str]) -> tuple[str, ...]:
+    """The references a model is tested against in its table: ``blind`` and ``random_<its size>``
+    (a model without a size: every ``random_*`` row), those of them ``present``, never itself."""
+    present = set(present)
+    parsed = parse_name(model)
+    randoms = [f"random_{parsed[1]}"] if parsed else sorted(m for m in present if reference_kind(m) == "random")
+    return tuple(m for m in ("blind", *randoms) if m in present and m != model)
 
-    groups = []
-    for key in sorted(by_group):
-        seeds = dict(sorted(by_group[key].items()))
-        names = sorted({m for _, r in seeds.values() for m in r.metrics})
-        stats = {m: summarize([float(r.metrics[m]) for _, r in seeds.values() if m in r.metrics]) for m in names}
-        groups.append(Group(*key, seeds=tuple(seeds), metrics=stats))
 
-    kept = [r for seeds in by_group.values() for _, r in seeds.values()]
-    tasks = []
+def group_bootstrap(key: GroupKey, records: list[tuple[str, ResultRecord]],
+                    primary: str) -> tuple[Bootstrap | None, str | None]:
+    """The bootstrap of a group's ``primary`` metric from its records' per-clip values, or None: silently
+    for version-1 records (or records scoring another primary metric), with a warning when the records
+    cannot be pooled or their per-clip values do not give their primary metric."""
+    rs = [r for _, r in records]
+    if all(not r.per_clip for r in rs) or any(r.primary_metric != primary for r in rs):
+        return None, None
+    name = "/".join(key)
+    if not all(r.per_clip for r in rs):
+        return None, f"{name}: some seeds have no per-clip values; no interval"
+    if len({r.split for r in rs}) > 1 or len({len(r.per_clip["values"]) for r in rs}) > 1:
+        return None, f"{name}: seeds scored on different splits or clip counts; no interval"
+    values = np.array([r.per_clip["values"] for r in rs], float)
+    weights = np.array([r.per_clip["weights"] for r in rs], float)
+    for (rel, r), v, w in zip(records, values, weights):
+        pooled = float(w @ v / w.sum())
+        if not math.isclose(pooled, r.metrics[primary], rel_tol=1e-4, abs_tol=1e-6):
+            return None, (f"{rel}: per-clip weighted mean {pooled!r} is not its {primary} "
+                          f"{r.metrics[primary]!r}; no interval")
+    return bootstrap(values, weights, stream=name), None
+
+
+def significant_wins(boots: dict[GroupKey, Bootstrap], splits: dict[GroupKey, str],
+                     tasks: list[TaskColumn]) -> dict[GroupKey, tuple[str, ...]]:
+    """{group key: the baselines of its table it is significantly better than}, for the groups with a
+    bootstrap, each compared clip by clip with the baselines scored on the same split."""
+    higher = {t.key: t.higher[t.primary] for t in tasks}
+    tables: dict[tuple[str, ...], list[str]] = {}
+    for key in boots:
+        task, dataset, model, readout = key
+        tables.setdefault((task, dataset, readout, splits[key]), []).append(model)
+    wins = {}
+    for key, mine in boots.items():
+        task, dataset, model, readout = key
+        results = {ref: compare(mine, boots[(task, dataset, ref, readout)], higher[(task, dataset)])
+                   for ref in baselines(model, tables[(task, dataset, readout, splits[key])])}
+        wins[key] = tuple(ref for ref, result in results.items() if result is not None and result.significant)
+    return wins
+
+
+def make_group(key: GroupKey, records: list[ResultRecord], primary: str,
+               boot: Bootstrap | None, beats: tuple[str, ...]) -> Group:
+    """A group's seed summaries of every metric and of the train-split primary metric, its interval
+    and wins, and its records' flags."""
+    names = sorted({m for r in records for m in r.metrics})
+    stats = {m: summarize([float(r.metrics[m]) for r in records if m in r.metrics]) for m in names}
+    train = [float(r.train_metrics[primary]) for r in records if primary in r.train_metrics]
+    return Group(*key, seeds=tuple(r.seed for r in records), metrics=stats,
+                 ci=boot.interval() if boot is not None else None, beats=beats,
+                 train_primary=summarize(train) if train else None,
+                 flags=tuple(sorted({f for r in records for f in r.flags})))
+
+
+def task_columns(kept: list[ResultRecord]) -> tuple[list[TaskColumn], list[str]]:
+    """The task columns of the records (primary metric: the one most records name), and warnings."""
+    warnings, tasks = [], []
     for task, dataset in sorted({(r.task, r.dataset) for r in kept}):
         rs = sorted((r for r in kept if (r.task, r.dataset) == (task, dataset)),
                     key=lambda r: (r.model, r.readout, r.seed))
@@ -275,6 +356,36 @@ def aggregate(records: list[tuple[str, ResultRecord]]) -> tuple[Leaderboard, lis
                                   else r.higher_is_better)
         metrics = [primary] + sorted(m for m in higher if m != primary)
         tasks.append(TaskColumn(task, dataset, primary, metrics, higher))
+    return tasks, warnings
+
+
+def aggregate(records: list[tuple[str, ResultRecord]]) -> tuple[Leaderboard, list[str]]:
+    """Group records, summarise seeds, bootstrap intervals, collect task columns; also warnings
+    (duplicate seeds, records whose per-clip values cannot be used)."""
+    warnings: list[str] = []
+    by_group: dict[GroupKey, dict[int, tuple[str, ResultRecord]]] = {}
+    for rel, r in records:
+        seeds = by_group.setdefault((r.task, r.dataset, r.model, r.readout), {})
+        if r.seed in seeds:
+            warnings.append(f"{rel}: duplicate of {seeds[r.seed][0]} (same task, dataset, model, readout, "
+                            f"seed {r.seed}); ignored")
+            continue
+        seeds[r.seed] = (rel, r)
+    grouped = {key: [seeds[s] for s in sorted(seeds)] for key, seeds in sorted(by_group.items())}
+
+    kept = [r for seeds in grouped.values() for _, r in seeds]
+    tasks, task_warnings = task_columns(kept)
+    warnings += task_warnings
+    primary = {t.key: t.primary for t in tasks}
+    boots, splits = {}, {}
+    for key, seeds in grouped.items():
+        boot, problem = group_bootstrap(key, seeds, primary[key[:2]])
+        warnings += [problem] if problem else []
+        if boot is not None:
+            boots[key], splits[key] = boot, seeds[0][1].split
+    wins = significant_wins(boots, splits, tasks)
+    groups = [make_group(key, [r for _, r in seeds], primary[key[:2]], boots.get(key), wins.get(key, ()))
+              for key, seeds in grouped.items()]
 
     models = sorted({g.model for g in groups})
     params: dict[str, int] = {}

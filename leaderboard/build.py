@@ -2,14 +2,19 @@
 
 Reads every record under ``--results`` (default ``results``; malformed files are skipped and
 named on stderr), aggregates seeds per (task, dataset, model, readout) into mean ± sample std
-(ddof=1; one seed: std 0, shown "(n=1)"), ranks models per task, and writes under ``--out``
-(default ``leaderboard``):
+(ddof=1; one seed: std 0, shown "(n=1)") and, from per-clip values, a 95% bootstrap interval and
+significance against the blind and random references, ranks the non-reference models per task,
+and writes under ``--out`` (default ``leaderboard``):
 
 - ``leaderboard.md``   overview (per readout: each task's primary metric, mean rank, params,
                        collapse monitors when records carry them) and one table per task × readout
-- ``leaderboard.csv``  tidy: task, dataset, readout, model, metric, mean, std, n
+                       (with train-split primary metric and flags when records carry them);
+                       reference rows after the models
+- ``leaderboard.csv``  tidy: task, dataset, readout, model, metric, mean, std, n, ci_low, ci_high,
+                       beats, reference
 - ``index.html``       the same tables as one self-contained page with sortable columns
-- ``plots/*.png``      per-task bars of the primary metric; primary metric vs parameter count
+- ``plots/*.png``      per-task bars of the primary metric with 95% intervals; primary metric vs
+                       parameter count
 
 Outputs are deterministic (same records -> byte-identical files; no dates) and written
 atomically. ``--check`` writes nothing and exits 1 if any file would change (the drift check of

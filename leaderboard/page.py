@@ -2,7 +2,8 @@
 
 Inline CSS, plots embedded as PNG data URIs, and a small inline script that sorts a table when a
 header is clicked (first click: best first for scores, ascending otherwise; again: reverse;
-missing values always last). No external assets. The page records script errors in the
+missing values always last). Reference rows are a second, grey ``<tbody>`` that sorts on its own,
+so they stay below the models. No external assets. The page records script errors in the
 ``data-errors`` attribute of ``<html>`` and sets ``data-ok="1"`` on ``<body>`` once its script has run,
 so a headless browser can check it. (Named ``page`` rather than ``html`` so it never shadows the
 standard library's ``html`` module.)
@@ -10,10 +11,11 @@ standard library's ``html`` module.)
 from __future__ import annotations
 
 import base64
+import re
 from html import escape
 
 from leaderboard.aggregate import Leaderboard
-from leaderboard.tables import NOTES, Table, overview_tables, task_tables
+from leaderboard.tables import NOTES, Cell, Table, overview_tables, task_tables
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
@@ -28,6 +30,8 @@ th[aria-sort=ascending]::after { content: "▲"; position: absolute; right: 0.3e
 th[aria-sort=descending]::after { content: "▼"; position: absolute; right: 0.3em; font-size: 0.7em; }
 td.num, th.num { text-align: right; } td.text, th.text { text-align: left; }
 tbody tr:hover { background: #fafafa; }
+tbody.references td { color: #666; background: #f7f7f7; }
+tbody.references tr:first-child td { border-top: 2px solid #bbb; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 nav ul { columns: 2; }
 """.strip()
@@ -50,20 +54,22 @@ SORT_JS = """
     return isNaN(n) ? null : n;
   }
   function sortBy(th) {
-    var table = th.closest("table"), tbody = table.tBodies[0];
+    var table = th.closest("table");
     var col = Array.prototype.indexOf.call(th.parentNode.children, th);
     var numeric = th.classList.contains("num");
     var now = th.getAttribute("aria-sort");
     var dir = now === "ascending" ? "descending" : now === "descending" ? "ascending"
             : (th.getAttribute("data-first") || "ascending");
-    var rows = Array.prototype.slice.call(tbody.rows);
-    rows.sort(function (r1, r2) {
-      var a = key(r1.cells[col], numeric), b = key(r2.cells[col], numeric);
-      if (a === null || b === null) return (a === null) - (b === null);
-      var c = a < b ? -1 : a > b ? 1 : 0;
-      return dir === "ascending" ? c : -c;
+    Array.prototype.forEach.call(table.tBodies, function (tbody) {  // models, then references
+      var rows = Array.prototype.slice.call(tbody.rows);
+      rows.sort(function (r1, r2) {
+        var a = key(r1.cells[col], numeric), b = key(r2.cells[col], numeric);
+        if (a === null || b === null) return (a === null) - (b === null);
+        var c = a < b ? -1 : a > b ? 1 : 0;
+        return dir === "ascending" ? c : -c;
+      });
+      rows.forEach(function (r) { tbody.appendChild(r); });
     });
-    rows.forEach(function (r) { tbody.appendChild(r); });
     Array.prototype.forEach.call(th.parentNode.children, function (h) { h.removeAttribute("aria-sort"); });
     th.setAttribute("aria-sort", dir);
   }
@@ -86,22 +92,35 @@ def _sort_attr(value: float | str | None) -> str:
     return escape(repr(value) if isinstance(value, float) else str(value), quote=True)
 
 
+def inline_markdown(text: str) -> str:
+    """Escaped ``text`` with Markdown's **bold** and `code` as HTML (the notes are written in Markdown)."""
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escape(text))
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def _rows_html(table: Table, rows: list[list[Cell]]) -> str:
+    lines = []
+    for row in rows:
+        cells = []
+        for col, cell in zip(table.columns, row):
+            text = f"<strong>{escape(cell.text)}</strong>" if cell.bold else escape(cell.text)
+            cells.append(f'<td class="{"num" if col.numeric else "text"}" data-sort="{_sort_attr(cell.sort)}">'
+                         f"{text}</td>")
+        lines.append("<tr>" + "".join(cells) + "</tr>")
+    return "\n".join(lines)
+
+
 def table_html(table: Table) -> str:
     head = []
     for c in table.columns:
         first = "descending" if c.higher_is_better else "ascending"
         head.append(f'<th class="{"num" if c.numeric else "text"}" data-first="{first}" scope="col">'
                     f"{escape(c.label)}</th>")
-    body = []
-    for row in table.rows:
-        cells = []
-        for col, cell in zip(table.columns, row):
-            text = f"<strong>{escape(cell.text)}</strong>" if cell.bold else escape(cell.text)
-            cells.append(f'<td class="{"num" if col.numeric else "text"}" data-sort="{_sort_attr(cell.sort)}">'
-                         f"{text}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
+    references = (f'<tbody class="references">\n{_rows_html(table, table.references)}\n</tbody>\n'
+                  if table.references else "")
     return (f'<table class="sortable {table.kind}" id="{escape(table.anchor)}">\n'
-            f"<thead><tr>{''.join(head)}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>")
+            f"<thead><tr>{''.join(head)}</tr></thead>\n<tbody>\n{_rows_html(table, table.rows)}\n</tbody>\n"
+            f"{references}</table>")
 
 
 def page(lb: Leaderboard, plots: dict[str, bytes]) -> str:
@@ -111,10 +130,8 @@ def page(lb: Leaderboard, plots: dict[str, bytes]) -> str:
              "<title>frozen4d leaderboard</title>", f"<script>{ERROR_HOOK}</script>", f"<style>\n{CSS}\n</style>",
              "</head>", "<body>", "<h1>frozen4d leaderboard</h1>",
              f'<p class="notes">Built by <code>python -m leaderboard.build</code> from {lb.n_records} result records '
-             f"({len(lb.groups)} task × model × readout groups). "
-             + escape(NOTES).replace("**bold**", "<strong>bold</strong>").replace("`(n=1)`", "<code>(n=1)</code>")
-             .replace("`(n=k)`", "<code>(n=k)</code>")
-             + " Click a column header to sort.</p>",
+             f"({len(lb.groups)} task × model × readout groups). {inline_markdown(NOTES)}"
+             " Click a column header to sort (reference rows sort among themselves, below the models).</p>",
              "<nav><ul>"]
     parts += [f'<li><a href="#{escape(t.anchor)}">{escape(("Overview — " if t.kind == "overview" else "") + t.title)}'
               "</a></li>" for t in overview + tasks]

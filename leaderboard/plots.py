@@ -1,9 +1,10 @@
 """Leaderboard plots as deterministic PNG bytes (no pyplot, no global backend, no timestamps).
 
 - ``plots/<task>__<dataset>.png``: the primary metric per model, one bar per readout, error bars
-  = sample std over seeds;
+  = the 95% bootstrap interval (the sample std over seeds where records have no per-clip values);
+  the models first, then the reference rows as hatched grey bars labelled ``(ref.)``;
 - ``plots/params.png``: the primary metric of each task against encoder parameter count (log
-  scale), for the models whose parameter count is known.
+  scale), for the models whose parameter count is known (references labelled ``(ref.)``).
 
 Figures are drawn under matplotlib's default style (not the user's matplotlibrc), with a fixed
 ``svg.hashsalt`` and PNG metadata without the Software key, so identical inputs give identical bytes.
@@ -15,13 +16,15 @@ import io
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from leaderboard.aggregate import Leaderboard, TaskColumn
+from leaderboard.aggregate import Group, Leaderboard, TaskColumn
 from leaderboard.tables import arrow, slug, task_label
 
 RC = {"svg.hashsalt": "frozen4d-leaderboard", "font.size": 9, "axes.titlesize": 10}
 DPI = 100
+REFERENCE_FACE, REFERENCE_HATCH = "0.85", "//"  # reference bars: grey, hatched, edged in the readout's colour
 
 
 def _compact(n: float, _pos: object = None) -> str:
@@ -38,27 +41,54 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def _label(lb: Leaderboard, model: str) -> str:
+    return f"{model} (ref.)" if model in lb.references else model
+
+
+def error_bar(group: Group, primary: str) -> tuple[float, float]:
+    """(below, above) the primary mean: its 95% interval, else the sample std over seeds."""
+    s = group.metrics[primary]
+    if group.ci is None:
+        return s.std, s.std
+    return max(0.0, s.mean - group.ci[0]), max(0.0, group.ci[1] - s.mean)
+
+
 def _task_bars(lb: Leaderboard, task: TaskColumn) -> bytes:
     readouts = lb.task_readouts(task)
-    models = sorted({m for r in readouts for m in lb.task_models(task, r)})
+    present = {m for r in readouts for m in lb.task_models(task, r)}
+    models = sorted(present - set(lb.references)) + lb.reference_order(present)
     fig = Figure(figsize=(max(4.0, 0.9 * len(models) * max(1, len(readouts)) + 1.5), 3.2), layout="constrained")
     ax = fig.add_subplot()
     width = 0.8 / len(readouts)
     for i, readout in enumerate(readouts):
-        xs, ys, es = [], [], []
+        xs, ys, below, above, refs = [], [], [], [], []
         for j, model in enumerate(models):
             g = lb.group(task, model, readout)
             if g is not None and task.primary in g.metrics:
-                s = g.metrics[task.primary]
                 xs.append(j - 0.4 + width * (i + 0.5))
-                ys.append(s.mean)
-                es.append(s.std)
-        ax.bar(xs, ys, width=width * 0.95, yerr=es, capsize=3, label=f"{readout} readout", color=f"C{i}")
+                ys.append(g.metrics[task.primary].mean)
+                low, high = error_bar(g, task.primary)
+                below.append(low)
+                above.append(high)
+                refs.append(model in lb.references)
+        bars = ax.bar(xs, ys, width=width * 0.95, yerr=[below, above], capsize=3, label=f"{readout} readout",
+                      color=f"C{i}", edgecolor=f"C{i}")
+        for bar, ref in zip(bars, refs):
+            if ref:
+                bar.set(facecolor=REFERENCE_FACE, hatch=REFERENCE_HATCH)
+    n_models = len(models) - len(lb.reference_order(present))
+    if 0 < n_models < len(models):
+        ax.axvline(n_models - 0.5, color="0.5", linestyle=":", linewidth=1)
+    labels = [_label(lb, m) for m in models]
     tilt = len(models) > 3
-    ax.set_xticks(range(len(models)), models, rotation=20 if tilt else 0, ha="right" if tilt else "center")
+    ax.set_xticks(range(len(models)), labels, rotation=20 if tilt else 0, ha="right" if tilt else "center")
     ax.set_ylabel(f"{task.primary} {arrow(task.higher[task.primary])}")
-    ax.set_title(f"{task.task} ({task.dataset}): {task.primary}, mean ± std over seeds")
-    ax.legend(loc="best", fontsize=8)
+    ax.set_title(f"{task.task} ({task.dataset}): {task.primary}, mean with 95% CI (or ± std over seeds)")
+    handles, _ = ax.get_legend_handles_labels()
+    if n_models < len(models):
+        handles.append(Patch(facecolor=REFERENCE_FACE, edgecolor="0.4", hatch=REFERENCE_HATCH,
+                             label="reference (not ranked)"))
+    ax.legend(handles=handles, loc="best", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
 
@@ -77,14 +107,16 @@ def _params_plot(lb: Leaderboard) -> bytes | None:
             for model in lb.task_models(task, readout):
                 g = lb.group(task, model, readout)
                 if model in lb.params and task.primary in g.metrics:
-                    pts.append((lb.params[model], g.metrics[task.primary], model))
+                    pts.append((lb.params[model], g, model))
             if not pts:
                 continue
             pts.sort(key=lambda p: (p[0], p[2]))
-            ax.errorbar([p[0] for p in pts], [p[1].mean for p in pts], yerr=[p[1].std for p in pts], fmt="o",
-                        capsize=3, color=f"C{i}", label=f"{readout} readout")
-            for x, s, model in pts:
-                ax.annotate(model, (x, s.mean), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            errors = list(zip(*(error_bar(g, task.primary) for _, g, _ in pts)))
+            ax.errorbar([x for x, _, _ in pts], [g.metrics[task.primary].mean for _, g, _ in pts], yerr=errors,
+                        fmt="o", capsize=3, color=f"C{i}", label=f"{readout} readout")
+            for x, g, model in pts:
+                ax.annotate(_label(lb, model), (x, g.metrics[task.primary].mean), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7)
         ax.set_xscale("log")
         xs = [lb.params[g.model] for g in lb.groups if (g.task, g.dataset) == task.key and g.model in lb.params]
         ax.set_xlim(min(xs) / 2, max(xs) * 2)

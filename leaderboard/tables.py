@@ -2,7 +2,9 @@
 
 The same :class:`Table` objects are rendered to Markdown here and to HTML in ``leaderboard.page``.
 Cells show ``mean ± std`` (sample std over seeds, 4 decimals); a single seed shows
-``mean (n=1)``; a metric with fewer seeds than its row shows ``(n=k)``.
+``mean (n=1)``; a metric with fewer seeds than its row shows ``(n=k)``. Primary-metric cells add
+the 95% bootstrap interval ``[low, high]`` (3 decimals) and marks for the references the group is
+significantly better than. Reference rows come after the models, labelled ``(reference)``.
 """
 from __future__ import annotations
 
@@ -10,18 +12,31 @@ import csv
 import io
 from dataclasses import dataclass, field
 
-from leaderboard.aggregate import Leaderboard, Stat, TaskColumn, best_of, rank_key
+from leaderboard.aggregate import Group, Leaderboard, Stat, TaskColumn, best_of, rank_key
+from leaderboard.intervals import DRAWS, LEVEL
 
 UP, DOWN = "↑", "↓"
+MARKS = {"blind": "†", "random": "‡"}  # reference kind -> the mark of a group significantly better than it
 
 NOTES = (
     "Each cell is the mean ± sample standard deviation (ddof=1) over readout seeds; a single seed "
     "shows `(n=1)` (its std is 0 in the CSV), and a metric with fewer seeds than its row shows `(n=k)`. "
-    f"{UP} higher is better, {DOWN} lower is better; **bold** marks the best mean of each column "
-    "(ties are all bold). Ranks are per task by its primary metric among the models evaluated with "
+    f"A primary-metric cell also shows its {LEVEL:.0%} interval `[low, high]`: a two-level bootstrap "
+    f"({DRAWS} draws) resampling the test clips (the same clips for every seed) and the seeds, both with "
+    "replacement; records without per-clip values (schema version 1) have none. "
+    f"{MARKS['blind']} marks a result significantly better than `blind` (the task's input-blind answer), "
+    f"{MARKS['random']} one significantly better than `random_<size>` (the untrained encoder of the model's "
+    "size; for a model without a size, a `random_*` row of the table): the "
+    f"{LEVEL:.0%} bootstrap interval of the difference, paired clip by clip on the same test split, lies "
+    "wholly on the better side. Reference rows (`blind`, `pixels`, `random_*`, `supervised_*`, labelled "
+    "(reference)) come after the models and are neither ranked nor bolded. "
+    f"{UP} higher is better, {DOWN} lower is better; **bold** marks the best mean among the models of each "
+    "column (ties are all bold). Ranks are per task by its primary metric among the models evaluated with "
     "the same readout (best = 1, ties share the average rank); the mean rank averages a model's "
     "ranks over the tasks it has results for; the overview lists models with results on more tasks "
-    "first and bolds the best mean rank among those with the most tasks."
+    "first and bolds the best mean rank among those with the most tasks. Per-task tables also show, where "
+    "records carry them, the primary metric on the train split (against the test split: the train–test "
+    "gap) and the records' flags (e.g. `loss_still_falling`, `train_test_gap`)."
 )
 
 
@@ -44,8 +59,9 @@ class Table:
     title: str
     anchor: str
     columns: list[Column]
-    rows: list[list[Cell]] = field(default_factory=list)
+    rows: list[list[Cell]] = field(default_factory=list)        # the models, ranked
     kind: str = "task"  # "overview" | "task"
+    references: list[list[Cell]] = field(default_factory=list)  # the reference rows, after the models
 
 
 def arrow(higher_is_better: bool) -> str:
@@ -61,6 +77,29 @@ def fmt_stat(stat: Stat, row_n: int | None = None) -> str:
         return f"{fmt_value(stat.mean)} (n=1)"
     text = f"{fmt_value(stat.mean)} ± {fmt_value(stat.std)}"
     return text if row_n is None or stat.n == row_n else f"{text} (n={stat.n})"
+
+
+def fmt_primary(lb: Leaderboard, group: Group, stat: Stat, row_n: int | None = None) -> str:
+    """A primary-metric cell: ``fmt_stat``, then the group's interval and marks, e.g.
+    ``0.3412 ± 0.0021 [0.331, 0.352] †‡``."""
+    text = fmt_stat(stat, row_n)
+    if group.ci is not None:
+        text += f" [{group.ci[0]:.3f}, {group.ci[1]:.3f}]"
+    kinds = {lb.references.get(ref) for ref in group.beats}
+    marks = "".join(mark for kind, mark in MARKS.items() if kind in kinds)
+    return f"{text} {marks}" if marks else text
+
+
+def stat_cell(lb: Leaderboard, group: Group, metric: str, primary: str, row_n: int | None = None) -> Cell:
+    """The cell of one metric of a group (the primary one with interval and marks); "—" if missing."""
+    s = group.metrics.get(metric)
+    if s is None:
+        return Cell("—")
+    return Cell(fmt_primary(lb, group, s, row_n) if metric == primary else fmt_stat(s, row_n), s.mean)
+
+
+def model_cell(lb: Leaderboard, model: str) -> Cell:
+    return Cell(f"{model} (reference)" if model in lb.references else model, model)
 
 
 def fmt_params(n: int) -> str:
@@ -89,7 +128,8 @@ def _bold_best(rows: list[list[Cell]], col: int, higher_is_better: bool) -> None
 
 
 def overview_tables(lb: Leaderboard) -> list[Table]:
-    """One overview table per readout: model, params, each task's primary metric, mean rank, collapse."""
+    """One overview table per readout: model, params, each task's primary metric, mean rank, collapse;
+    the references after the models."""
     tables = []
     collapse_keys = sorted({k for v in lb.collapse.values() for k in v})
     for readout in lb.readouts:
@@ -106,58 +146,75 @@ def overview_tables(lb: Leaderboard) -> list[Table]:
         shown_collapse = [k for k in collapse_keys if any(k in lb.collapse.get(m, {}) for m in models)]
         columns += [Column(k.replace("_", " "), numeric=True) for k in shown_collapse]
 
-        rows = []
+        model_rows: list[list[Cell]] = []
+        reference_rows: list[list[Cell]] = []
         for r in rows_data:
-            row = [Cell(r.model, r.model)]
+            row = [model_cell(lb, r.model)]
             if show_params:
                 p = lb.params.get(r.model)
                 row.append(Cell(fmt_params(p), float(p)) if p is not None else Cell("—"))
             for t in lb.tasks:
-                s = r.primary.get(t.key)
-                row.append(Cell(fmt_stat(s), s.mean) if s is not None else Cell("—"))
-            text = f"{r.mean_rank:.2f}"
-            if len(r.ranks) < len(lb.tasks):
-                text += f" ({len(r.ranks)}/{len(lb.tasks)} tasks)"
-            row.append(Cell(text, r.mean_rank))
+                group = lb.group(t, r.model, readout)
+                row.append(stat_cell(lb, group, t.primary, t.primary) if group is not None else Cell("—"))
+            if r.mean_rank is None:
+                row.append(Cell("—"))
+            else:
+                partial = f" ({len(r.ranks)}/{len(lb.tasks)} tasks)" if len(r.ranks) < len(lb.tasks) else ""
+                row.append(Cell(f"{r.mean_rank:.2f}{partial}", r.mean_rank))
             for k in shown_collapse:
                 v = lb.collapse.get(r.model, {}).get(k)
                 row.append(Cell(f"{v:.4g}", v) if v is not None else Cell("—"))
-            rows.append(row)
+            (reference_rows if r.model in lb.references else model_rows).append(row)
+        ranked = [r for r in rows_data if r.model not in lb.references]
         for i, col in enumerate(columns[:-1 - len(shown_collapse)]):
             if col.higher_is_better is not None:
-                _bold_best(rows, i, col.higher_is_better)
+                _bold_best(model_rows, i, col.higher_is_better)
         # mean rank: the best among the models with the most tasks (a partial model is not "best")
-        most = max((len(r.ranks) for r in rows_data), default=0)
-        full = [row for row, r in zip(rows, rows_data) if len(r.ranks) == most]
+        most = max((len(r.ranks) for r in ranked), default=0)
+        full = [row for row, r in zip(model_rows, ranked) if len(r.ranks) == most]
         _bold_best(full, len(columns) - 1 - len(shown_collapse), higher_is_better=False)
-        tables.append(Table(f"{readout} readout", slug("overview", readout), columns, rows, kind="overview"))
+        tables.append(Table(f"{readout} readout", slug("overview", readout), columns, model_rows, kind="overview",
+                            references=reference_rows))
     return tables
 
 
 def task_tables(lb: Leaderboard) -> list[Table]:
-    """One table per task × dataset × readout: rank, model, seeds, every metric of the task."""
+    """One table per task × dataset × readout: rank, model, seeds, every metric of the task, and (where
+    records carry them) the train-split primary metric and the flags; the references after the models."""
     tables = []
     for t in lb.tasks:
         for readout in lb.task_readouts(t):
+            models = lb.task_models(t, readout)
+            groups = [lb.group(t, m, readout) for m in models]
+            show_train = any(g.train_primary is not None for g in groups)
+            show_flags = any(g.flags for g in groups)
             columns = [Column("rank", numeric=True), Column("model"), Column("seeds", numeric=True)]
             columns += [Column(f"{m} {arrow(t.higher[m])}" + (" (primary)" if m == t.primary else ""),
                                numeric=True, higher_is_better=t.higher[m]) for m in t.metrics]
+            if show_train:
+                columns.append(Column(f"train {t.primary} {arrow(t.higher[t.primary])}", numeric=True))
+            if show_flags:
+                columns.append(Column("flags"))
             ranks = lb.task_ranks(t, readout)
-            rows = []
-            for model in lb.task_models(t, readout):
-                g = lb.group(t, model, readout)
+            model_rows: list[list[Cell]] = []
+            reference_rows: list[list[Cell]] = []
+            for model, g in zip(models, groups):
                 rank = ranks.get(model)
-                row = [Cell(f"{rank:g}", rank) if rank is not None else Cell("—"), Cell(model, model),
+                row = [Cell(f"{rank:g}", rank) if rank is not None else Cell("—"), model_cell(lb, model),
                        Cell(str(len(g.seeds)), float(len(g.seeds)))]
-                for m in t.metrics:
-                    s = g.metrics.get(m)
-                    row.append(Cell(fmt_stat(s, len(g.seeds)), s.mean) if s is not None else Cell("—"))
-                rows.append(row)
+                row += [stat_cell(lb, g, m, t.primary, len(g.seeds)) for m in t.metrics]
+                if show_train:
+                    train = g.train_primary
+                    row.append(Cell(fmt_stat(train, len(g.seeds)), train.mean) if train is not None else Cell("—"))
+                if show_flags:
+                    row.append(Cell(", ".join(g.flags), ", ".join(g.flags) or None))
+                (reference_rows if model in lb.references else model_rows).append(row)
             for i, col in enumerate(columns):
                 if col.higher_is_better is not None:
-                    _bold_best(rows, i, col.higher_is_better)
+                    _bold_best(model_rows, i, col.higher_is_better)
             title = f"{t.task} · {t.dataset} · {readout} readout"
-            tables.append(Table(title, slug("task", t.task, t.dataset, readout), columns, rows))
+            tables.append(Table(title, slug("task", t.task, t.dataset, readout), columns, model_rows,
+                                references=reference_rows))
     return tables
 
 
@@ -168,7 +225,7 @@ def _md_escape(text: str) -> str:
 def table_markdown(table: Table) -> str:
     lines = ["| " + " | ".join(_md_escape(c.label) for c in table.columns) + " |",
              "|" + "|".join("---:" if c.numeric else ":---" for c in table.columns) + "|"]
-    for row in table.rows:
+    for row in table.rows + table.references:
         cells = [f"**{_md_escape(c.text)}**" if c.bold else _md_escape(c.text) for c in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -193,11 +250,20 @@ def markdown(lb: Leaderboard, plots: list[str]) -> str:
 
 
 def tidy_csv(lb: Leaderboard) -> str:
-    """task, dataset, readout, model, metric, mean, std, n — one row per group × metric."""
+    """task, dataset, readout, model, metric, mean, std, n, ci_low, ci_high, beats, reference — one row
+    per group × metric; the interval and the beaten references (``;``-separated) on the primary metric's
+    row only (empty otherwise, and where there is no interval); reference: the row's kind or empty."""
+    primary = {t.key: t.primary for t in lb.tasks}
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["task", "dataset", "readout", "model", "metric", "mean", "std", "n"])
-    rows = [(g.task, g.dataset, g.readout, g.model, m, repr(s.mean), repr(s.std), s.n)
-            for g in lb.groups for m, s in g.metrics.items()]
+    writer.writerow(["task", "dataset", "readout", "model", "metric", "mean", "std", "n",
+                     "ci_low", "ci_high", "beats", "reference"])
+    rows = []
+    for g in lb.groups:
+        for m, s in g.metrics.items():
+            on_primary = m == primary[(g.task, g.dataset)]
+            low, high = (repr(x) for x in g.ci) if on_primary and g.ci is not None else ("", "")
+            rows.append((g.task, g.dataset, g.readout, g.model, m, repr(s.mean), repr(s.std), s.n, low, high,
+                         ";".join(g.beats) if on_primary else "", lb.references.get(g.model, "")))
     writer.writerows(sorted(rows, key=lambda r: r[:5]))
     return buf.getvalue()
