@@ -6,11 +6,17 @@ The attentive readout has two protocols (``readout.protocol``):
 - ``frozen4d`` (default): tokens get their spatio-temporal position from the readout — the 4DS
   learned temporal embedding plus a fixed sin-cos code of (y, x) — because a harness that
   compares RoPE, untrained and pixel encoders cannot count on features carrying absolute position;
+  and queries that have a place (a depth patch, a query point, a box: ``Task.query_positions``)
+  attend with a Gaussian locality bias around it, −½·γ_h·‖Δ‖² in token units with a learned
+  width per head (initial σ from half a token to the whole grid), so a few hundred steps suffice
+  to route each query to its tokens instead of learning the routing from N(0, 0.02) queries;
 - ``4ds``: exactly the released 4DS readout — features resized in time to the clip's frame
   count by cubic interpolation (``cubic_time_resize``), a learned temporal embedding per frame,
   no spatial position (4DS encoders carry learned absolute positions).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -81,7 +87,7 @@ class AttentiveReadout(nn.Module):
 
     def __init__(self, feature_dim: int, grid: tuple[int, int, int], queries: nn.Module, output_dim: int,
                  dim: int | None = None, num_heads: int = 8, mlp_ratio: float = 4.0,
-                 protocol: str = "frozen4d", frames: int | None = None):
+                 protocol: str = "frozen4d", frames: int | None = None, query_positions=None):
         super().__init__()
         dim = dim or feature_dim
         if dim % num_heads:
@@ -95,6 +101,13 @@ class AttentiveReadout(nn.Module):
         self.time_embed = nn.Parameter(torch.randn(1, self.frames or grid[0], 1, feature_dim) * 0.02)
         space = spatial_code(grid[1], grid[2], feature_dim)[None, None] if protocol == "frozen4d" else None
         self.register_buffer("space_code", space, persistent=False)
+        self.query_positions = query_positions if protocol == "frozen4d" else None
+        if self.query_positions is not None:
+            sigma = torch.logspace(math.log10(0.5), math.log10(2 * max(grid)), num_heads)  # token units, per head
+            gamma = 1.0 / sigma ** 2
+            self.locality = nn.Parameter(gamma + torch.log(-torch.expm1(-gamma)))  # softplus⁻¹(γ)
+            self.register_buffer("token_pos", token_positions(grid), persistent=False)
+            self.register_buffer("grid_scale", torch.tensor(grid, dtype=torch.float32), persistent=False)
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(feature_dim, 2 * dim)
         self.attn_out = nn.Linear(dim, dim)
@@ -112,10 +125,27 @@ class AttentiveReadout(nn.Module):
         query = self.queries(batch)
         q = rearrange(project_once(self.q, query), "b q (h d) -> b h q d", h=self.num_heads)
         k, v = rearrange(self.kv(tokens), "b n (two h d) -> two b h n d", two=2, h=self.num_heads)
-        attn = rearrange(F.scaled_dot_product_attention(q, k, v), "b h q d -> b q (h d)")
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=self.locality_bias(batch))
+        attn = rearrange(attn, "b h q d -> b q (h d)")
         token = query + self.attn_out(attn)
         token = token + self.mlp(self.norm_mlp(token))
         return self.head(token)
+
+
+    def locality_bias(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Additive attention logits [B|1, H, Q, N]: −½·γ_h·‖(p_q − p_n)·grid‖², or None."""
+        if self.query_positions is None:
+            return None
+        pos = self.query_positions(batch)  # [B|1, Q, 3] normalised (t, y, x)
+        delta = (pos[:, :, None, :] - self.token_pos) * self.grid_scale
+        gamma = F.softplus(self.locality)[None, :, None, None]
+        return -0.5 * gamma * delta.square().sum(-1)[:, None]
+
+
+def token_positions(grid: tuple[int, int, int]) -> torch.Tensor:
+    """Normalised (t, y, x) centres in [0, 1] of every token of a T'×h×w grid, raster order: [N, 3]."""
+    axes = [(torch.arange(n, dtype=torch.float32) + 0.5) / n for n in grid]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
 
 
 @READOUTS.register("linear")
@@ -154,7 +184,8 @@ def build_readout(kind: str, task, feature_dim: int, num_heads: int = 8, dim: in
     if cls is AttentiveReadout:
         dim = dim or feature_dim
         readout = AttentiveReadout(feature_dim, spec.grid, task.queries(dim), task.output_dim, dim, num_heads,
-                                   protocol=protocol, frames=spec.clip[0])
+                                   protocol=protocol, frames=spec.clip[0],
+                                   query_positions=task.query_positions if task.has_query_positions else None)
     elif cls is LinearReadout:
         queries = task.queries(feature_dim) if task.query_conditioned else None
         readout = LinearReadout(feature_dim, task.output_dim, pool=task.clip_level, queries=queries,

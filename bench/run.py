@@ -64,6 +64,12 @@ def blind_spec(train: Any) -> FeatureSpec:
     return FeatureSpec(grid=PixelEncoder().grid_for(*clip), dim=1, clip=clip)
 
 
+def train_subset(train_targets: dict, test_targets: dict) -> int:
+    """How many train clips (the first ones) the train-split metrics score: as many as the test
+    split has, so the train–test gap compares like with like at the cost of one test pass."""
+    return min(len(next(iter(train_targets.values()))), len(next(iter(test_targets.values()))))
+
+
 def read_out(cfg: DictConfig, task_cls: type[Task], train: Any, test: Any, train_targets: dict, test_targets: dict):
     """Train the configured readout on frozen features and predict both splits; returns
     (task, train predictions, test predictions, loss history, checkpoint sha256). The ``blind``
@@ -72,7 +78,9 @@ def read_out(cfg: DictConfig, task_cls: type[Task], train: Any, test: Any, train
     ro = cfg.readout
     if cfg.model.name == "blind":
         task = task_cls(blind_spec(train), readout=ro.kind, meta=getattr(train, "meta", None), **task_kwargs)
-        return task, task.blind(train_targets, train_targets), task.blind(train_targets, test_targets), [], "none"
+        n = train_subset(train_targets, test_targets)
+        seen = {k: v[:n] for k, v in train_targets.items()}
+        return task, task.blind(train_targets, seen), task.blind(train_targets, test_targets), [], "none"
     train_feats, test_feats, spec, sha = features_for(cfg, train, test)
     task = task_cls(spec, readout=ro.kind, meta=getattr(train, "meta", None), **task_kwargs)
     torch.manual_seed(cfg.seed)
@@ -86,7 +94,9 @@ def read_out(cfg: DictConfig, task_cls: type[Task], train: Any, test: Any, train
                       cfg.seed, device=cfg.device)
     else:
         raise ValueError(f"readout.solver={solver!r}: expected 'sgd' or 'closed_form'")
-    pred_train = predict(readout, task, train_feats, train_targets, ro.batch_size, cfg.device)
+    n = train_subset(train_targets, test_targets)
+    pred_train = predict(readout, task, train_feats[:n], {k: v[:n] for k, v in train_targets.items()},
+                         ro.batch_size, cfg.device)
     pred_test = predict(readout, task, test_feats, test_targets, ro.batch_size, cfg.device)
     return task, pred_train, pred_test, history, sha
 
@@ -111,7 +121,8 @@ def evaluate(cfg: DictConfig) -> ResultRecord:
     task, pred_train, pred, history, sha = read_out(cfg, task_cls, train, test, train_targets, test_targets)
     as_np = lambda targets: {k: np.asarray(v) for k, v in targets.items()}  # noqa: E731
     metrics = task.metrics(pred, as_np(test_targets))
-    train_metrics = task.metrics(pred_train, as_np(train_targets))
+    n = train_subset(train_targets, test_targets)
+    train_metrics = task.metrics(pred_train, as_np({k: v[:n] for k, v in train_targets.items()}))
     primary, higher = task.primary_metric, task.higher_is_better
     tail = loss_tail(history)
     record = ResultRecord(

@@ -42,6 +42,9 @@ class Task(ABC):
     # True: the readout's output layers start at zero (tasks whose outputs are residuals, so
     # training starts from a sensible prediction: a static track, the identity pose)
     zero_init_head: ClassVar[bool] = False
+    # True: ``query_positions`` places each query, and the frozen4d attentive readout attends
+    # around that place first (a locality bias; see bench.readouts)
+    has_query_positions: ClassVar[bool] = False
 
     def __init__(self, spec: FeatureSpec, readout: str = "attentive", meta: dict[str, Any] | None = None,
                  **cfg: Any):
@@ -70,6 +73,11 @@ class Task(ABC):
     @abstractmethod
     def metrics(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict[str, float]:
         """Published metrics over a whole split (predictions and targets concatenated on axis 0)."""
+
+    def query_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Where each readout query looks first: normalised (t, y, x) in [0, 1], [B or 1, Q, 3]
+        in the queries' order (tasks with ``has_query_positions``)."""
+        raise NotImplementedError(f"task {self.name!r} does not place its queries")
 
     def linear_pool(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """LinearReadout input of query-conditioned tasks: the features each query reads, [B, Q, C]

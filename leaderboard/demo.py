@@ -1,9 +1,14 @@
-"""The miniature study behind ``make demo``: pretrain MAE, LayerLock and the latent-without-freezing
-control at CPU size, evaluate them and the untrained baseline on every task, build the leaderboard.
+"""The miniature study behind ``make demo``: MAE, LayerLock and the latent-without-freezing control
+at CPU size, with the reference rows that bracket them (``blind``, ``pixels``, ``random_t``,
+``supervised_t``), evaluated on every task; then the leaderboard.
 
-``python -m leaderboard.demo``          the full study (records -> leaderboard/results, tables -> leaderboard/)
-``python -m leaderboard.demo --fast``   a smoke run of the same pipeline on a tiny world (~20 s),
-                                        written under outputs/demo-fast so the committed leaderboard is untouched
+``python -m leaderboard.demo``            the full study on the committed checkpoints
+                                          (leaderboard/checkpoints; records -> leaderboard/results,
+                                          tables -> leaderboard/)
+``python -m leaderboard.demo --retrain``  the same after retraining the four encoders (and refreshing
+                                          the committed fp16 checkpoints); resumes an interrupted run
+``python -m leaderboard.demo --fast``     a smoke run of the same pipeline on a tiny world (~30 s),
+                                          training everything, under outputs/demo-fast
 
 The study is a set of jobs (3 pretrainings, then each model's evaluations) run by a pool of
 worker processes, one per core with one torch thread each: on these small CPU models that is
@@ -18,17 +23,20 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
-import torch
 from hydra import compose, initialize_config_dir
 from tqdm import tqdm
 
-from bench.models.zoo import register_configs
+import torch
+
+from bench.models.checkpoint import load_checkpoint, save_checkpoint, sidecar_path
+from bench.models.zoo import checkpoint_path, register_configs
 from bench.registry import TASKS
 from bench.run import evaluate, load_datasets
 from leaderboard.build import publish
@@ -36,21 +44,25 @@ from pretrain.run import build_trainer
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 PRETRAINED = ("mae_t", "layerlock_t", "latent_nofreeze_t")
-MODELS = ("random_t", *PRETRAINED)
+TRAINED = ("supervised_t", *PRETRAINED)  # encoders the study trains (or takes from COMMITTED)
+REFERENCES = ("blind", "pixels", "random_t", "supervised_t")
+MODELS = (*PRETRAINED, *(r for r in REFERENCES if r not in PRETRAINED))
 TASK_NAMES = ("depth", "point_tracking", "box_tracking", "camera_pose", "action")
+COMMITTED = Path(__file__).resolve().parent / "checkpoints"  # fp16 checkpoints of TRAINED at the FULL world
 
-# The study's readouts: the 4DS attentive readout at 64 wide (4 heads) for 5 epochs, so that
-# 4 models x 5 tasks x 3 seeds fit a CPU budget; and a linear probe (seed 0), fitted in closed
-# form where the task has one (ridge / logistic), else by SGD. Recorded in every result's config.
-FULL = dict(seeds=(0, 1, 2), data=[], pretrain=[],
-            readout=["readout.epochs=5", "readout.dim=64", "readout.num_heads=4"], linear=["readout.epochs=5"],
-            results="leaderboard/results", out="leaderboard", work=".", readme="README.md")
+# The study: a world of 1024 train / 512 test clips (16 x 64 x 64); the attentive readout
+# (frozen4d protocol) at 64 wide, 4 heads, 6 epochs, one seed; a linear probe (seed 0), fitted in
+# closed form where the task has one (ridge / logistic), else by SGD. Sized by the measured
+# train-test gaps and the 30-minute budget (docs/performance.md); recorded in every result's config.
+FULL = dict(seeds=(0,), data=["data.train_size=1024", "data.test_size=512"], pretrain=[],
+            readout=["readout.epochs=6", "readout.dim=64", "readout.num_heads=4"], linear=["readout.epochs=6"],
+            results="leaderboard/results", out="leaderboard", work=".", readme="README.md", committed=COMMITTED)
 TINY_DATA = ["data.train_size=16", "data.test_size=8", "data.num_frames=4", "data.resolution=32"]
 FAST = dict(seeds=(0,), data=TINY_DATA, pretrain=["train.steps=6", "train.batch_size=2", "train.log_every=2"],
             readout=["readout.epochs=1", "readout.batch_size=8", "readout.dim=32", "readout.num_heads=2"],
             linear=["readout.epochs=1", "readout.batch_size=8"],
             results="outputs/demo-fast/results", out="outputs/demo-fast/leaderboard", work="outputs/demo-fast",
-            readme=None)
+            readme=None, committed=None)
 
 
 def composed(config: str, overrides: list[str]):
@@ -71,12 +83,38 @@ def pretrain(name: str, plan: dict) -> None:
             raise RuntimeError(f"pretraining {name} was stopped before the end; re-run to resume")
     finally:
         trainer.close()
+    if plan["committed"] is not None:
+        publish_checkpoint(name, work / "checkpoints", plan["committed"])
+
+
+def publish_checkpoint(name: str, trained: Path, committed: Path) -> None:
+    """Store ``name``'s trained checkpoint as the committed fp16 copy (sidecar kept, sha256 renewed)."""
+    model, meta = load_checkpoint(checkpoint_path(name, trained))
+    keep = {k: v for k, v in meta.items() if k not in ("format", "architecture", "sha256", "train_config")}
+    save_checkpoint(model, checkpoint_path(name, committed), meta.get("train_config"),
+                    extra={**keep, "dtype": "float16"}, dtype=torch.float16)
+
+
+def install_checkpoint(name: str, plan: dict) -> bool:
+    """Copy the committed checkpoint of ``name`` into the study's checkpoint directory; False if
+    there is none (the study then trains it)."""
+    if plan["committed"] is None or not checkpoint_path(name, plan["committed"]).exists():
+        return False
+    src, dst = checkpoint_path(name, plan["committed"]), checkpoint_path(name, Path(plan["work"]) / "checkpoints")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for a, b in ((src, dst), (sidecar_path(src), sidecar_path(dst))):
+        shutil.copyfile(a, b)
+    return True
 
 
 def evaluations(model: str, plan: dict) -> list[list[str]]:
-    """The overrides of every evaluation of ``model``: attentive x seeds, then the linear probe (seed 0)."""
+    """The overrides of every evaluation of ``model``: attentive x seeds, then the linear probe (seed 0).
+    ``blind`` trains nothing: one record per readout table, so that each table has its reference."""
     runs = []
     for task in TASK_NAMES:
+        if model == "blind":
+            runs += [[f"model={model}", f"task={task}", "seed=0", f"readout={r}"] for r in ("attentive", "linear")]
+            continue
         runs += [[f"model={model}", f"task={task}", f"seed={s}", *plan["readout"]] for s in plan["seeds"]]
         linear = ["readout.solver=closed_form"] if TASKS.get(task).closed_form else plan["linear"]
         runs.append([f"model={model}", f"task={task}", "seed=0", "readout=linear", *linear])
@@ -127,21 +165,23 @@ def label(kind: str, arg: str | list[str]) -> str:
     return f"{values['task']}-{values['model']}-{values.get('readout', 'attentive')}-seed{values['seed']}"
 
 
-def schedule(plan: dict) -> list[tuple]:
-    """The study as jobs (kind, arg, follow-ups): each pretraining is followed by its model's first
-    evaluation (which extracts and caches its features), and that one by the model's other evaluations."""
+def schedule(plan: dict, train: tuple[str, ...] = TRAINED) -> list[tuple]:
+    """The study as jobs (kind, arg, follow-ups): each pretraining (of the encoders in ``train``,
+    longest first) is followed by its model's first evaluation (which extracts and caches its
+    features), and that one by the model's other evaluations."""
     def chain(model: str) -> tuple:
         first, *rest = evaluations(model, plan)
         return ("evaluate", first, [("evaluate", r, []) for r in rest])
-    longest_first = [("pretrain", name, [chain(name)]) for name in reversed(PRETRAINED)]
-    return longest_first + [chain(m) for m in MODELS if m not in PRETRAINED]
+    train = [m for m in reversed(TRAINED) if m in train]
+    return [("pretrain", m, [chain(m)]) for m in train] + [chain(m) for m in MODELS if m not in train]
 
 
-def run_study(plan: dict, jobs: int, threads: int) -> None:
+def run_study(plan: dict, jobs: int, threads: int, retrain: bool = False) -> None:
     """Every job of the study on ``jobs`` worker processes; stops at the first failure, naming its log."""
     logs = Path(plan["work"]) / "outputs" / "demo-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    total = len(PRETRAINED) + len(study(plan))
+    entries = schedule(plan, tuple(m for m in TRAINED if retrain or not install_checkpoint(m, plan)))
+    total = sum(kind == "pretrain" for kind, _, _ in entries) + len(study(plan))
     print(f"demo: {total} jobs on {jobs} workers x {threads} torch thread(s); each job logs (progress bars too) "
           f"to {logs}/<job>.log, e.g. tail -f {logs}/pretrain-mae_t.log", flush=True)
     pending: dict[Future, tuple] = {}
@@ -152,7 +192,7 @@ def run_study(plan: dict, jobs: int, threads: int) -> None:
             log.unlink(missing_ok=True)  # the worker creates it when the job starts
             pending[pool.submit(job, kind, arg, plan, str(log))] = (kind, arg, follow, log)
 
-        for entry in schedule(plan):
+        for entry in entries:
             submit(*entry)
         while pending:
             running = [label(kind, arg) for kind, arg, _, log in pending.values() if log.exists()]
@@ -172,6 +212,8 @@ def run_study(plan: dict, jobs: int, threads: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leaderboard.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--fast", action="store_true", help="tiny smoke run of the whole pipeline")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train the encoders instead of using leaderboard/checkpoints (and refresh those)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="worker processes (default: one per CPU core, each with one torch thread)")
     args = parser.parse_args(argv)
@@ -184,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     prepare_world(plan)
     try:
-        run_study(plan, args.jobs, threads)
+        run_study(plan, args.jobs, threads, retrain=args.retrain)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

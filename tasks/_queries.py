@@ -54,6 +54,14 @@ class FourierQueries(nn.Module):
         return rearrange(x.unsqueeze(2) + self.time_embed, "b n t d -> b (n t) d")
 
 
+def chunk_positions(yx: torch.Tensor, chunks: int) -> torch.Tensor:
+    """Readout query positions of per-chunk query tokens: normalised (y, x) [B, N, 2] placed at
+    the centre of each of ``chunks`` time chunks -> [B, N·chunks, 3] (t, y, x), laid out (n t')."""
+    t = (torch.arange(chunks, device=yx.device, dtype=yx.dtype) + 0.5) / chunks
+    t = t.view(1, 1, -1, 1).expand(*yx.shape[:2], -1, 1)
+    return rearrange(torch.cat([t, yx.unsqueeze(2).expand(-1, -1, chunks, -1)], dim=-1), "b n t d -> b (n t) d")
+
+
 def token_centres(h: int, w: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised (y, x) centres in [0, 1] of an h×w token grid, each [h*w] (row-major)."""
     ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h

@@ -21,7 +21,7 @@ from torchvision.ops import generalized_box_iou_loss
 
 from bench.registry import TASKS
 from bench.task import FeatureSpec, Task, register_task_config
-from tasks._queries import FourierQueries, box_pool
+from tasks._queries import FourierQueries, box_pool, chunk_positions
 
 MIN_SIZE = 1e-3  # normalised width/height floor of a query box (log-size parametrisation)
 
@@ -80,6 +80,7 @@ class BoxTracking(Task):
     clip_level = False
     query_conditioned = True
     zero_init_head = True
+    has_query_positions = True
 
     def __init__(self, spec: FeatureSpec, readout: str = "attentive", num_bases: int = 16, mlp_hidden: int = 512,
                  l1_weight: float = 5.0, giou_weight: float = 2.0, smooth_l1_beta: float = 0.01,
@@ -104,6 +105,11 @@ class BoxTracking(Task):
     def queries(self, dim: int) -> nn.Module:
         return FourierQueries(self.first_boxes, 4, dim, num_chunks=self.chunks, num_bases=self.num_bases,
                               hidden=self.mlp_hidden)
+
+    def query_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each query token at its first-frame box centre, in its time chunk: [B, M·T', 3]."""
+        x0, y0, x1, y1 = self.first_boxes(batch).unbind(-1)
+        return chunk_positions(torch.stack([(y0 + y1) / 2, (x0 + x1) / 2], dim=-1), self.chunks)
 
     def linear_pool(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean of the tokens inside the first-frame box, in every time chunk: [B, M·T', C]."""

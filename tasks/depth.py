@@ -16,7 +16,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from bench.readouts import LearnedQueries
+from bench.readouts import LearnedQueries, token_positions
 from bench.registry import TASKS
 from bench.task import FeatureSpec, Task, register_task_config
 
@@ -58,6 +58,7 @@ class Depth(Task):
     requires = ("video", "depth")
     primary_metric = "abs_rel"
     higher_is_better = False
+    has_query_positions = True
 
     def __init__(self, spec: FeatureSpec, readout: str = "attentive", loss: str = "l1", patch_px: int = 8,
                  **cfg: Any):
@@ -74,6 +75,10 @@ class Depth(Task):
 
     def queries(self, dim: int) -> nn.Module:
         return LearnedQueries(int(np.prod(self.out_grid)), dim)
+
+    def query_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The centre of each output patch, [1, Q, 3]."""
+        return token_positions(self.out_grid)[None].to(batch["features"].device)
 
     @property
     def output_dim(self) -> int:

@@ -25,7 +25,7 @@ from torch import nn
 
 from bench.registry import TASKS
 from bench.task import FeatureSpec, Task, register_task_config
-from tasks._queries import FourierQueries, sample_tokens
+from tasks._queries import FourierQueries, chunk_positions, sample_tokens
 
 THRESHOLDS = (1, 2, 4, 8, 16)  # pixels, after scaling to 256×256
 
@@ -150,6 +150,7 @@ class PointTracking(Task):
     clip_level = False
     query_conditioned = True
     zero_init_head = True
+    has_query_positions = True
 
     def __init__(self, spec: FeatureSpec, readout: str = "attentive", query_mode: str = "first",
                  query_stride: int = 5, num_bases: int = 16, mlp_hidden: int = 512, huber_delta: float = 4.0,
@@ -180,6 +181,10 @@ class PointTracking(Task):
     def queries(self, dim: int) -> nn.Module:
         return FourierQueries(self.query_coords, 3, dim, num_chunks=self.chunks, num_bases=self.num_bases,
                               hidden=self.mlp_hidden)
+
+    def query_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each query token at its query point, in its time chunk: [B, Q·T', 3]."""
+        return chunk_positions(self.query_coords(batch)[..., 1:], self.chunks)
 
     def linear_pool(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The token under the query point (bilinear) in every time chunk: [B, Q·T', C]."""

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from leaderboard.demo import FULL, PRETRAINED, evaluations, label, schedule, study
+from leaderboard.demo import FULL, MODELS, REFERENCES, TRAINED, evaluations, label, schedule, study
 
 
 def flatten(jobs, after=None):
@@ -15,19 +15,25 @@ def flatten(jobs, after=None):
         yield from flatten(follow, label(kind, arg))
 
 
-def test_schedule_covers_the_study_once_and_orders_each_model_after_its_pretraining():
-    jobs = list(flatten(schedule(FULL)))
+@pytest.mark.parametrize("train", [TRAINED, ("mae_t",), ()])
+def test_schedule_covers_the_study_once_and_orders_each_model_after_its_pretraining(train):
+    jobs = list(flatten(schedule(FULL, train)))
     evals = [arg for kind, arg, _ in jobs if kind == "evaluate"]
-    assert sorted(map(tuple, evals)) == sorted(map(tuple, study(FULL))) and len(evals) == 4 * 5 * 4
-    assert [arg for kind, arg, after in jobs if kind == "pretrain"] == list(reversed(PRETRAINED))
+    # 6 encoders x 5 tasks x (1 attentive seed + linear), and blind once per task and readout table
+    assert sorted(map(tuple, evals)) == sorted(map(tuple, study(FULL))) and len(evals) == 6 * 5 * 2 + 5 * 2
+    assert [arg for kind, arg, after in jobs if kind == "pretrain"] == [m for m in reversed(TRAINED) if m in train]
     for kind, arg, after in jobs:
         if kind == "evaluate":  # a model's first evaluation (it caches the features) comes before the others
             model = dict(o.split("=", 1) for o in arg)["model"]
             first = evaluations(model, FULL)[0]
             if arg == first:
-                assert after == (None if model == "random_t" else f"pretrain-{model}")
+                assert after == (f"pretrain-{model}" if model in train else None)
             else:
                 assert after == label("evaluate", first)
+
+
+def test_the_study_carries_every_reference_row():
+    assert set(REFERENCES) <= set(MODELS) and {"blind", "pixels", "random_t", "supervised_t"} == set(REFERENCES)
 
 
 @pytest.mark.slow
@@ -37,8 +43,10 @@ def test_demo_fast_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "outputs" / "demo-fast"
     records = sorted((out / "results").glob("*.json"))
-    assert len(records) == 4 * 5 * 2  # models x tasks x (attentive, linear), one seed
+    assert len(records) == len(MODELS) * 5 * 2  # models x tasks x (attentive, linear), one seed
     for f in ("leaderboard.md", "leaderboard.csv", "index.html"):
         assert (out / "leaderboard" / f).stat().st_size > 0
-    for model in ("random_t", "mae_t", "layerlock_t", "latent_nofreeze_t"):
+    for model in ("mae_t", "layerlock_t", "latent_nofreeze_t"):
         assert f"| {model} |" in proc.stdout
+    for model in REFERENCES:
+        assert f"| {model} (reference) |" in proc.stdout

@@ -89,10 +89,12 @@ def sidecar_path(weights: Path) -> Path:
 
 
 def save_checkpoint(model: VideoViT, path: Path, train_config: dict[str, Any] | None = None,
-                    extra: dict[str, Any] | None = None) -> str:
-    """Save encoder weights to ``path`` (.safetensors) and its sidecar; return the sha256."""
+                    extra: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> str:
+    """Save encoder weights to ``path`` (.safetensors) and its sidecar; return the sha256.
+    ``dtype`` (e.g. torch.float16 for checkpoints committed to git) casts every tensor; loading
+    casts back to the model's fp32 parameters."""
     path = Path(path)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in model.state_dict().items()}
     data = safetensors_bytes(state)
     digest = hashlib.sha256(data).hexdigest()
     sidecar = {"format": "frozen4d-vit/1", "architecture": model.cfg.to_dict(), "sha256": digest,
