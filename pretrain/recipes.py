@@ -99,6 +99,8 @@ def recipe_for(name: str) -> Recipe:
     family, size = parsed
     if family == "random":
         raise ValueError(f"model {name!r} is an untrained baseline (seeded random init); nothing to pretrain")
+    if family == "supervised":
+        raise ValueError(f"model {name!r} is the supervised control: its recipe is pretrain.supervised.DEFAULTS")
     return Recipe(objective=family, **SIZE_RECIPES[size])
 
 

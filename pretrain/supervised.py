@@ -1,11 +1,13 @@
 """The ``supervised_<size>`` positive control: the ViT trained end-to-end on the world's ground
 truth for every built-in task, then frozen and evaluated like any other encoder.
 
-Each task gets its own attentive readout (the benchmark's, at ``head_dim`` wide) on the encoder's
-features at the readout depth, and the encoder learns through all of them at once: the loss is
-the sum of the tasks' own losses, each divided by its value on the first batch so that no task's
-units dominate. Its features hold what the tasks ask for, so a benchmark on which this encoder
-does not beat the input-blind and untrained references cannot see.
+Each task gets its own linear readout (the benchmark's ``LinearReadout``: per token for depth, at
+the query point or box for tracking, mean-pooled for pose and action) on the encoder's features
+at the readout depth, and the encoder learns through all of them at once: the loss is the sum of
+the tasks' own losses, each divided by its mean over the first ``scale_batches`` batches before
+training (for the residual tasks, the "no change" answer's loss) so that no task's units dominate. Linear heads are the cheap choice on
+a CPU and the demanding one: the features must hold each answer linearly, where its token is.
+A benchmark on which this encoder does not beat the input-blind and untrained references cannot see.
 
 ``python -m pretrain.run model=supervised_t`` (same config tree as pretraining; ``train.steps``,
 ``train.batch_size``, ``train.lr``, ``train.weight_decay``, ``train.warmup_steps``,
@@ -37,7 +39,7 @@ from pretrain.state import atomic_torch_save, load_state
 TASK_NAMES = ("depth", "point_tracking", "box_tracking", "camera_pose", "action")
 # the recipe of the CPU size; every key can be set as train.<key>
 DEFAULTS = dict(steps=400, batch_size=8, lr=1e-3, weight_decay=0.05, warmup_steps=20, log_every=25,
-                ckpt_every=100, head_dim=64, head_heads=4)
+                ckpt_every=100, scale_batches=8)
 STATE_VERSION = 1
 
 
@@ -51,13 +53,13 @@ def recipe(train: dict[str, Any]) -> dict[str, Any]:
 
 
 class SupervisedModel(nn.Module):
-    """Encoder + one readout per task; ``forward`` returns each task's loss."""
+    """Encoder + one linear readout per task; ``forward`` returns each task's loss."""
 
-    def __init__(self, encoder: VideoViT, tasks: dict[str, Task], head_dim: int, head_heads: int):
+    def __init__(self, encoder: VideoViT, tasks: dict[str, Task]):
         super().__init__()
         self.encoder, self.tasks = encoder, tasks
-        self.readouts = nn.ModuleDict({name: build_readout("attentive", task, encoder.cfg.embed_dim, head_heads,
-                                                           head_dim) for name, task in tasks.items()})
+        self.readouts = nn.ModuleDict({name: build_readout("linear", task, encoder.cfg.embed_dim)
+                                       for name, task in tasks.items()})
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         batch = {**batch, "features": self.encoder(normalize_video(batch["features"]))}
@@ -87,15 +89,17 @@ class SupervisedTrainer:
         encoder = VideoViT(arch_for(self.name, img_size=height, num_frames=frames, **overrides))
         spec = FeatureSpec(grid=encoder.grid_for(frames, height, width), dim=encoder.cfg.embed_dim,
                            clip=(frames, height, width))
-        tasks = {n: TASKS.get(n)(spec, meta=getattr(dataset, "meta", None)) for n in TASK_NAMES}
-        self.model = SupervisedModel(encoder, tasks, self.recipe["head_dim"], self.recipe["head_heads"])
+        tasks = {n: TASKS.get(n)(spec, readout="linear", meta=getattr(dataset, "meta", None)) for n in TASK_NAMES}
+        self.model = SupervisedModel(encoder, tasks)
         r = self.recipe
         self.opt, self.sched = optimizer(self.model, r["lr"], r["weight_decay"], r["steps"],
                                          warmup_frac=r["warmup_steps"] / r["steps"])
-        self.step, self.scale = 0, None
+        self.step, self.scale = 0, {}
         resumed = cfg.get("resume", True) and self.state_path.exists()
         if resumed:
             self.load()
+        else:
+            self.scale = self.loss_scale()
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", self.step if resumed else None)
 
     def batch_at(self, step: int) -> dict[str, torch.Tensor]:
@@ -106,6 +110,12 @@ class SupervisedTrainer:
         order = np.random.default_rng([self.seed, epoch]).permutation(n)[i * size:(i + 1) * size]
         return next(batches(self.videos, self.arrays, size, order))
 
+    @torch.no_grad()
+    def loss_scale(self) -> dict[str, float]:
+        """1 / each task's mean loss over the first ``scale_batches`` batches of the run."""
+        losses = [self.model(self.batch_at(i)) for i in range(self.recipe["scale_batches"])]
+        return {k: 1.0 / max(float(np.mean([float(l[k]) for l in losses])), 1e-8) for k in losses[0]}
+
     def fit(self) -> str:
         """Train to ``steps``; export the encoder; returns "done"."""
         r = self.recipe
@@ -114,8 +124,6 @@ class SupervisedTrainer:
         self.model.train()
         while self.step < r["steps"]:
             losses = self.model(self.batch_at(self.step))
-            if self.scale is None:  # each task's loss in units of its first value
-                self.scale = {k: 1.0 / max(float(v.detach()), 1e-8) for k, v in losses.items()}
             total = sum(self.scale[k] * v for k, v in losses.items())
             if not math.isfinite(float(total.detach())):
                 raise FloatingPointError(f"{self.name}: loss is {float(total)} at step {self.step}")
@@ -139,7 +147,7 @@ class SupervisedTrainer:
     def save(self) -> None:
         atomic_torch_save({"version": STATE_VERSION, "name": self.name, "step": self.step, "recipe": self.recipe,
                            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                           "scheduler": self.sched.state_dict(), "scale": self.scale or {},
+                           "scheduler": self.sched.state_dict(), "scale": self.scale,
                            "rng": torch.get_rng_state()}, self.state_path)
 
     def load(self) -> None:
@@ -150,7 +158,7 @@ class SupervisedTrainer:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
-        self.scale, self.step = dict(state["scale"]) or None, int(state["step"])
+        self.scale, self.step = dict(state["scale"]), int(state["step"])
         torch.set_rng_state(state["rng"])
 
     def finish(self) -> None:

@@ -50,6 +50,14 @@ from pretrain.state import atomic_torch_save, capture_rng, load_state, restore_r
 STATE_VERSION = 1
 
 
+def readout_role(block_input: int, depth: int, decoder_depth: int) -> dict[str, Any]:
+    """Which block's output the benchmark's readout reads (the input of ``block_input``) and
+    whether it is an encoder block or one of the last ``decoder_depth`` blocks that decoded
+    during pretraining (4DS's 0.95 rule reads a decoder block for 12-block models with k = 4)."""
+    role = "tokens" if block_input == 0 else ("encoder" if block_input <= depth - decoder_depth else "decoder")
+    return {"input_of_block": block_input, "output_of_block": block_input - 1, "role": role}
+
+
 class Trainer:
     def __init__(self, cfg: DictConfig | dict[str, Any]):
         self.cfg = cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
@@ -267,7 +275,9 @@ class Trainer:
                    "device": str(self.device), "resumed_from": self.resumed_from}
         train_config = {"model": self.name, "recipe": self.recipe, "data": self.cfg["data"], "seed": self.seed,
                         "arch_overrides": self.arch_overrides, "world_size": self.dist.world_size,
-                        "precision": "bf16" if self.bf16 else "fp32"}
+                        "precision": "bf16" if self.bf16 else "fp32",
+                        "readout_features": readout_role(self.model.encoder.readout_index, self.arch.depth,
+                                                         self.recipe["decoder_depth"])}
         path = checkpoint_path(self.name, self.cfg["paths"]["checkpoints"])
         sha = save_checkpoint(self.model.encoder, path, train_config=train_config,
                               extra={"pretrain": {k: summary[k] for k in ("steps", "final_loss", "feat_std",

@@ -47,6 +47,10 @@ def test_every_trainable_zoo_name_has_a_recipe_and_random_has_none():
                 with pytest.raises(ValueError, match="untrained"):
                     resolve_recipe(name, arch["depth"])
                 continue
+            if family == "supervised":  # trained on ground truth by pretrain.supervised, its own recipe
+                with pytest.raises(ValueError, match="supervised"):
+                    resolve_recipe(name, arch["depth"])
+                continue
             r = resolve_recipe(name, arch["depth"])
             assert r["objective"] == family
             assert r["pixel_steps"] < r["steps"]
@@ -305,3 +309,18 @@ def test_trains_on_the_synthetic_world(tmp_path):
     t = trainer(tmp_path, "model=mae_t", "train.steps=2", *world)
     assert t.stream.videos.shape == (8, 4, 32, 32, 3)
     assert all(math.isfinite(t.train_step()[0]) for _ in range(2))
+
+
+@pytest.mark.parametrize("depth, decoder_depth, readout_depth, role", [
+    (8, 2, 0.95, "encoder"),    # t: the input of block 6 is the last encoder block's output
+    (12, 4, 0.95, "decoder"),   # s/b: the input of block 10 is the output of decoder block 9
+    (12, 4, 0.75, "encoder"),   # int(13 * 0.75) - 1 = 8: the input of block 7
+])
+def test_readout_role_says_whether_the_benchmark_reads_an_encoder_or_a_decoder_block(
+        depth, decoder_depth, readout_depth, role):
+    from pretrain.train import readout_role
+
+    with torch.device("meta"):
+        index = VideoViT(ViTConfig(embed_dim=16, depth=depth, num_heads=2, mlp_dim=32,
+                                   readout_depth=readout_depth)).readout_index
+    assert readout_role(index, depth, decoder_depth)["role"] == role

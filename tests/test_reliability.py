@@ -113,7 +113,7 @@ def tiny_checkpoint(path: Path) -> VideoViT:
     ("task=nope", "error: In 'bench': Could not find 'task/nope'; available: action, box_tracking, camera_pose, "
                   "depth,"),
     ("readout=nope", "error: In 'bench': Could not find 'readout/nope'; available: attentive, linear"),
-    ("model=nope_t", "error: In 'bench': Could not find 'model/nope_t'; available: latent_nofreeze_b,"),
+    ("model=nope_t", "error: In 'bench': Could not find 'model/nope_t'; available: blind, latent_nofreeze_b,"),
     ("data=nope", "error: In 'bench': Could not find 'data/nope'; available: kinetics,"),
     ("data.name=nope", "error: unknown dataset 'nope'; known: kinetics, realestate10k, scannet, ssv2, synthetic,"),
     ("data.bogus=1", "error: Could not override 'data.bogus'; To append to your config use +data.bogus=1; "
