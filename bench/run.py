@@ -83,6 +83,7 @@ def read_out(cfg: DictConfig, task_cls: type[Task], train: Any, test: Any, train
         return task, task.blind(train_targets, seen), task.blind(train_targets, test_targets), [], "none"
     train_feats, test_feats, spec, sha = features_for(cfg, train, test)
     task = task_cls(spec, readout=ro.kind, meta=getattr(train, "meta", None), **task_kwargs)
+    task.prepare(train_targets)
     torch.manual_seed(cfg.seed)
     readout = build_readout(ro.kind, task, spec.dim, num_heads=ro.num_heads, dim=ro.dim,
                             protocol=ro.get("protocol", "frozen4d"))

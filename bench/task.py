@@ -102,13 +102,18 @@ class Task(ABC):
                   [self.primary_metric] for i in range(size)]
         return np.asarray(values, np.float64), np.ones(size)
 
+    def prepare(self, train: dict[str, np.ndarray]) -> None:
+        """Fit what the task's outputs are relative to from the train split's targets (depth: the
+        per-pixel train median), once, before a readout trains; the runner calls it. Default: nothing."""
+
     def blind(self, train: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Predictions for ``test`` that never look at a video (the input-blind reference row): by
-        default the decoded zero readout output, which for ``zero_init_head`` tasks is their
-        "no change" answer (static track, static box, identity pose). ``train`` holds the train
-        split's targets, for blind answers learned from labels (a depth prior, the majority class)."""
+        default the decoded zero readout output after ``prepare(train)``, which for
+        ``zero_init_head`` tasks is their input-blind answer (the per-pixel train-median depth, a
+        static track, the static box, the identity pose). Override for other blind answers."""
         if not self.zero_init_head:
             raise NotImplementedError(f"task {self.name!r} defines no input-blind answer")
+        self.prepare(train)
         batch = {k: torch.from_numpy(np.array(v)) for k, v in test.items()}  # a writable copy
         size = len(next(iter(test.values())))
         batch["features"] = torch.zeros(size, 0)  # learned queries take the batch size from here

@@ -38,7 +38,7 @@ from pretrain.state import atomic_torch_save, load_state
 
 TASK_NAMES = ("depth", "point_tracking", "box_tracking", "camera_pose", "action")
 # the recipe of the CPU size; every key can be set as train.<key>
-DEFAULTS = dict(steps=400, batch_size=8, lr=1e-3, weight_decay=0.05, warmup_steps=20, log_every=25,
+DEFAULTS = dict(steps=500, batch_size=8, lr=1e-3, weight_decay=0.05, warmup_steps=20, log_every=25,
                 ckpt_every=100, scale_batches=8)
 STATE_VERSION = 1
 
@@ -90,6 +90,8 @@ class SupervisedTrainer:
         spec = FeatureSpec(grid=encoder.grid_for(frames, height, width), dim=encoder.cfg.embed_dim,
                            clip=(frames, height, width))
         tasks = {n: TASKS.get(n)(spec, readout="linear", meta=getattr(dataset, "meta", None)) for n in TASK_NAMES}
+        for task in tasks.values():
+            task.prepare(self.arrays)
         self.model = SupervisedModel(encoder, tasks)
         r = self.recipe
         self.opt, self.sched = optimizer(self.model, r["lr"], r["weight_decay"], r["steps"],

@@ -55,6 +55,7 @@ class Action(Task):
     clip_level = True
     query_conditioned = False
     closed_form = "logistic"
+    zero_init_head = True  # the readout starts from uniform class scores
 
     def __init__(self, spec: FeatureSpec, readout: str = "attentive", num_classes: int | None = None, **cfg: Any):
         super().__init__(spec, readout, **cfg)

@@ -1,5 +1,10 @@
 """Monocular video depth (4DS): one learned query per output patch predicts that patch's depth.
 
+The readout predicts the depth as a residual on each pixel's train-median depth (``prepare``;
+in log space with ``loss=log``), with a zero-initialised head: training starts from the
+input-blind answer and spends its budget on what the features add, not on learning the scene's
+scale (frozen4d's choice for short CPU budgets; 4DS regresses depth directly).
+
 Output patches are 2×p×p with p = ``patch_px`` (8, as in 4DS at 224 with 16-px tubelets),
 capped at the encoder's spatial tubelet: the CPU models' 8-px tubelets give one query per
 tubelet (2×8×8), which keeps the readout at 512 queries for a 16×64×64 clip. Under the linear
@@ -59,6 +64,7 @@ class Depth(Task):
     primary_metric = "abs_rel"
     higher_is_better = False
     has_query_positions = True
+    zero_init_head = True
 
     def __init__(self, spec: FeatureSpec, readout: str = "attentive", loss: str = "l1", patch_px: int = 8,
                  **cfg: Any):
@@ -72,6 +78,12 @@ class Depth(Task):
             raise ValueError(f"depth patch_px={patch_px} must divide the encoder's tubelet {tube[1]}×{tube[2]}")
         self.patch = tube if readout == "linear" else (2, min(patch_px, tube[1]), min(patch_px, tube[2]))
         self.out_grid = (t // self.patch[0], h // self.patch[1], w // self.patch[2])
+        self.prior = torch.zeros(t, h, w)  # what the readout's output is added to (``prepare``)
+
+    def prepare(self, train: dict[str, np.ndarray]) -> None:
+        """The per-pixel train-median depth (``position_prior``), as the readout's offset."""
+        prior = torch.from_numpy(position_prior(np.asarray(train["depth"])))
+        self.prior = prior.clamp_min(1e-3).log() if self.loss_kind == "log" else prior
 
     def queries(self, dim: int) -> nn.Module:
         return LearnedQueries(int(np.prod(self.out_grid)), dim)
@@ -85,10 +97,12 @@ class Depth(Task):
         return int(np.prod(self.patch))
 
     def depth_map(self, out: torch.Tensor) -> torch.Tensor:
+        """Readout output [B, Q, patch] -> depth (log depth with ``loss=log``) [B, T, H, W]."""
         gt, gh, gw = self.out_grid
         pt, ph, pw = self.patch
-        return rearrange(out, "b (gt gh gw) (pt ph pw) -> b (gt pt) (gh ph) (gw pw)",
-                         gt=gt, gh=gh, gw=gw, pt=pt, ph=ph, pw=pw)
+        residual = rearrange(out, "b (gt gh gw) (pt ph pw) -> b (gt pt) (gh ph) (gw pw)",
+                             gt=gt, gh=gh, gw=gw, pt=pt, ph=ph, pw=pw)
+        return residual + self.prior.to(out)
 
     def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         pred, target = self.depth_map(out), batch["depth"]
@@ -108,11 +122,6 @@ class Depth(Task):
 
     def per_clip(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         return depth_per_clip(pred["depth"], target["depth"])
-
-    def blind(self, train: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Each pixel's median train depth (``position_prior``), for every test clip."""
-        prior = position_prior(np.asarray(train["depth"]))
-        return {"depth": np.broadcast_to(prior, np.shape(test["depth"])).copy()}
 
     def directions(self) -> dict[str, bool]:
         return {"abs_rel": False, "delta1": True, "rmse": False}
