@@ -64,22 +64,22 @@ def blind_spec(train: Any) -> FeatureSpec:
     return FeatureSpec(grid=PixelEncoder().grid_for(*clip), dim=1, clip=clip)
 
 
-def train_subset(train_targets: dict, test_targets: dict) -> int:
-    """How many train clips (the first ones) the train-split metrics score: as many as the test
-    split has, so the train–test gap compares like with like at the cost of one test pass."""
-    return min(len(next(iter(train_targets.values()))), len(next(iter(test_targets.values()))))
+def train_subset(train_targets: dict, test_targets: dict) -> dict:
+    """The first train clips' targets, as many as the test split has: the train-split metrics
+    score these, so the train–test gap compares like with like at the cost of one test pass."""
+    n = min(len(next(iter(train_targets.values()))), len(next(iter(test_targets.values()))))
+    return {k: v[:n] for k, v in train_targets.items()}
 
 
-def read_out(cfg: DictConfig, task_cls: type[Task], train: Any, test: Any, train_targets: dict, test_targets: dict):
-    """Train the configured readout on frozen features and predict both splits; returns
-    (task, train predictions, test predictions, loss history, checkpoint sha256). The ``blind``
-    model trains nothing: its predictions are the task's input-blind answer."""
+def read_out(cfg: DictConfig, task_cls: type[Task], train: Any, test: Any, train_targets: dict, seen: dict,
+             test_targets: dict):
+    """Train the configured readout on frozen features and predict the ``seen`` train clips and
+    the test split; returns (task, seen predictions, test predictions, loss history, checkpoint
+    sha256). The ``blind`` model trains nothing: its predictions are the task's input-blind answer."""
     task_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "name"}
     ro = cfg.readout
     if cfg.model.name == "blind":
         task = task_cls(blind_spec(train), readout=ro.kind, meta=getattr(train, "meta", None), **task_kwargs)
-        n = train_subset(train_targets, test_targets)
-        seen = {k: v[:n] for k, v in train_targets.items()}
         return task, task.blind(train_targets, seen), task.blind(train_targets, test_targets), [], "none"
     train_feats, test_feats, spec, sha = features_for(cfg, train, test)
     task = task_cls(spec, readout=ro.kind, meta=getattr(train, "meta", None), **task_kwargs)
@@ -95,11 +95,9 @@ def read_out(cfg: DictConfig, task_cls: type[Task], train: Any, test: Any, train
                       cfg.seed, device=cfg.device)
     else:
         raise ValueError(f"readout.solver={solver!r}: expected 'sgd' or 'closed_form'")
-    n = train_subset(train_targets, test_targets)
-    pred_train = predict(readout, task, train_feats[:n], {k: v[:n] for k, v in train_targets.items()},
-                         ro.batch_size, cfg.device)
+    pred_seen = predict(readout, task, train_feats[:len(next(iter(seen.values())))], seen, ro.batch_size, cfg.device)
     pred_test = predict(readout, task, test_feats, test_targets, ro.batch_size, cfg.device)
-    return task, pred_train, pred_test, history, sha
+    return task, pred_seen, pred_test, history, sha
 
 
 def per_clip_record(task: Task, pred: dict, target: dict, primary: float) -> dict[str, list[float]]:
@@ -119,11 +117,11 @@ def evaluate(cfg: DictConfig) -> ResultRecord:
     train, test = load_datasets(cfg, task_cls)
     keys = [k for k in task_cls.requires if k != "video"]
     train_targets, test_targets = train.arrays(keys), test.arrays(keys)
-    task, pred_train, pred, history, sha = read_out(cfg, task_cls, train, test, train_targets, test_targets)
+    seen = train_subset(train_targets, test_targets)
+    task, pred_seen, pred, history, sha = read_out(cfg, task_cls, train, test, train_targets, seen, test_targets)
     as_np = lambda targets: {k: np.asarray(v) for k, v in targets.items()}  # noqa: E731
     metrics = task.metrics(pred, as_np(test_targets))
-    n = train_subset(train_targets, test_targets)
-    train_metrics = task.metrics(pred_train, as_np({k: v[:n] for k, v in train_targets.items()}))
+    train_metrics = task.metrics(pred_seen, as_np(seen))
     primary, higher = task.primary_metric, task.higher_is_better
     tail = loss_tail(history)
     record = ResultRecord(

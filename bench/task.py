@@ -112,7 +112,7 @@ class Task(ABC):
         ``zero_init_head`` tasks is their input-blind answer (the per-pixel train-median depth, a
         static track, the static box, the identity pose). Override for other blind answers."""
         if not self.zero_init_head:
-            raise NotImplementedError(f"task {self.name!r} defines no input-blind answer")
+            raise ValueError(f"task {self.name!r} defines no input-blind answer (model=blind needs Task.blind)")
         self.prepare(train)
         batch = {k: torch.from_numpy(np.array(v)) for k, v in test.items()}  # a writable copy
         size = len(next(iter(test.values())))

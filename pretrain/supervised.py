@@ -1,12 +1,13 @@
 """The ``supervised_<size>`` positive control: the ViT trained end-to-end on the world's ground
 truth for every built-in task, then frozen and evaluated like any other encoder.
 
-Each task gets its own linear readout (the benchmark's ``LinearReadout``: per token for depth, at
-the query point or box for tracking, mean-pooled for pose and action) on the encoder's features
-at the readout depth, and the encoder learns through all of them at once: the loss is the sum of
+Each task gets its own head on the encoder's features at the readout depth — the benchmark's
+``LinearReadout`` (per token for depth, at the query point or box for tracking) for the dense
+tasks, its one-query attentive readout for pose and action, which a mean-pooled linear head
+learns too slowly — and the encoder learns through all of them at once: the loss is the sum of
 the tasks' own losses, each divided by its mean over the first ``scale_batches`` batches before
-training (for the residual tasks, the "no change" answer's loss) so that no task's units dominate. Linear heads are the cheap choice on
-a CPU and the demanding one: the features must hold each answer linearly, where its token is.
+training (for the residual tasks, the "no change" answer's loss) so that no task's units dominate. Linear dense heads are the cheap
+choice on a CPU and the demanding one: the features must hold each answer where its token is.
 A benchmark on which this encoder does not beat the input-blind and untrained references cannot see.
 
 ``python -m pretrain.run model=supervised_t`` (same config tree as pretraining; ``train.steps``,
@@ -38,7 +39,9 @@ from pretrain.state import atomic_torch_save, load_state
 
 TASK_NAMES = ("depth", "point_tracking", "box_tracking", "camera_pose", "action")
 # the recipe of the CPU size; every key can be set as train.<key>
-DEFAULTS = dict(steps=500, batch_size=8, lr=1e-3, weight_decay=0.05, warmup_steps=20, log_every=25,
+HEADS = {"camera_pose": "attentive", "action": "attentive"}  # the other tasks: "linear"
+HEAD_WIDTH, HEAD_HEADS = 64, 4  # the attentive heads' width and heads (the study readout's)
+DEFAULTS = dict(steps=600, batch_size=8, lr=2e-3, weight_decay=0.05, warmup_steps=20, log_every=25,
                 ckpt_every=100, scale_batches=8)
 STATE_VERSION = 1
 
@@ -53,13 +56,13 @@ def recipe(train: dict[str, Any]) -> dict[str, Any]:
 
 
 class SupervisedModel(nn.Module):
-    """Encoder + one linear readout per task; ``forward`` returns each task's loss."""
+    """Encoder + one head per task (``HEADS``); ``forward`` returns each task's loss."""
 
     def __init__(self, encoder: VideoViT, tasks: dict[str, Task]):
         super().__init__()
         self.encoder, self.tasks = encoder, tasks
-        self.readouts = nn.ModuleDict({name: build_readout("linear", task, encoder.cfg.embed_dim)
-                                       for name, task in tasks.items()})
+        self.readouts = nn.ModuleDict({name: build_readout(task.readout, task, encoder.cfg.embed_dim, HEAD_HEADS,
+                                                           HEAD_WIDTH) for name, task in tasks.items()})
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         batch = {**batch, "features": self.encoder(normalize_video(batch["features"]))}
@@ -89,7 +92,8 @@ class SupervisedTrainer:
         encoder = VideoViT(arch_for(self.name, img_size=height, num_frames=frames, **overrides))
         spec = FeatureSpec(grid=encoder.grid_for(frames, height, width), dim=encoder.cfg.embed_dim,
                            clip=(frames, height, width))
-        tasks = {n: TASKS.get(n)(spec, readout="linear", meta=getattr(dataset, "meta", None)) for n in TASK_NAMES}
+        tasks = {n: TASKS.get(n)(spec, readout=HEADS.get(n, "linear"), meta=getattr(dataset, "meta", None))
+                 for n in TASK_NAMES}
         for task in tasks.values():
             task.prepare(self.arrays)
         self.model = SupervisedModel(encoder, tasks)

@@ -468,3 +468,31 @@ def test_committed_leaderboard_matches_committed_records():
     lb = aggregate(load(results)[0])[0]
     readme = (root / "README.md").read_text()
     assert lbuild.with_overview(readme, overview_markdown(lb)) == readme
+
+
+def _committed_board():
+    return aggregate(load(Path(__file__).resolve().parent.parent / "leaderboard" / "results")[0])[0]
+
+
+def _ci_better(a, b, higher_is_better: bool) -> bool:
+    """a's 95% interval lies entirely on the better side of b's."""
+    return a.ci[0] > b.ci[1] if higher_is_better else a.ci[1] < b.ci[0]
+
+
+def test_committed_positive_control_beats_blind_and_random_on_every_task():
+    """DESIGN.md §8: a benchmark whose positive control does not beat its blind reference cannot
+    rank anything. In the committed leaderboard (attentive readout), ``supervised_t``'s interval
+    clears both ``blind``'s and ``random_t``'s on every task, and ``pixels`` is at least as good
+    as ``blind``."""
+    board = _committed_board()
+    failures = []
+    for task in board.tasks:
+        higher = task.higher[task.primary]
+        rows = {m: board.group(task, m, "attentive") for m in ("supervised_t", "blind", "random_t", "pixels")}
+        for ref in ("blind", "random_t"):
+            if not _ci_better(rows["supervised_t"], rows[ref], higher):
+                failures.append(f"{task.task}: supervised_t {rows['supervised_t'].ci} vs {ref} {rows[ref].ci}")
+        pixels, blind = rows["pixels"].metrics[task.primary].mean, rows["blind"].metrics[task.primary].mean
+        if (pixels < blind) if higher else (pixels > blind):
+            failures.append(f"{task.task}: pixels {pixels:.4f} worse than blind {blind:.4f}")
+    assert not failures, "; ".join(failures)
