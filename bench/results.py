@@ -9,8 +9,8 @@ new in version 2, what a reader needs to trust the number:
   split order, such that the primary metric is the weighted mean Σ w·v / Σ w (weights are the
   clip's share of a pooled metric: valid pixels, scored box pairs; 1 for per-clip means). The
   leaderboard bootstraps over these clips; two records on one split pair clip by clip.
-- ``train_metrics``: the same metrics on the first train clips, as many as the test split has
-  (the train–test gap);
+- ``train_metrics``: the same metrics on the first train clips (as many as the test split has,
+  at most 256): the train–test gap;
 - ``loss_tail``: the readout's training loss, averaged per tenth of the run (empty: no SGD);
 - ``flags``: warnings about the fit ('loss_still_falling', 'train_test_gap').
 Version-1 records (no per-clip values) are still read.
