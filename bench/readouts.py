@@ -125,21 +125,31 @@ class AttentiveReadout(nn.Module):
         query = self.queries(batch)
         q = rearrange(project_once(self.q, query), "b q (h d) -> b h q d", h=self.num_heads)
         k, v = rearrange(self.kv(tokens), "b n (two h d) -> two b h n d", two=2, h=self.num_heads)
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=self.locality_bias(batch))
+        attn = self.attend(q, k, v, batch)
         attn = rearrange(attn, "b h q d -> b q (h d)")
         token = query + self.attn_out(attn)
         token = token + self.mlp(self.norm_mlp(token))
         return self.head(token)
 
 
-    def locality_bias(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """Additive attention logits [B|1, H, Q, N]: −½·γ_h·‖(p_q − p_n)·grid‖², or None."""
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Multi-head cross-attention [B, H, Q, d], with the locality bias −½·γ_h·‖p_q − p_n‖² (token
+        units) when queries are placed. The bias enters as 4 extra channels of q and k —
+        (γ_h·√d·p_q, −½γ_h·√d)·(p_n, ‖p_n‖²) = √d·(γ_h p_q·p_n − ½γ_h‖p_n‖²), which differs from the
+        bias by a per-query constant that softmax ignores — so SDPA keeps its fused kernel (an
+        additive mask sends it to the 2.4× slower unfused path)."""
         if self.query_positions is None:
-            return None
-        pos = self.query_positions(batch)  # [B|1, Q, 3] normalised (t, y, x)
-        delta = (pos[:, :, None, :] - self.token_pos) * self.grid_scale
-        gamma = F.softplus(self.locality)[None, :, None, None]
-        return -0.5 * gamma * delta.square().sum(-1)[:, None]
+            return F.scaled_dot_product_attention(q, k, v)
+        d = q.shape[-1]
+        p_q = self.query_positions(batch) * self.grid_scale  # [B|1, Q, 3] token units
+        p_n = self.token_pos * self.grid_scale  # [N, 3]
+        g = (F.softplus(self.locality) * math.sqrt(d))[:, None, None]  # [H, 1, 1]
+        q_pos = torch.cat([g * p_q[:, None], (-0.5 * g).expand(*p_q.shape[:1], -1, p_q.shape[1], 1)], -1)
+        k_pos = torch.cat([p_n, p_n.square().sum(-1, keepdim=True)], -1)
+        q = torch.cat([q, q_pos.expand(q.shape[0], -1, -1, -1)], -1)
+        k = torch.cat([k, k_pos.expand(*k.shape[:3], 4)], -1)
+        v = F.pad(v, (0, 4))
+        return F.scaled_dot_product_attention(q, k, v, scale=1 / math.sqrt(d))[..., :d]
 
 
 def token_positions(grid: tuple[int, int, int]) -> torch.Tensor:

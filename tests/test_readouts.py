@@ -1,4 +1,6 @@
 """Readout shapes, and the 4DS attentive readout's structure."""
+import math
+
 import pytest
 import torch
 
@@ -97,3 +99,21 @@ def test_cubic_resize_matches_hand_computed_keys_weights():
     torch.testing.assert_close(cubic_time_resize(const, 16), torch.full((1, 16, 3, 2), 2.5))
     ramp = torch.arange(4.0).view(1, 4, 1, 1)  # resizing to the same size is the identity
     torch.testing.assert_close(cubic_time_resize(ramp, 4), ramp)
+
+
+def test_locality_bias_through_extra_channels_equals_the_explicit_gaussian_bias():
+    """attend() folds −½·γ_h·‖p_q − p_n‖² into 4 extra q/k channels; the attention must equal SDPA
+    with that bias as an additive mask (softmax ignores the per-query constant it adds)."""
+    import torch.nn.functional as F
+
+    spec = FeatureSpec(grid=(2, 4, 4), dim=32, clip=(4, 16, 16))
+    task = Depth(spec)
+    torch.manual_seed(0)
+    ro = build_readout("attentive", task, 32, num_heads=4, dim=16)
+    batch = {"features": torch.zeros(2, 2, 16, 32)}
+    q, k, v = torch.randn(2, 4, 32, 4), torch.randn(2, 4, 32, 4), torch.randn(2, 4, 32, 4)
+    delta = (ro.query_positions(batch)[:, :, None, :] - ro.token_pos) * ro.grid_scale
+    bias = -0.5 * F.softplus(ro.locality)[None, :, None, None] * delta.square().sum(-1)[:, None]
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    torch.testing.assert_close(ro.attend(q, k, v, batch), expected, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(F.softplus(ro.locality), 1 / torch.logspace(math.log10(0.5), math.log10(8), 4) ** 2)
