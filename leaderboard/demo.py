@@ -234,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     TASKS.names()
     register_configs()
     start = time.time()
+    for stale in Path(plan["results"]).glob("*.json"):  # records of an earlier study would mix with this one's
+        stale.unlink()
     prepare_world(plan)
     try:
         run_study(plan, args.jobs, threads, retrain=args.retrain)
