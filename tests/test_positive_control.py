@@ -26,7 +26,7 @@ def depth_oracle(ds) -> np.ndarray:
     """Each 2x8x8 tubelet's mean true log depth as its token's feature, as sin and cos at 8
     frequencies so that the readout's LayerNorm keeps it (a raw depth would lose its scale):
     [N, T', h*w, 16]."""
-    depth = torch.from_numpy(np.asarray(ds.arrays(["depth"])["depth"])).clamp_min(0.1).log()
+    depth = torch.from_numpy(np.array(ds.arrays(["depth"])["depth"])).clamp_min(0.1).log()
     mean = rearrange(depth, "n (t pt) (h ph) (w pw) -> n t (h w) (pt ph pw)", pt=2, ph=8, pw=8).mean(-1)
     angles = mean[..., None] * torch.linspace(0.5, 4.0, 8)
     return torch.cat([angles.sin(), angles.cos()], dim=-1).numpy()
