@@ -7,10 +7,11 @@ at CPU size, with the reference rows that bracket them (``blind``, ``pixels``, `
                                           tables -> leaderboard/)
 ``python -m leaderboard.demo --retrain``  the same after retraining the four encoders (and refreshing
                                           the committed fp16 checkpoints); resumes an interrupted run
-``python -m leaderboard.demo --fast``     a smoke run of the same pipeline on a tiny world (~30 s),
+``python -m leaderboard.demo --fast``     a smoke run of the same pipeline on a tiny world (~1 min),
                                           training everything, under outputs/demo-fast
 
-The study is a set of jobs (3 pretrainings, then each model's evaluations) run by a pool of
+The study is a set of jobs (the trainings of the encoders without a committed checkpoint, or of
+all four with ``--retrain``, then each model's evaluations) run by a pool of
 worker processes, one per core with one torch thread each: on these small CPU models that is
 1.1-1.3x the throughput of one process using every core (``python -m benchmarks.demo_workers``).
 Jobs are independent and seeded, so the records do not depend on the scheduling. Pretraining
@@ -30,10 +31,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from tqdm import tqdm
-
-import torch
 
 from bench.models.checkpoint import load_checkpoint, save_checkpoint, sidecar_path
 from bench.models.zoo import checkpoint_path, register_configs
