@@ -83,7 +83,8 @@ def read_out(cfg: DictConfig, task_cls: type[Task], train: Any, test: Any, train
     ro = cfg.readout
     if cfg.model.name == "blind":
         task = task_cls(blind_spec(train), readout=ro.kind, meta=getattr(train, "meta", None), **task_kwargs)
-        return task, task.blind(train_targets, seen), task.blind(train_targets, test_targets), [], "none"
+        task.prepare(train_targets)
+        return task, task.blind(seen), task.blind(test_targets), [], "none"
     train_feats, test_feats, spec, sha = features_for(cfg, train, test)
     task = task_cls(spec, readout=ro.kind, meta=getattr(train, "meta", None), **task_kwargs)
     task.prepare(train_targets)

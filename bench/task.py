@@ -106,16 +106,15 @@ class Task(ABC):
         """Fit what the task's outputs are relative to from the train split's targets (depth: the
         per-pixel train median), once, before a readout trains; the runner calls it. Default: nothing."""
 
-    def blind(self, train: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Predictions for ``test`` that never look at a video (the input-blind reference row): by
-        default the decoded zero readout output after ``prepare(train)``, which for
+    def blind(self, split: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Predictions for a split's clips that never look at a video (the input-blind reference
+        row), after ``prepare``: by default the decoded zero readout output, which for
         ``zero_init_head`` tasks is their input-blind answer (the per-pixel train-median depth, a
         static track, the static box, the identity pose). Override for other blind answers."""
         if not self.zero_init_head:
             raise ValueError(f"task {self.name!r} defines no input-blind answer (model=blind needs Task.blind)")
-        self.prepare(train)
-        batch = {k: torch.from_numpy(np.array(v)) for k, v in test.items()}  # a writable copy
-        size = len(next(iter(test.values())))
+        batch = {k: torch.from_numpy(np.array(v)) for k, v in split.items()}  # a writable copy
+        size = len(next(iter(split.values())))
         batch["features"] = torch.zeros(size, 0)  # learned queries take the batch size from here
         with torch.no_grad():
             out = torch.zeros(size, self.queries(8)(batch).shape[1], self.output_dim)
