@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from bench.models.vit import grid_coords
+
 
 def sincos_code(coords: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
     """coords [N, D] (grid units) -> [N, dim]; ``dim`` must be divisible by 2·D."""
@@ -22,5 +24,4 @@ def sincos_code(coords: torch.Tensor, dim: int, temperature: float = 10000.0) ->
 
 def spatial_code(h: int, w: int, dim: int) -> torch.Tensor:
     """Sin-cos code of every token of an h×w grid, row-major: [h*w, dim]."""
-    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    return sincos_code(torch.stack([ys.flatten(), xs.flatten()], dim=-1), dim)
+    return sincos_code(grid_coords((h, w)), dim)

@@ -24,6 +24,7 @@ from einops import rearrange
 from timm.layers import Mlp
 from torch import nn
 
+from bench.models.vit import grid_coords
 from bench.positions import spatial_code
 from bench.registry import READOUTS
 
@@ -154,8 +155,7 @@ class AttentiveReadout(nn.Module):
 
 def token_positions(grid: tuple[int, int, int]) -> torch.Tensor:
     """Normalised (t, y, x) centres in [0, 1] of every token of a T'×h×w grid, raster order: [N, 3]."""
-    axes = [(torch.arange(n, dtype=torch.float32) + 0.5) / n for n in grid]
-    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+    return (grid_coords(grid).float() + 0.5) / torch.tensor(grid, dtype=torch.float32)
 
 
 @READOUTS.register("linear")

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from bench.readouts import token_positions
+
 Batch = dict[str, torch.Tensor]
 
 
@@ -62,14 +64,6 @@ def chunk_positions(yx: torch.Tensor, chunks: int) -> torch.Tensor:
     return rearrange(torch.cat([t, yx.unsqueeze(2).expand(-1, -1, chunks, -1)], dim=-1), "b n t d -> b (n t) d")
 
 
-def token_centres(h: int, w: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised (y, x) centres in [0, 1] of an h×w token grid, each [h*w] (row-major)."""
-    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
-    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    return yy.flatten(), xx.flatten()
-
-
 def sample_tokens(features: torch.Tensor, yx: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
     """Bilinearly sample every time chunk of features [B, T', h*w, C] at normalised points
     yx [B, N, 2] in [0, 1] (align_corners=False, border padding) -> [B, N·T', C], laid out (n t')."""
@@ -87,7 +81,7 @@ def box_pool(features: torch.Tensor, boxes: torch.Tensor, grid_hw: tuple[int, in
     [B, M, 4], in every time chunk of features [B, T', h*w, C] -> [B, M·T', C] laid out (m t').
     A box that covers no token centre reads the token nearest to its centre."""
     h, w = grid_hw
-    yy, xx = token_centres(h, w, features.device)  # [N]
+    yy, xx = token_positions((1, h, w)).to(features.device)[:, 1:].unbind(-1)  # normalised centres, [N]
     x0, y0, x1, y1 = boxes.unbind(-1)  # [B, M]
     inside = ((xx >= x0[..., None]) & (xx <= x1[..., None]) & (yy >= y0[..., None]) & (yy <= y1[..., None]))
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2

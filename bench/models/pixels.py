@@ -12,6 +12,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from bench.models.vit import tubelet_grid
 from bench.positions import spatial_code
 
 
@@ -42,10 +43,7 @@ class PixelEncoder(nn.Module):
         self.cfg = cfg or PixelConfig()
 
     def grid_for(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
-        pt, ph, pw = self.cfg.patch_size
-        if frames % pt or height % ph or width % pw:
-            raise ValueError(f"clip of {frames}x{height}x{width} is not divisible by the tubelet size {pt}x{ph}x{pw}")
-        return frames // pt, height // ph, width // pw
+        return tubelet_grid(self.cfg.patch_size, frames, height, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t, h, w = self.grid_for(*x.shape[2:])

@@ -64,10 +64,18 @@ def normalize_video(video: torch.Tensor) -> torch.Tensor:
     return rearrange((x - mean) / std, "b t h w c -> b c t h w")
 
 
+def tubelet_grid(patch_size: tuple[int, int, int], frames: int, height: int, width: int) -> tuple[int, int, int]:
+    """The token grid (T', h, w) of a clip cut into ``patch_size`` tubelets; an error if they do not tile it."""
+    pt, ph, pw = patch_size
+    if frames % pt or height % ph or width % pw:
+        raise ValueError(f"clip of {frames}x{height}x{width} is not divisible by the tubelet size {pt}x{ph}x{pw}")
+    return frames // pt, height // ph, width // pw
+
+
 def grid_coords(grid: tuple[int, int, int], device: torch.device | None = None) -> torch.Tensor:
-    """(t, y, x) integer coordinates of every token of a T'×h×w grid, raster order: [N, 3]."""
+    """Integer coordinates of every token of a grid (T'×h×w, or any number of axes), raster order: [N, axes]."""
     axes = [torch.arange(n, device=device) for n in grid]
-    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(grid))
 
 
 class RoPE3D(nn.Module):
@@ -169,11 +177,7 @@ class VideoViT(nn.Module):
         return min(max(entry - 1, 0), self.cfg.depth - 1)
 
     def grid_for(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
-        pt, ph, pw = self.cfg.patch_size
-        if frames % pt or height % ph or width % pw:
-            raise ValueError(
-                f"clip of {frames}x{height}x{width} is not divisible by the tubelet size {pt}x{ph}x{pw}")
-        return frames // pt, height // ph, width // pw
+        return tubelet_grid(self.cfg.patch_size, frames, height, width)
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """Tubelet-embed a normalised clip [B,3,T,H,W] -> tokens [B,N,C] (with learned positions
