@@ -187,8 +187,9 @@ class LinearReadout(nn.Module):
 
 
 def build_readout(kind: str, task, feature_dim: int, num_heads: int = 8, dim: int | None = None,
-                  protocol: str = "frozen4d") -> nn.Module:
-    """The readout ``kind`` ('attentive' | 'linear') wired to a task's queries and output size."""
+                  protocol: str = "frozen4d", **options) -> nn.Module:
+    """The readout ``kind`` ('attentive' | 'linear') wired to a task's queries and output size; any
+    other registered kind is built as ``cls(feature_dim=..., task=..., **options)``."""
     cls = READOUTS.get(kind)
     spec = task.spec
     if cls is AttentiveReadout:
@@ -201,7 +202,7 @@ def build_readout(kind: str, task, feature_dim: int, num_heads: int = 8, dim: in
         readout = LinearReadout(feature_dim, task.output_dim, pool=task.clip_level, queries=queries,
                                 query_dim=feature_dim, pool_fn=task.linear_pool if task.query_conditioned else None)
     else:
-        return cls(feature_dim=feature_dim, task=task)
+        return cls(feature_dim=feature_dim, task=task, **options)
     if getattr(task, "zero_init_head", False):  # residual outputs: start from the task's "no change" prediction
         for head in (readout.head, getattr(readout, "query_head", None)):
             if head is not None:

@@ -25,7 +25,7 @@ from bench.models.checkpoint import CheckpointError
 from bench.models.pixels import PixelEncoder
 from bench.models.zoo import build_encoder, register_configs
 from bench.readouts import build_readout
-from bench.registry import DATASETS, TASKS, UnknownNameError
+from bench.registry import DATASETS, READOUTS, TASKS, UnknownNameError
 from bench.results import RecordWriteError, ResultRecord, environment, write_record
 from bench.task import FeatureSpec, Task
 
@@ -89,10 +89,13 @@ def read_out(cfg: DictConfig, task_cls: type[Task], train: Any, test: Any, train
     task = task_cls(spec, readout=ro.kind, meta=getattr(train, "meta", None), **task_kwargs)
     task.prepare(train_targets)
     torch.manual_seed(cfg.seed)
+    options = {k: ro[k] for k in getattr(READOUTS.get(ro.kind), "options", ())}  # e.g. propagation's topk
     readout = build_readout(ro.kind, task, spec.dim, num_heads=ro.num_heads, dim=ro.dim,
-                            protocol=ro.get("protocol", "frozen4d"))
+                            protocol=ro.get("protocol", "frozen4d"), **options)
     solver, history = ro.get("solver", "sgd"), []  # 'closed_form': scikit-learn ridge / logistic
-    if solver == "closed_form":
+    if not any(p.requires_grad for p in readout.parameters()):
+        pass  # a training-free readout (propagation) has nothing to fit
+    elif solver == "closed_form":
         fit_closed_form(readout, task, train_feats, train_targets, alpha=ro.get("alpha", 1.0))
     elif solver == "sgd":
         history = fit(readout, task, train_feats, train_targets, ro.epochs, ro.batch_size, ro.lr, ro.weight_decay,

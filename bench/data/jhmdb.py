@@ -1,0 +1,103 @@
+"""JHMDB (Jhuang et al. 2013) joint positions -> video, 15 joint tracks and whether each joint is
+in view, for ``keypoint_propagation`` (PCK, CRW / UVC protocol).
+
+Layout (the JHMDB release; representations4d's RVM evaluation reads the same)::
+
+    <data_dir>/splits/<action>_test_split<k>.txt                    "<video>.avi 1|2" (1 train, 2 test)
+    <data_dir>/Rename_Images/<action>/<video>/00001.png …          frames
+    <data_dir>/joint_positions/<action>/<video>/joint_positions.mat  'pos_img' [2, 15, T], MATLAB pixels
+
+``joint_positions.mat`` is read with ``scipy.io.loadmat`` (MATLAB arrays; it never unpickles).
+MATLAB pixel centres (1-based) become our continuous coordinates by −0.5 (pixel i spans [i, i+1));
+a joint outside the cropped clip counts as occluded.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.data.video_io import AdapterDataset, Item, check_dir, check_file, fail, read_image
+from bench.registry import DATASETS
+
+SPLIT_CODES = {"train": "1", "test": "2"}
+
+
+def read_joints(path: Path) -> np.ndarray:
+    """'pos_img' of a joint_positions.mat as float64 [2, J, T], checked finite."""
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    check_file(path, "joint file")
+    try:
+        pos = loadmat(str(path)).get("pos_img")
+    except (MatReadError, ValueError, TypeError, OSError, NotImplementedError) as exc:
+        raise fail(path, f"cannot read MATLAB file ({exc})") from None
+    if pos is None:
+        raise fail(path, "has no 'pos_img' array")
+    pos = np.asarray(pos)
+    if pos.ndim != 3 or pos.shape[0] != 2 or not np.issubdtype(pos.dtype, np.number):
+        raise fail(path, f"'pos_img' has shape {pos.shape} and dtype {pos.dtype}, expected numbers [2, joints, frames]")
+    if not np.isfinite(pos).all():
+        raise fail(path, "'pos_img' holds non-finite values")
+    return pos.astype(np.float64)
+
+
+@DATASETS.register("jhmdb")
+class JHMDB(AdapterDataset):
+    name = "jhmdb"
+    version = 1
+    provides = ("video", "target_points", "occluded")
+
+    def __init__(self, split: str, root: str | Path, data_dir: str | Path | None = None, *, split_number: int = 1,
+                 splits_dir: str = "splits", frames_dir: str = "Rename_Images", joints_dir: str = "joint_positions",
+                 **common: Any):
+        super().__init__(split, root, data_dir, split_number=int(split_number), splits_dir=splits_dir,
+                         frames_dir=frames_dir, joints_dir=joints_dir, **common)
+
+    def _setup(self) -> None:
+        if self.split not in SPLIT_CODES:
+            raise ValueError(f"dataset 'jhmdb' has splits {list(SPLIT_CODES)}, not {self.split!r}")
+        pattern = f"*_test_split{self.options['split_number']}.txt"
+        self.split_files = sorted(check_dir(self.path(self.options["splits_dir"]), "splits_dir").glob(pattern))
+        if not self.split_files:
+            raise fail(self.path(self.options["splits_dir"]), f"holds no split file {pattern}")
+
+    def _annotation_files(self) -> list[Path]:
+        return self.split_files
+
+    def _index(self) -> list[Item]:
+        items, suffix = [], f"_test_split{self.options['split_number']}"
+        for split_file in self.split_files:
+            action = split_file.stem[:-len(suffix)]
+            for n, line in enumerate(split_file.read_text().splitlines(), 1):
+                fields = line.split()
+                if not fields:
+                    continue
+                if len(fields) != 2 or fields[1] not in SPLIT_CODES.values():
+                    raise fail(split_file, f"line {n}: expected '<video>.avi 1|2', found {line.strip()!r}")
+                if fields[1] == SPLIT_CODES[self.split]:
+                    items.extend(self._item(action, Path(fields[0]).stem))
+        return items
+
+    def _item(self, action: str, video: str) -> list[Item]:
+        frames = self.path(self.options["frames_dir"]) / action / video
+        if not frames.is_dir() and self.missing(frames, f"frames of video {action}/{video}"):
+            return []
+        joints = self.path(self.options["joints_dir"]) / action / video / "joint_positions.mat"
+        return [Item(f"{action}/{video}", [frames, check_file(joints, "joint file")], {"frames": frames, "joints": joints})]
+
+    def _load(self, item: Item, clip_index: int) -> dict[str, Any]:
+        frames, joints = sorted(item.info["frames"].glob("*.png")), item.info["joints"]
+        pos = read_joints(joints)
+        if pos.shape[2] != len(frames):
+            raise fail(joints, f"'pos_img' has {pos.shape[2]} frames, {item.info['frames']} holds {len(frames)} PNGs")
+        idx = self.indices(len(frames), clip_index, item.info["frames"])
+        images = [read_image(frames[int(i)]) for i in idx]
+        if len({img.shape for img in images}) != 1:
+            raise fail(item.info["frames"], f"frames have different sizes {sorted({img.shape for img in images})}")
+        resize = self.resize_for(*images[0].shape[:2])
+        points = resize.points(pos.transpose(1, 2, 0)[:, idx] - 0.5)  # [J, T, 2] (x, y)
+        return {"video": np.stack([resize.image(img) for img in images]).astype(np.uint8),
+                "target_points": points.astype(np.float32), "occluded": ~resize.inside(points)}

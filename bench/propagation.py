@@ -1,0 +1,149 @@
+"""Training-free label propagation over frozen features: the ``propagation`` readout and the base
+class of the tasks it serves (``mask_propagation``, ``keypoint_propagation``).
+
+The protocol of CRW (Jabri et al., NeurIPS 2020; ajabri/videowalk ``code/test.py``), DINO's
+``eval_video_segmentation.py`` (Caron et al., ICCV 2021) and the RVM evaluation of
+google-deepmind/representations4d (``colabs/rvm_evaluation_demo.ipynb``, ``label_propagation``):
+the first frame's labels (one-hot masks, keypoint heatmaps) are given at feature resolution;
+every later frame takes, for each of its tokens, the labels of its ``topk`` most similar context
+tokens (cosine similarity of L2-normalised features / ``temperature``, softmax over the top k),
+where the context is the first frame plus the ``context`` most recent frames, with their
+*predicted* labels, and the recent frames' tokens count only within ``radius`` tokens (Euclidean)
+of the target token. Nothing is trained; the readout has no parameters.
+
+Our features are tubelet chunks, [B, T', h·w, C] (T' = 8 chunks of 2 frames for a 16-frame clip),
+so one propagation step is one chunk: chunk 0 holds the first frame's labels, each later chunk
+is predicted from chunk 0 plus the ``context`` chunks before it, and the task spreads a chunk's
+labels over its frames and pixels.
+
+Defaults (``configs/readout/propagation.yaml``) are those of the RVM evaluation (DAVIS-2017 and
+JHMDB; VIP uses topk = 10): ``context`` 20, ``topk`` 7, ``radius`` 20 tokens, ``temperature`` 0.7.
+DINO uses 7 / 5 / 12 (a square window) / 0.1 and CRW 20 / 10 / 12 / 0.05 (its README's DAVIS
+command); as in CRW and RVM the radius restricts the recent frames only, never the first.
+The radius was set on RVM's DAVIS grid of ``reference_grid`` = 30 tokens (480-px frames, 16-px
+patches); we scale it by h / reference_grid so it covers the same fraction of the frame on our
+grid (20 · 8 / 30 ≈ 5.3 tokens on the 8×8 grid of a 64×64 clip); ``reference_grid: null`` takes
+``radius`` as a literal token count.
+As in CRW and RVM, the recent-context slots start as copies of the first chunk (``context_chunks``),
+so identical features copy labels exactly whatever k; DINO, which restricts the first frame too
+and starts with an empty queue, differs there.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.models.vit import grid_coords
+from bench.registry import READOUTS
+from bench.task import FeatureSpec, Task
+
+
+class PropagationTask(Task):
+    """A task scored by label propagation: it gives the first frame's labels at feature
+    resolution (``seed_labels``) and turns propagated labels back into predictions (``decode``).
+    It trains nothing, so it refuses trained readouts and has no queries or loss."""
+
+    query_conditioned = True
+
+    def __init__(self, spec: FeatureSpec, readout: str = "propagation", **cfg: Any):
+        if readout != "propagation":
+            raise ValueError(f"task {self.name!r} is training-free label propagation: use readout=propagation, "
+                             f"not readout={readout}")
+        super().__init__(spec, readout, **cfg)
+        t = spec.clip[0]
+        if t % spec.grid[0]:
+            raise ValueError(f"{self.name}: {t} frames do not split into {spec.grid[0]} feature time chunks")
+        self.chunk_len = t // spec.grid[0]
+
+    def seed_labels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The first frame's labels at feature resolution: [B, h·w, K] floats."""
+        raise NotImplementedError
+
+    def queries(self, dim: int) -> nn.Module:
+        raise ValueError(f"task {self.name!r} has no readout queries: use readout=propagation")
+
+    @property
+    def output_dim(self) -> int:
+        raise ValueError(f"task {self.name!r} has no fixed output size: use readout=propagation")
+
+    def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise ValueError(f"task {self.name!r} trains nothing: use readout=propagation")
+
+    def frames(self, chunks: torch.Tensor) -> torch.Tensor:
+        """Per-chunk values [B, T', ...] -> per-frame values [B, T, ...] (each frame takes its chunk's)."""
+        return chunks.repeat_interleave(self.chunk_len, dim=1)
+
+
+def radius_mask(grid: tuple[int, int], radius: float) -> torch.Tensor:
+    """[h·w (target), h·w (source)] bool: source tokens closer than ``radius`` tokens (Euclidean,
+    strict, as CRW's ``MaskedAttention`` and RVM's ``D < radius``)."""
+    yx = grid_coords(grid).float()
+    return torch.cdist(yx, yx) < radius
+
+
+def context_chunks(t: int, context: int) -> list[int]:
+    """Chunks whose labels chunk ``t`` reads: the first, then the ``context`` chunks before ``t``,
+    where chunks before the clip's start are the first chunk again (CRW and RVM fill their queue
+    of recent frames with copies of the first frame; the copies are radius-restricted)."""
+    return [0] + [max(0, c) for c in range(t - context, t)]
+
+
+@READOUTS.register("propagation")
+class PropagationReadout(nn.Module):
+    """Label propagation over features [B, T', h·w, C] (see the module docstring). Output:
+    labels of every chunk [B, T'·h·w, K], chunk 0 being the task's ``seed_labels``."""
+
+    options: ClassVar[tuple[str, ...]] = ("context", "topk", "radius", "reference_grid", "temperature")
+
+    def __init__(self, feature_dim: int, task: Task, context: int = 20, topk: int = 7, radius: float | None = 20.0,
+                 reference_grid: int | None = 30, temperature: float = 0.7):
+        super().__init__()
+        if not isinstance(task, PropagationTask):
+            raise ValueError(f"readout=propagation needs a label-propagation task (mask_propagation, "
+                             f"keypoint_propagation), not {task.name!r}")
+        if context < 0 or topk < 1 or temperature <= 0 or (radius is not None and radius <= 0):
+            raise ValueError(f"readout=propagation: need context >= 0, topk >= 1, temperature > 0 and radius > 0 "
+                             f"or null (got {context}, {topk}, {temperature}, {radius})")
+        self.task, self.context, self.topk, self.temperature = task, int(context), int(topk), float(temperature)
+        h, w = task.spec.grid[1:]
+        self.radius = None if radius is None else float(radius) * (h / reference_grid if reference_grid else 1.0)
+        near = radius_mask((h, w), self.radius) if self.radius is not None else torch.ones(h * w, h * w, dtype=bool)
+        self.register_buffer("near", near, persistent=False)
+
+    def forward(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        feats = F.normalize(features.float(), dim=-1)
+        labels = [self.task.seed_labels(batch).to(feats)]
+        for t in range(1, feats.shape[1]):
+            ctx = context_chunks(t, self.context)
+            labels.append(self.step(feats[:, t], feats[:, ctx], torch.stack([labels[c] for c in ctx], 1)))
+        return torch.cat(labels, 1)
+
+    def step(self, target: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tensor) -> torch.Tensor:
+        """Labels [B, N, K] of a target chunk [B, N, C] from context chunks [B, S, N, C] with labels
+        [B, S, N, K]: softmax over the top-k affinities / temperature, the recent chunks (all but
+        the first) only within the radius."""
+        aff = torch.einsum("bqc,bsnc->bqsn", target, keys) / self.temperature
+        allowed = torch.ones_like(aff, dtype=torch.bool)
+        allowed[:, :, 1:] = self.near[None, :, None]
+        aff = aff.masked_fill(~allowed, float("-inf")).flatten(2)  # [B, N, S·N]
+        weights, index = aff.topk(min(self.topk, aff.shape[-1]), dim=-1)
+        weights = weights.softmax(-1)  # the first chunk is never masked: every row has a finite entry
+        flat = key_labels.flatten(1, 2)  # [B, S·N, K]
+        picked = torch.gather(flat, 1, index.flatten(1)[..., None].expand(-1, -1, flat.shape[-1]))
+        return torch.einsum("bqk,bqkl->bql", weights, picked.view(*index.shape, -1))
+
+
+def area_downsample(maps: np.ndarray | torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Per-pixel maps [B, H, W, K] -> their mean over each token's pixels [B, h·w, K] (H, W multiples
+    of h, w). Upstream resizes with bilinear (RVM) or nearest (DINO) interpolation; the area mean
+    keeps each label's share of a token, which the coarse grids of CPU runs need."""
+    maps = torch.as_tensor(np.asarray(maps) if isinstance(maps, np.ndarray) else maps).float()
+    b, hh, ww, k = maps.shape
+    h, w = grid
+    if hh % h or ww % w:
+        raise ValueError(f"a {hh}×{ww} label map does not split into a {h}×{w} token grid")
+    return maps.view(b, h, hh // h, w, ww // w, k).mean((2, 4)).reshape(b, h * w, k)
