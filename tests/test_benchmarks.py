@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 
-LIGHT = ("harness_overhead", "cached_vs_online", "world_generation", "mfu", "demo_workers")
+LIGHT = ("harness_overhead", "cached_vs_online", "world_generation", "mfu", "readout_mfu", "demo_workers")
 ROW_FIELDS = {
     "harness_overhead": {"model", "harness_clips_s", "bare_clips_s", "ratio", "times_s"},
     "cached_vs_online": {"model", "task", "cached_epoch_s", "online_epoch_s", "speedup", "extract_s", "times_s"},
     "world_generation": {"side", "clips_s", "vs_encode", "times_s"},
     "mfu": {"model", "resolution", "dtype", "gflop_per_clip", "achieved_gflops", "peak_gflops", "mfu", "times_s"},
+    "readout_mfu": {"task", "width", "gflop_per_step", "ms_per_clip_epoch", "achieved_gflops", "peak_gflops", "mfu",
+                    "times_s"},
     "demo_workers": {"side", "jobs_s", "speedup", "times_s"},
     "layerlock_savings": {"variant", "frozen", "step_time", "flops", "predicted_saving", "time_saving"},
 }
