@@ -114,8 +114,9 @@ def tiny_checkpoint(path: Path) -> VideoViT:
                   "depth,"),
     ("readout=nope", "error: In 'bench': Could not find 'readout/nope'; available: attentive, linear"),
     ("model=nope_t", "error: In 'bench': Could not find 'model/nope_t'; available: blind, latent_nofreeze_b,"),
-    ("data=nope", "error: In 'bench': Could not find 'data/nope'; available: kinetics,"),
-    ("data.name=nope", "error: unknown dataset 'nope'; known: kinetics, realestate10k, scannet, ssv2, synthetic,"),
+    ("data=nope", "error: In 'bench': Could not find 'data/nope'; available: davis, jhmdb, kinetics,"),
+    ("data.name=nope", "error: unknown dataset 'nope'; known: davis, jhmdb, kinetics, realestate10k, scannet, ssv2, "
+                       "synthetic,"),
     ("data.bogus=1", "error: Could not override 'data.bogus'; To append to your config use +data.bogus=1; "
                      "Key 'bogus' is not in struct"),
 ])
