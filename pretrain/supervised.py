@@ -184,7 +184,8 @@ class SupervisedTrainer:
                         "recipe": self.recipe, "data": self.cfg["data"], "seed": self.seed,
                         "loss_scale": self.scale}
         probe = normalize_video(torch.from_numpy(np.array(self.videos[:PROBE_CLIPS])))
-        monitors = {k: v for k, v in collapse_metrics(self.model.encoder, probe).items() if k in ("feat_std", "eff_rank")}
+        monitors = {k: v for k, v in collapse_metrics(self.model.encoder, probe).items()
+                    if k in ("feat_std", "eff_rank")}
         sha = save_checkpoint(self.model.encoder, path, train_config=train_config,
                               extra={"pretrain": {"steps": self.step, **monitors}})
         summary = {"name": self.name, "steps": self.step, "checkpoint": str(path), "sha256": sha, **monitors}
