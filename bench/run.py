@@ -20,7 +20,7 @@ from hydra.errors import CompactHydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
 from bench.features import FeatureError, cached_features, check_finite
-from bench.fit import fit, fit_closed_form, fit_flags, loss_tail, predict
+from bench.fit import fit, fit_closed_form, fit_flags, flush_denormals, loss_tail, predict
 from bench.models.checkpoint import CheckpointError
 from bench.models.pixels import PixelEncoder
 from bench.models.zoo import build_encoder, register_configs
@@ -120,6 +120,7 @@ def per_clip_record(task: Task, pred: dict, target: dict, primary: float) -> dic
 def evaluate(cfg: DictConfig) -> ResultRecord:
     """The whole evaluation; returns the record it wrote."""
     start = time.time()
+    flush_denormals()
     task_cls = TASKS.get(cfg.task.name)
     train, test = load_datasets(cfg, task_cls)
     keys = [k for k in task_cls.requires if k != "video"]

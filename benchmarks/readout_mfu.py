@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from bench.fit import batches, optimizer, train_step
+from bench.fit import batches, flush_denormals, optimizer, train_step
 from bench.readouts import build_readout
 from bench.registry import TASKS
 from bench.task import FeatureSpec
@@ -59,7 +59,9 @@ def step_flops(step: Callable[[], Any]) -> int:
 
 def readout_step(task_name: str, width: int, heads: int, clips: Any, batch: int,
                  spec: FeatureSpec) -> Callable[[], Any]:
-    """One update of ``task_name``'s attentive readout (``width`` wide) on a fixed batch."""
+    """One update of ``task_name``'s attentive readout (``width`` wide) on a fixed batch, with
+    subnormals flushed as ``bench.run.evaluate`` runs it."""
+    flush_denormals()
     task = TASKS.get(task_name)(spec, readout="attentive", meta=clips.meta)
     targets = clips.arrays([k for k in task.requires if k != "video"])
     task.prepare(targets)
