@@ -91,3 +91,17 @@ def test_grid_coords_raster_order():
     c = grid_coords((2, 2, 3))
     assert c.shape == (12, 3) and c[0].tolist() == [0, 0, 0] and c[-1].tolist() == [1, 1, 2]
     assert c[1].tolist() == [0, 0, 1]
+
+
+def test_v_jepa2_rope_options_and_defaults_left_out_of_the_sidecar():
+    assert not {"mlp_act", "norm_eps", "rope_theta", "rope_freqs"} & set(ViTConfig().to_dict())  # cache keys unchanged
+    assert ViTConfig(rope_freqs="tile", norm_eps=1e-12).to_dict()["rope_freqs"] == "tile"
+    with pytest.raises(ValueError, match="rope_freqs='half'"):
+        ViTConfig(rope_freqs="half")
+    # a third per axis, rounded down to even as V-JEPA 2's 2·⌊⌊d/3⌋/2⌋ (no float loss at d = 96)
+    assert RoPE3D(64, (1 / 3,) * 3).dims == [20, 20, 20] and RoPE3D(96, (1 / 3,) * 3).dims == [32, 32, 32]
+    coords = grid_coords((2, 3, 3)).float()
+    tile, _ = RoPE3D(64, (1 / 3,) * 3, theta=10000.0, freqs="tile")(coords)
+    inter, _ = RoPE3D(64, (1 / 3,) * 3, theta=10000.0)(coords)
+    t_block = tile[0, :, :20]  # time axis: the 10 frequencies repeated end to end, not pairwise
+    torch.testing.assert_close(t_block, torch.cat([inter[0, :, 0:20:2]] * 2, dim=-1))

@@ -3,6 +3,8 @@
 Conv3d tubelet embedding, learned 3D position embedding (trilinearly interpolated when the
 token grid changes) or 3D RoPE, pre-LayerNorm blocks with biased qkv/out projections and a
 GELU MLP, attention through ``scaled_dot_product_attention``, no CLS token, no final norm.
+LayerNorm eps and the RoPE axis split, base and frequency layout are configurable so that
+converted public encoders (V-JEPA 2's RoPE, Hugging Face VideoMAE's eps) run exactly.
 Features for readouts follow 4DS's ``EncoderToReadout``: the list ``[tokens, input of block 0,
 …, input of block L−1]`` (tokens twice, the last block's output never) is indexed at
 ``int((L+1) · readout_depth) − 1``; for a 12-block model at 0.95 that is the input of block 10
@@ -38,22 +40,30 @@ class ViTConfig:
     readout_depth: float = 0.95
     rope_split: tuple[float, float, float] = field(default=(0.10, 0.25, 0.25))
     mlp_act: str = "gelu"  # "gelu" (exact, erf) | "gelu_tanh" (tanh approximation: flax's nn.gelu, 4DS)
+    norm_eps: float = 1e-6  # LayerNorm eps (Hugging Face VideoMAE configs say 1e-12)
+    rope_theta: float = 100.0  # RoPE frequency base (V-JEPA 2: 10000)
+    rope_freqs: str = "interleave"  # "interleave" | "tile" (V-JEPA 2), see RoPE3D
 
     def __post_init__(self) -> None:
         self.patch_size = tuple(int(p) for p in self.patch_size)
         self.rope_split = tuple(float(s) for s in self.rope_split)
-        if self.pos_embed not in ("learned", "rope"):
-            raise ValueError(f"pos_embed={self.pos_embed!r}: expected 'learned' or 'rope'")
-        if self.mlp_act not in ("gelu", "gelu_tanh"):
-            raise ValueError(f"mlp_act={self.mlp_act!r}: expected 'gelu' or 'gelu_tanh'")
+        self.norm_eps, self.rope_theta = float(self.norm_eps), float(self.rope_theta)
+        for name, allowed in (("pos_embed", ("learned", "rope")), ("mlp_act", ("gelu", "gelu_tanh")),
+                              ("rope_freqs", ROPE_FREQS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {', '.join(map(repr, allowed))}")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
 
     def to_dict(self) -> dict:
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-        if d["mlp_act"] == "gelu":  # default left out: older sidecars, cache keys and resume states stay valid
-            del d["mlp_act"]
-        return d
+        # fields added after the first release are left out at their defaults: older sidecars, cache
+        # keys and resume states stay valid
+        return {k: v for k, v in d.items() if k not in OPTIONAL_FIELDS or v != OPTIONAL_FIELDS[k]}
+
+
+ROPE_FREQS = ("interleave", "tile")
+OPTIONAL_FIELDS = {"mlp_act": "gelu", "norm_eps": 1e-6, "rope_theta": 100.0, "rope_freqs": "interleave"}
 
 
 def normalize_video(video: torch.Tensor) -> torch.Tensor:
@@ -80,20 +90,28 @@ def grid_coords(grid: tuple[int, int, int], device: torch.device | None = None) 
 
 class RoPE3D(nn.Module):
     """3D rotary position embedding: head channels split between time, height, width and an
-    unrotated remainder (LayerLock: 10% / 25% / 25% / 40%)."""
+    unrotated remainder (LayerLock: 10% / 25% / 25% / 40%; V-JEPA 2: a third each, rounded down
+    to even counts). Channel pairs (2i, 2i+1) rotate together; ``freqs`` says which frequency each
+    channel of an axis's block gets: "interleave" (standard RoPE: both channels of pair i use
+    frequency i) or "tile" (V-JEPA 2: the frequency vector repeated end to end, so channel j uses
+    frequency j mod d/2 and a pair mixes two frequencies). Frequencies: theta^(-2k/d), k < d/2."""
 
-    def __init__(self, head_dim: int, split: tuple[float, float, float], theta: float = 100.0):
+    def __init__(self, head_dim: int, split: tuple[float, float, float], theta: float = 100.0,
+                 freqs: str = "interleave"):
         super().__init__()
-        # channel counts per axis, rounded down to even numbers (rotation acts on pairs)
-        self.dims = [2 * int(head_dim * s / 2) for s in split]
+        # channel counts per axis, rounded down to even numbers (rotation acts on pairs); the
+        # rounding to 6 decimals keeps float noise (head_dim * (1/3)) from losing a pair
+        self.dims = [2 * int(round(head_dim * s, 6) // 2) for s in split]
+        self.tile = freqs == "tile"
         for i, d in enumerate(self.dims):
-            freqs = 1.0 / theta ** (torch.arange(0, d, 2).float() / max(d, 1))
-            self.register_buffer(f"freqs{i}", freqs, persistent=False)
+            inv = 1.0 / theta ** (torch.arange(0, d, 2).float() / max(d, 1))
+            self.register_buffer(f"freqs{i}", inv, persistent=False)
 
     def forward(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """coords [..., N, 3] -> (cos, sin) each [..., 1, N, rotated_dim] to broadcast over heads."""
         angles = [coords[..., i, None].float() * getattr(self, f"freqs{i}") for i in range(3)]
-        angles = torch.cat([a.repeat_interleave(2, dim=-1) for a in angles], dim=-1).unsqueeze(-3)
+        spread = (lambda a: torch.cat((a, a), dim=-1)) if self.tile else (lambda a: a.repeat_interleave(2, dim=-1))
+        angles = torch.cat([spread(a) for a in angles], dim=-1).unsqueeze(-3)
         return angles.cos(), angles.sin()
 
     @staticmethod
@@ -126,11 +144,11 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-LayerNorm transformer block."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_dim: int, mlp_act: str = "gelu"):
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, mlp_act: str = "gelu", eps: float = 1e-6):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         act = nn.GELU if mlp_act == "gelu" else (lambda: nn.GELU(approximate="tanh"))
         self.mlp = Mlp(dim, hidden_features=mlp_dim, act_layer=act)
 
@@ -154,8 +172,8 @@ class VideoViT(nn.Module):
             self.rope = None
         else:
             self.pos_embed = None
-            self.rope = RoPE3D(cfg.embed_dim // cfg.num_heads, cfg.rope_split)
-        self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_dim, cfg.mlp_act)
+            self.rope = RoPE3D(cfg.embed_dim // cfg.num_heads, cfg.rope_split, cfg.rope_theta, cfg.rope_freqs)
+        self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_dim, cfg.mlp_act, cfg.norm_eps)
                                     for _ in range(cfg.depth))
         self.apply(self._init_weights)
 

@@ -2,22 +2,29 @@
 
 ``python -m bench.models.convert <kind> <in> <out.safetensors> [--img-size N --num-frames T]``
 
-=========  ========================================================  =====================
-kind       source                                                    input file
-=========  ========================================================  =====================
-videomae   VideoMAE / VideoMAE-v2 (MCG-NJU, OpenGVLab), pretrain      ``.pth`` state dict
-           or finetune encoders (:mod:`.videomae`)
-vjepa      V-JEPA encoders (facebookresearch/jepa) (:mod:`.vjepa`)    ``.pth.tar`` checkpoint
-4ds        4DS release (google-deepmind/representations4d), flax     ``.npz``
-           parameters (:mod:`.fourds`)
-=========  ========================================================  =====================
+===========  ======================================================  ==========================
+kind         source                                                  input
+===========  ======================================================  ==========================
+videomae     VideoMAE / VideoMAE-v2 (MCG-NJU, OpenGVLab), pretrain   ``.pth`` state dict
+             or finetune encoders (:mod:`.videomae`)
+vjepa        V-JEPA encoders (facebookresearch/jepa) (:mod:`.vjepa`) ``.pth.tar`` checkpoint
+vjepa2       V-JEPA 2 encoders (facebookresearch/vjepa2), 3D RoPE    ``.pt`` checkpoint
+             (:mod:`.vjepa`)
+4ds          4DS release (google-deepmind/representations4d), flax   ``.npz``
+             parameters (:mod:`.fourds`)
+hf-videomae  transformers ``VideoMAEModel`` / ``ForPreTraining`` /   ``save_pretrained`` folder
+             ``ForVideoClassification`` (:mod:`.hf_videomae`)
+hf-vjepa2    transformers ``VJEPA2Model`` /                          ``save_pretrained`` folder
+             ``VJEPA2ForVideoClassification`` (:mod:`.hf_vjepa2`)
+===========  ======================================================  ==========================
 
 Each converter maps the source's parameters onto :class:`bench.models.vit.VideoViT` exactly
 (same features up to float rounding; the tests check this against reference forwards written
 from each source's published architecture) and writes a safetensors checkpoint whose sidecar
-records the source kind, file name and sha256, and what was dropped or folded. Inputs are
-only read with ``torch.load(weights_only=True)`` or ``np.load(allow_pickle=False)``: a file
-that needs code to unpickle is refused, never run. Errors are one line naming the file.
+records the source kind, file name and sha256 (for a folder, of each config and weights file),
+and what was dropped or folded. Inputs are only read with ``torch.load(weights_only=True)``,
+safetensors, JSON or ``np.load(allow_pickle=False)``: a file that needs code to unpickle is
+refused, never run; transformers is not needed. Errors are one line naming the file.
 
 Use a converted model by its file stem: put ``<name>.safetensors`` (+ ``.json``) in the
 checkpoint directory and run ``python -m bench.run model.name=<name> paths.checkpoints=DIR``.
@@ -27,21 +34,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.models.convert import fourds, videomae, vjepa
+from bench.models.convert import fourds, hf_videomae, hf_vjepa2, videomae, vjepa
 from bench.models.convert.common import ConversionError, write
 from bench.models.vit import VideoViT
 
 CONVERTERS: dict[str, Callable[..., tuple[VideoViT, dict[str, Any]]]] = {
     videomae.KIND: videomae.convert,
     vjepa.KIND: vjepa.convert,
+    vjepa.KIND_V2: vjepa.convert_v2,
     fourds.KIND: fourds.convert,
+    hf_videomae.KIND: hf_videomae.convert,
+    hf_vjepa2.KIND: hf_vjepa2.convert,
 }
 
 
 def convert(kind: str, src: str | Path, out: str | Path, **options: Any) -> tuple[VideoViT, str]:
     """Convert ``src`` (a ``kind`` checkpoint) into ``out`` (.safetensors + .json sidecar);
     returns (the converted encoder, its sha256). ``options``: img_size, num_frames, num_heads,
-    checkpoint_key (V-JEPA)."""
+    checkpoint_key (V-JEPA, V-JEPA 2)."""
     if kind not in CONVERTERS:
         raise ConversionError(f"unknown checkpoint kind {kind!r}; known: {', '.join(CONVERTERS)}")
     if Path(out).suffix != ".safetensors":

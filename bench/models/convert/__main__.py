@@ -12,18 +12,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.models.convert",
                                      description="Convert a public video-encoder checkpoint to a frozen4d checkpoint.")
     parser.add_argument("kind", choices=sorted(CONVERTERS), help="source checkpoint family")
-    parser.add_argument("src", type=Path, help="input file (.pth/.pt for videomae and vjepa, .npz for 4ds)")
+    parser.add_argument("src", type=Path, help="input file (.pth/.pt for videomae, vjepa and vjepa2, .npz for 4ds) "
+                                               "or save_pretrained folder (hf-videomae, hf-vjepa2)")
     parser.add_argument("out", type=Path, help="output .safetensors (the .json sidecar goes next to it)")
     parser.add_argument("--img-size", type=int, default=None,
-                        help="frame size: videomae builds its position table for it (default 224); vjepa: the "
-                             "pretraining size (default: inferred); 4ds: resample the learned table to it")
+                        help="frame size: videomae builds its position table for it (default 224; hf-videomae: "
+                             "the config's image_size); vjepa: the pretraining size (default: inferred); 4ds: "
+                             "resample the learned table to it; vjepa2, hf-vjepa2: nominal only (RoPE)")
     parser.add_argument("--num-frames", type=int, default=None,
-                        help="clip length, as --img-size (default 16; 4ds: the table's own)")
+                        help="clip length, as --img-size (default 16; 4ds: the table's own; hf-*: the config's)")
     parser.add_argument("--num-heads", type=int, default=None,
                         help="attention heads (default: the standard ViT head count for the width; 4ds: read "
-                             "from the weights)")
+                             "from the weights; hf-*: the config's)")
     parser.add_argument("--checkpoint-key", default=None,
-                        help="vjepa: which encoder of a training checkpoint (default target_encoder, then encoder)")
+                        help="vjepa, vjepa2: which encoder of a training checkpoint (default target_encoder, "
+                             "then encoder)")
     args = parser.parse_args(argv)
     try:
         model, sha = convert(args.kind, args.src, args.out, img_size=args.img_size, num_frames=args.num_frames,

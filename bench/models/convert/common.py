@@ -30,7 +30,8 @@ class ConversionError(CheckpointError):
     """A source checkpoint that cannot be converted; the message names the file."""
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (every conversion error is one line)."""
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else ""
 
@@ -61,7 +62,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
             return {k: np.asarray(archive[k]) for k in archive.files}
     except Exception as exc:  # not a zip, object arrays (need pickle), truncated members
         raise ConversionError(f"{path}: unreadable as a numpy .npz archive "
-                              f"({type(exc).__name__}: {_first_line(exc)})") from exc
+                              f"({type(exc).__name__}: {first_line(exc)})") from exc
 
 
 def select_prefix(path: Path, state: dict[str, Any], marker: str) -> tuple[dict[str, torch.Tensor], str]:
@@ -80,11 +81,13 @@ def select_prefix(path: Path, state: dict[str, Any], marker: str) -> tuple[dict[
 
 class Params:
     """A source state (name -> array) that hands out tensors with shape checks, remembers what
-    was used, and reports missing names a few at a time."""
+    was used, and reports missing names a few at a time. ``origin`` maps names of a renamed state
+    to the file's own names (several for a fused tensor), which messages and ``unused`` report."""
 
-    def __init__(self, path: Path, state: dict[str, Any]):
+    def __init__(self, path: Path, state: dict[str, Any], origin: dict[str, list[str]] | None = None):
         self.path = Path(path)
         self.state = state
+        self.origin = origin or {}
         self.used: set[str] = set()
 
     def __contains__(self, name: str) -> bool:
@@ -101,12 +104,17 @@ class Params:
         value = self.state[name]
         t = (value if torch.is_tensor(value) else torch.from_numpy(np.asarray(value))).detach().to(torch.float32)
         if shape is not None and tuple(t.shape) != tuple(shape):
-            raise ConversionError(f"{self.path}: {name} has shape {list(t.shape)}, expected {list(shape)}")
+            raise ConversionError(f"{self.path}: {'+'.join(self.file_names(name))} has shape {list(t.shape)}, "
+                                  f"expected {list(shape)}")
         self.used.add(name)
         return t
 
+    def file_names(self, name: str) -> list[str]:
+        """The file's own names for ``name`` (itself unless the state was renamed)."""
+        return self.origin.get(name, [name])
+
     def unused(self) -> list[str]:
-        return sorted(set(self.state) - self.used)
+        return sorted(n for name in set(self.state) - self.used for n in self.file_names(name))
 
 
 def block_count(params: Params, pattern: str) -> int:
@@ -136,6 +144,36 @@ def torch_vit_layout(p: Params, num_heads: int | None,
     heads = heads_for(p.path, dim, num_heads)
     p.require(["patch_embed.proj.bias", *(f"blocks.{i}.{n}" for i in range(depth) for n in TORCH_BLOCK_PARAMS)])
     return w, dim, patch, depth, heads, int(p.state["blocks.0.mlp.fc1.weight"].shape[0])
+
+
+def block_tensors(p: Params, b: str, dim: int, mlp_dim: int) -> dict[str, torch.Tensor]:
+    """frozen4d's tensors of block ``b`` (e.g. ``blocks.3.``) of a timm-style ViT (VideoMAE, V-JEPA):
+    the qkv bias is ``attn.qkv.bias``, or VideoMAE's ``(q_bias, 0, v_bias)``, or zero; a layer scale
+    ``gamma_1`` / ``gamma_2`` is folded into its branch's last linear layer (exact:
+    gamma * (W x + b) = (gamma[:, None] * W) x + gamma * b)."""
+    qkv_w = p.get(b + "attn.qkv.weight", (3 * dim, dim))
+    if (b + "attn.q_bias") in p or (b + "attn.v_bias") in p:
+        q_bias, v_bias = p.get(b + "attn.q_bias", (dim,)), p.get(b + "attn.v_bias", (dim,))
+        qkv_b = torch.cat([q_bias, torch.zeros_like(q_bias), v_bias])
+    elif (b + "attn.qkv.bias") in p:
+        qkv_b = p.get(b + "attn.qkv.bias", (3 * dim,))
+    else:
+        qkv_b = torch.zeros(3 * dim)
+    proj_w, proj_b = p.get(b + "attn.proj.weight", (dim, dim)), p.get(b + "attn.proj.bias", (dim,))
+    fc2_w, fc2_b = p.get(b + "mlp.fc2.weight", (dim, mlp_dim)), p.get(b + "mlp.fc2.bias", (dim,))
+    if (b + "gamma_1") in p:
+        g1, g2 = p.get(b + "gamma_1", (dim,)), p.get(b + "gamma_2", (dim,))
+        proj_w, proj_b = proj_w * g1[:, None], proj_b * g1
+        fc2_w, fc2_b = fc2_w * g2[:, None], fc2_b * g2
+    return {
+        b + "norm1.weight": p.get(b + "norm1.weight", (dim,)), b + "norm1.bias": p.get(b + "norm1.bias", (dim,)),
+        b + "attn.qkv.weight": qkv_w, b + "attn.qkv.bias": qkv_b,
+        b + "attn.proj.weight": proj_w, b + "attn.proj.bias": proj_b,
+        b + "norm2.weight": p.get(b + "norm2.weight", (dim,)), b + "norm2.bias": p.get(b + "norm2.bias", (dim,)),
+        b + "mlp.fc1.weight": p.get(b + "mlp.fc1.weight", (mlp_dim, dim)),
+        b + "mlp.fc1.bias": p.get(b + "mlp.fc1.bias", (mlp_dim,)),
+        b + "mlp.fc2.weight": fc2_w, b + "mlp.fc2.bias": fc2_b,
+    }
 
 
 def heads_for(path: Path, width: int, num_heads: int | None) -> int:
@@ -202,8 +240,18 @@ def build(path: Path, cfg: ViTConfig, state: dict[str, torch.Tensor]) -> VideoVi
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # a converter bug rather than a bad file, but say which file
-        raise ConversionError(f"{path}: converted weights do not fit the architecture ({_first_line(exc)})") from exc
+        raise ConversionError(f"{path}: converted weights do not fit the architecture ({first_line(exc)})") from exc
     return model.eval()
+
+
+def source_record(kind: str, src: Path) -> dict[str, Any]:
+    """The sidecar's ``source``: kind, file name and sha256; for a directory (a Hugging Face
+    ``save_pretrained`` folder) the sha256 of each config and weights file in it."""
+    src = Path(src)
+    if not src.is_dir():
+        return {"kind": kind, "file": src.name, "sha256": sha256_file(src)}
+    files = sorted(f for f in src.iterdir() if f.is_file() and (f.suffix in (".json", ".safetensors", ".bin")))
+    return {"kind": kind, "file": src.name, "files": {f.name: sha256_file(f) for f in files}}
 
 
 def write(model: VideoViT, out: Path, kind: str, src: Path, notes: dict[str, Any]) -> str:
@@ -211,6 +259,5 @@ def write(model: VideoViT, out: Path, kind: str, src: Path, notes: dict[str, Any
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ConversionError(f"{out}: the output must be a .safetensors file")
-    src = Path(src)
-    extra = {"source": {"kind": kind, "file": src.name, "sha256": sha256_file(src)}, "conversion": notes}
+    extra = {"source": source_record(kind, src), "conversion": notes}
     return save_checkpoint(model, out, train_config={}, extra=extra)

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.models.convert.common import (ConversionError, Params, build, factor_grid, read_torch, select_prefix,
-                                         torch_vit_layout)
+from bench.models.convert.common import (ConversionError, Params, block_tensors, build, factor_grid, read_torch,
+                                         select_prefix, torch_vit_layout)
 from bench.models.vit import ViTConfig, VideoViT
 
 KIND = "videomae"
@@ -70,55 +70,42 @@ def convert(src: Path, img_size: int | None = None, num_frames: int | None = Non
     src = Path(src)
     state, prefix = select_prefix(src, state_dict_of(src, read_torch(src)), "patch_embed.proj.weight")
     p = Params(src, state)
+    img_size = 224 if img_size is None and "pos_embed" not in p else img_size
+    model, notes = encoder_from(p, img_size, 16 if num_frames is None else num_frames, num_heads)
+    return model, {"prefix": prefix, **notes}
+
+
+def encoder_from(p: Params, img_size: int | None, num_frames: int, num_heads: int | None,
+                 **arch: Any) -> tuple[VideoViT, dict[str, Any]]:
+    """(encoder, notes) from VideoMAE-named parameters, its position table for an ``img_size`` ×
+    ``num_frames`` clip; ``arch`` sets further :class:`ViTConfig` fields (LayerNorm eps, activation).
+    Shared with the Hugging Face converter, which renames its parameters to these names."""
     w, dim, patch, depth, heads, mlp_dim = torch_vit_layout(p, num_heads)
     if any(f"blocks.{i}.attn.scale" in p for i in range(depth)):
-        raise ConversionError(f"{src}: cosine attention (attn.scale, VideoMAE-v2 cos_attn) is not supported")
+        raise ConversionError(f"{p.path}: cosine attention (attn.scale, VideoMAE-v2 cos_attn) is not supported")
+    table, grid, position = position_table(p, patch, dim, img_size, num_frames)
+    out: dict[str, torch.Tensor] = {"patch_embed.weight": w, "patch_embed.bias": p.get("patch_embed.proj.bias", (dim,)),
+                                    "pos_embed": table}
+    for i in range(depth):
+        out.update(block_tensors(p, f"blocks.{i}.", dim, mlp_dim))
+    cfg = ViTConfig(embed_dim=dim, depth=depth, num_heads=heads, mlp_dim=mlp_dim, patch_size=patch,
+                    img_size=grid[1] * patch[1], num_frames=grid[0] * patch[0], pos_embed="learned", **arch)
+    model = build(p.path, cfg, out)
+    return model, {"position": position, "layer_scale_folded": "blocks.0.gamma_1" in p, "dropped": p.unused()}
 
-    num_frames = 16 if num_frames is None else num_frames
-    img_size = 224 if img_size is None and "pos_embed" not in p else img_size
-    out: dict[str, torch.Tensor] = {"patch_embed.weight": w, "patch_embed.bias": p.get("patch_embed.proj.bias", (dim,))}
+
+def position_table(p: Params, patch: tuple[int, int, int], dim: int, img_size: int | None,
+                   num_frames: int) -> tuple[torch.Tensor, tuple[int, int, int], str]:
+    """(table [1, T', h, w, C], grid, how it was obtained): the file's learnable ``pos_embed``, else
+    VideoMAE's sinusoid table regenerated for the clip."""
     if "pos_embed" in p:  # use_learnable_pos_emb=True
         table = p.get("pos_embed")
         if table.dim() != 3 or table.shape[0] != 1 or table.shape[2] != dim:
-            raise ConversionError(f"{src}: pos_embed has shape {list(table.shape)}, expected [1, N, {dim}]")
-        grid = factor_grid(src, int(table.shape[1]), patch, img_size, num_frames)
-        position = "learned pos_embed from the file"
-    else:
-        if img_size % patch[1] or num_frames % patch[0]:
-            raise ConversionError(f"{src}: a {num_frames}×{img_size}² clip is not divisible by the tubelet {patch}")
-        grid = (num_frames // patch[0], img_size // patch[1], img_size // patch[2])
-        table = torch.from_numpy(sinusoid_table(int(np.prod(grid)), dim)).float()[None]
-        position = "VideoMAE sinusoid table regenerated for the grid"
-    out["pos_embed"] = table.reshape(1, *grid, dim)
-
-    for i in range(depth):
-        b = f"blocks.{i}."
-        qkv_w = p.get(b + "attn.qkv.weight", (3 * dim, dim))
-        if (b + "attn.q_bias") in p or (b + "attn.v_bias") in p:
-            q_bias, v_bias = p.get(b + "attn.q_bias", (dim,)), p.get(b + "attn.v_bias", (dim,))
-            qkv_b = torch.cat([q_bias, torch.zeros_like(q_bias), v_bias])
-        elif (b + "attn.qkv.bias") in p:
-            qkv_b = p.get(b + "attn.qkv.bias", (3 * dim,))
-        else:
-            qkv_b = torch.zeros(3 * dim)
-        proj_w, proj_b = p.get(b + "attn.proj.weight", (dim, dim)), p.get(b + "attn.proj.bias", (dim,))
-        fc2_w, fc2_b = p.get(b + "mlp.fc2.weight", (dim, mlp_dim)), p.get(b + "mlp.fc2.bias", (dim,))
-        if (b + "gamma_1") in p:
-            g1, g2 = p.get(b + "gamma_1", (dim,)), p.get(b + "gamma_2", (dim,))
-            proj_w, proj_b = proj_w * g1[:, None], proj_b * g1
-            fc2_w, fc2_b = fc2_w * g2[:, None], fc2_b * g2
-        out.update({
-            b + "norm1.weight": p.get(b + "norm1.weight", (dim,)), b + "norm1.bias": p.get(b + "norm1.bias", (dim,)),
-            b + "attn.qkv.weight": qkv_w, b + "attn.qkv.bias": qkv_b,
-            b + "attn.proj.weight": proj_w, b + "attn.proj.bias": proj_b,
-            b + "norm2.weight": p.get(b + "norm2.weight", (dim,)), b + "norm2.bias": p.get(b + "norm2.bias", (dim,)),
-            b + "mlp.fc1.weight": p.get(b + "mlp.fc1.weight", (mlp_dim, dim)),
-            b + "mlp.fc1.bias": p.get(b + "mlp.fc1.bias", (mlp_dim,)),
-            b + "mlp.fc2.weight": fc2_w, b + "mlp.fc2.bias": fc2_b,
-        })
-    cfg = ViTConfig(embed_dim=dim, depth=depth, num_heads=heads, mlp_dim=mlp_dim, patch_size=patch,
-                    img_size=grid[1] * patch[1], num_frames=grid[0] * patch[0], pos_embed="learned")
-    model = build(src, cfg, out)
-    notes = {"prefix": prefix, "position": position, "layer_scale_folded": "blocks.0.gamma_1" in p,
-             "dropped": p.unused()}
-    return model, notes
+            raise ConversionError(f"{p.path}: pos_embed has shape {list(table.shape)}, expected [1, N, {dim}]")
+        grid = factor_grid(p.path, int(table.shape[1]), patch, img_size, num_frames)
+        return table.reshape(1, *grid, dim), grid, "learned pos_embed from the file"
+    if img_size % patch[1] or num_frames % patch[0]:
+        raise ConversionError(f"{p.path}: a {num_frames}×{img_size}² clip is not divisible by the tubelet {patch}")
+    grid = (num_frames // patch[0], img_size // patch[1], img_size // patch[2])
+    table = torch.from_numpy(sinusoid_table(int(np.prod(grid)), dim)).float()
+    return table.reshape(1, *grid, dim), grid, "VideoMAE sinusoid table regenerated for the grid"

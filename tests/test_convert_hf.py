@@ -1,0 +1,229 @@
+"""Hugging Face transformers converters, with transformers itself as the oracle: each model class
+is built from a tiny config with seeded random weights, saved with ``save_pretrained``,
+converted (without transformers), and the converted VideoViT's block-by-block activations are
+compared with transformers' own forward (``output_hidden_states=True``). The V-JEPA 2 release
+layout (facebookresearch/vjepa2) is checked against the same oracle. Plus the folder errors."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bench.models.checkpoint import load_checkpoint
+from bench.models.convert import ConversionError, convert, hf_videomae, hf_vjepa2, vjepa
+from bench.models.convert.__main__ import main as cli
+from bench.models.vit import normalize_video
+
+transformers = pytest.importorskip("transformers")
+
+D, DEPTH, SIZE, FRAMES = 64, 2, 32, 4
+SMALL = dict(hidden_size=D, num_hidden_layers=DEPTH, patch_size=8, tubelet_size=2)
+VIDEOMAE = dict(SMALL, num_attention_heads=4, intermediate_size=128, image_size=SIZE, num_frames=FRAMES,
+                decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+                decoder_intermediate_size=64, num_labels=3)
+# 2 heads of 32 channels: V-JEPA 2's RoPE rotates 10 per axis and leaves 2 unrotated
+VJEPA2 = dict(SMALL, num_attention_heads=2, mlp_ratio=2.0, crop_size=SIZE, frames_per_clip=FRAMES,
+              pred_hidden_size=32, pred_num_hidden_layers=1, pred_num_attention_heads=2, num_pooler_layers=1,
+              num_labels=3)
+
+
+def clip(seed: int = 0, frames: int = FRAMES, size: int = SIZE) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (2, frames, size, size, 3), generator=gen, dtype=torch.uint8)
+
+
+@torch.no_grad()
+def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Seeded weights of unit-scale activations (transformers' init is std 0.02: near-zero features)."""
+    gen = torch.Generator().manual_seed(seed)
+    norm_scales = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.LayerNorm)}
+    for p in model.parameters():
+        noise = torch.randn(p.shape, generator=gen)
+        if id(p) in norm_scales:
+            p.copy_(1 + 0.1 * noise)
+        else:
+            p.copy_(0.2 * noise if p.dim() == 1 else noise * p[0].numel() ** -0.5)
+    return model.eval()
+
+
+def saved(tmp_path: Path, cls_name: str, config: dict, seed: int = 0) -> tuple[torch.nn.Module, Path]:
+    """A transformers model of class ``cls_name`` with seeded weights, and the folder it was saved to."""
+    family = re.match(r"VideoMAE|VJEPA2", cls_name).group()
+    model = randomize(getattr(transformers, cls_name)(getattr(transformers, f"{family}Config")(**config)), seed)
+    folder = tmp_path / cls_name
+    model.save_pretrained(folder)
+    return model, folder
+
+
+def relative_errors(ours: list[torch.Tensor], ref: list[torch.Tensor]) -> list[float]:
+    assert len(ours) == len(ref)
+    errors = []
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape, (a.shape, b.shape)
+        errors.append(((a.double() - b.double()).abs().max() / b.double().abs().max()).item())
+    assert ref[-1].std() > 0.1  # not a comparison between near-zero tensors
+    return errors
+
+
+def assert_parity(ours: list[torch.Tensor], ref: list[torch.Tensor]) -> None:
+    errors = relative_errors(ours, ref)
+    assert max(errors) <= 1e-5, [f"{e:.1e}" for e in errors]
+
+
+def file_keys(folder: Path) -> list[str]:
+    return sorted(load_file(str(folder / "model.safetensors")))
+
+
+def encoder_key(name: str) -> bool:
+    return "encoder.layer." in name or "patch_embeddings" in name
+
+
+# ---------------------------------------------------------------- VideoMAE
+
+def videomae_hidden(hf_model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """transformers' VideoMAEModel forward: [embeddings, output of layer 0, ..., of layer L-1]."""
+    base = getattr(hf_model, "videomae", hf_model)
+    with torch.no_grad():
+        out = base(pixel_values=x.transpose(1, 2), output_hidden_states=True)
+    return list(out.hidden_states)
+
+
+@pytest.mark.parametrize("cls_name, options", [
+    ("VideoMAEModel", dict(use_mean_pooling=False)),
+    ("VideoMAEForVideoClassification", dict(use_mean_pooling=True, hidden_act="gelu_pytorch_tanh")),
+    ("VideoMAEForPreTraining", dict(use_mean_pooling=False, qkv_bias=False, layer_norm_eps=1e-6)),
+])
+def test_hf_videomae_matches_transformers(tmp_path, cls_name, options):
+    hf_model, folder = saved(tmp_path, cls_name, {**VIDEOMAE, **options})
+    model, notes = hf_videomae.convert(folder)
+    cfg = model.cfg
+    assert (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.mlp_dim) == (D, DEPTH, 4, 128)
+    assert (cfg.img_size, cfg.num_frames, cfg.norm_eps) == (SIZE, FRAMES, options.get("layer_norm_eps", 1e-12))
+    assert cfg.mlp_act == ("gelu_tanh" if "hidden_act" in options else "gelu")
+    x = normalize_video(clip())
+    with torch.no_grad():
+        assert_parity(model.forward_all(x), videomae_hidden(hf_model, x))
+    assert notes["dropped"] == [k for k in file_keys(folder) if not encoder_key(k)]
+    assert notes["prefix"] == ("" if cls_name == "VideoMAEModel" else "videomae.")
+
+
+def test_hf_videomae_table_is_built_for_the_requested_clip(tmp_path):
+    _, folder = saved(tmp_path, "VideoMAEModel", dict(VIDEOMAE, use_mean_pooling=False))
+    model, _ = hf_videomae.convert(folder, img_size=2 * SIZE, num_frames=2 * FRAMES)
+    bigger = transformers.VideoMAEModel.from_pretrained(folder, image_size=2 * SIZE, num_frames=2 * FRAMES).eval()
+    x = normalize_video(clip(seed=1, frames=2 * FRAMES, size=2 * SIZE))
+    with torch.no_grad():  # transformers built at that size: a longer fixed table, same weights
+        assert_parity(model.forward_all(x), videomae_hidden(bigger, x))
+
+
+# ---------------------------------------------------------------- V-JEPA 2
+
+def vjepa2_hidden(hf_model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """transformers' VJEPA2 encoder forward: [embeddings, output of layer 0, ..., of layer L-1]
+    (the final LayerNorm, which frozen4d drops, only touches ``last_hidden_state``)."""
+    base = getattr(hf_model, "vjepa2", hf_model)
+    with torch.no_grad():
+        out = base(pixel_values_videos=x.transpose(1, 2), skip_predictor=True, output_hidden_states=True)
+    return list(out.hidden_states)
+
+
+def assert_vjepa2_parity(model, hf_model, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        assert_parity(model.forward_all(x), vjepa2_hidden(hf_model, x))
+
+
+@pytest.mark.parametrize("cls_name, options", [
+    ("VJEPA2Model", {}),
+    ("VJEPA2ForVideoClassification", dict(qkv_bias=False, hidden_act="gelu_new")),
+])
+def test_hf_vjepa2_matches_transformers(tmp_path, cls_name, options):
+    hf_model, folder = saved(tmp_path, cls_name, {**VJEPA2, **options}, seed=2)
+    model, notes = hf_vjepa2.convert(folder)
+    cfg = model.cfg
+    assert (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.mlp_dim, cfg.pos_embed) == (D, DEPTH, 2, 128, "rope")
+    assert (cfg.rope_theta, cfg.rope_freqs, model.rope.dims) == (10000.0, "tile", [10, 10, 10])
+    assert notes["prefix"] == ("encoder." if cls_name == "VJEPA2Model" else "vjepa2.encoder.")
+    assert notes["dropped"] == [k for k in file_keys(folder) if not encoder_key(k)]
+    assert_vjepa2_parity(model, hf_model, normalize_video(clip()))
+    # more frames than frames_per_clip: same positions in transformers (its grid is the crop's)
+    assert_vjepa2_parity(model, hf_model, normalize_video(clip(seed=3, frames=2 * FRAMES)))
+
+
+def release_checkpoint(hf_model: torch.nn.Module, path: Path) -> None:
+    """The encoder as facebookresearch/vjepa2 saves it: fused qkv, timm names, 'module.backbone.'
+    prefix, the unused sin-cos pos_embed, under 'encoder' and 'target_encoder'."""
+    sd = {k[len("encoder."):]: v for k, v in hf_model.state_dict().items() if k.startswith("encoder.")}
+    out = {"pos_embed": torch.zeros(1, 32, D)}
+    for name, value in sd.items():
+        if m := re.fullmatch(r"layer\.(\d+)\.attention\.query\.(weight|bias)", name):
+            i, kind = m.groups()
+            out[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat(
+                [sd[f"layer.{i}.attention.{n}.{kind}"] for n in ("query", "key", "value")])
+        elif not re.search(r"\.(key|value)\.", name):
+            name = name.replace("embeddings.patch_embeddings.", "patch_embed.").replace("layernorm.", "norm.")
+            out[re.sub(r"^layer\.", "blocks.", name.replace(".attention.", ".attn."))] = value
+    wrapped = {f"module.backbone.{k}": v for k, v in out.items()}
+    torch.save({"encoder": wrapped, "target_encoder": wrapped, "epoch": 10}, path)
+
+
+def test_vjepa2_release_layout_matches_transformers(tmp_path):
+    hf_model, _ = saved(tmp_path, "VJEPA2Model", VJEPA2, seed=4)
+    src = tmp_path / "vitl.pt"
+    release_checkpoint(hf_model, src)
+    model, notes = vjepa.convert_v2(src, num_heads=2)
+    assert notes["checkpoint_key"] == "target_encoder" and notes["prefix"] == "module.backbone."
+    assert notes["dropped"] == ["norm.bias", "norm.weight", "pos_embed"]
+    assert_vjepa2_parity(model, hf_model, normalize_video(clip()))
+
+
+# ---------------------------------------------------------------- files, CLI, errors
+
+def test_cli_writes_a_checkpoint_from_each_weights_layout(tmp_path):
+    hf_model, folder = saved(tmp_path, "VJEPA2Model", VJEPA2, seed=5)
+    out = tmp_path / "ckpt" / "vjepa2_tiny.safetensors"
+    assert cli(["hf-vjepa2", str(folder), str(out)]) == 0
+    model, meta = load_checkpoint(out)
+    assert meta["source"]["kind"] == "hf-vjepa2" and set(meta["source"]["files"]) == {"config.json", "model.safetensors"}
+    assert meta["architecture"]["rope_freqs"] == "tile" and meta["conversion"]["architectures"] == ["VJEPA2Model"]
+    x = normalize_video(clip())
+    with torch.no_grad():
+        expected = model(x)
+    sharded = tmp_path / "sharded"
+    hf_model.save_pretrained(sharded, max_shard_size="40KB")
+    assert (sharded / "model.safetensors.index.json").exists()
+    pickled = tmp_path / "pickled"
+    shutil.copytree(folder, pickled)
+    (pickled / "model.safetensors").unlink()
+    torch.save(hf_model.state_dict(), pickled / "pytorch_model.bin")
+    for other in (sharded, pickled):
+        again, _ = hf_vjepa2.convert(other)
+        with torch.no_grad():
+            torch.testing.assert_close(again(x), expected, rtol=0, atol=0)
+
+
+def test_folder_errors_are_one_line_naming_the_path(tmp_path):
+    _, folder = saved(tmp_path, "VJEPA2Model", dict(VJEPA2, num_hidden_layers=1), seed=6)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(folder / "config.json", bare / "config.json")
+    cases = [("hf-vjepa2", bare, "no weights next to config.json"),
+             ("hf-videomae", folder, "config.json is for model_type 'vjepa2'"),
+             ("hf-vjepa2", tmp_path / "empty", "no config.json"),
+             ("hf-vjepa2", folder / "config.json", "not a folder")]
+    (tmp_path / "empty").mkdir()
+    for kind, src, message in cases:
+        with pytest.raises(ConversionError) as err:
+            convert(kind, src, tmp_path / "out.safetensors")
+        text = str(err.value)
+        assert text.startswith(f"{src}: ") and message in text and "\n" not in text, text
+    (bare / "config.json").write_text(json.dumps({**json.loads((folder / "config.json").read_text()),
+                                                  "hidden_act": "relu"}))
+    shutil.copy(folder / "model.safetensors", bare / "model.safetensors")
+    with pytest.raises(ConversionError, match=f"^{bare}: hidden_act 'relu' has no frozen4d equivalent"):
+        convert("hf-vjepa2", bare, tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()
