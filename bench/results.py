@@ -64,7 +64,9 @@ class ResultRecord:
 
     @property
     def filename(self) -> str:
-        return f"{self.task}__{self.dataset}__{self.model}__{self.readout}__seed{self.seed}.json"
+        """One flat file per evaluation; the ``/`` of ``timm/<arch>`` model names becomes ``-``."""
+        model = self.model.replace("/", "-")
+        return f"{self.task}__{self.dataset}__{model}__{self.readout}__seed{self.seed}.json"
 
 
 class RecordError(ValueError):

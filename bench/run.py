@@ -47,7 +47,7 @@ def features_for(cfg: DictConfig, train: Any, test: Any) -> tuple[np.ndarray, np
     """Frozen features of both splits (cached), their spec and the encoder's sha256."""
     clip = train.arrays(["video"])["video"].shape[1:4]
     model, meta = build_encoder(cfg.model.name, cfg.paths.checkpoints, seed=cfg.model_seed,
-                                img_size=clip[1], num_frames=clip[0])
+                                weights=cfg.model.get("weights"), img_size=clip[1], num_frames=clip[0])
     sha = meta["sha256"]
     feats = [cached_features(model, sha, ds, cfg.paths.cache, batch_size=cfg.features.batch_size,
                              device=cfg.device) for ds in (train, test)]
@@ -182,6 +182,9 @@ def hydra_error(exc: CompactHydraException) -> str:
     lines = [ln.strip().rstrip(".") for ln in text.splitlines() if ln.strip()]
     if isinstance(exc, MissingConfigException) and exc.options:
         lines = [lines[0], f"available: {', '.join(exc.options)}"]
+    if isinstance(exc, MissingConfigException) and str(exc.missing_cfg_file).startswith("model/timm/"):
+        lines.append("model=timm/<arch> covers DINOv2, DINOv3, SigLIP and vit_*_patch16_224; "
+                     "any other timm ViT is model.name=timm/<arch>")
     if exc.__cause__ is not None:
         lines.append(str(exc.__cause__).strip().splitlines()[0])
     return "; ".join(lines)

@@ -5,19 +5,23 @@ Sizes follow DESIGN.md §4 (4DS / LayerLock ViTs) plus the CPU size ``t``. Famil
 ``latent_nofreeze`` (trained by ``python -m pretrain.run``), ``supervised`` (the positive control,
 trained on the world's ground truth by ``python -m pretrain.supervised``), the references
 ``pixels`` (:mod:`bench.models.pixels`) and ``blind`` (no encoder: the task's input-blind answer),
-and any other name whose checkpoint ``<name>.safetensors`` lies in the checkpoint directory
-(converted public models).
-Every family×size is also a hydra ConfigStore node in group ``model``.
+any other name whose checkpoint ``<name>.safetensors`` lies in the checkpoint directory
+(converted public models), and ``timm/<arch>``: any timm image ViT run frame by frame
+(:mod:`bench.models.frames`).
+Every family×size, and the common timm ViTs (``TIMM_CONFIGS``), is also a hydra ConfigStore node in
+group ``model``.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 from hydra.core.config_store import ConfigStore
 
 from bench.models.checkpoint import CheckpointError, load_checkpoint
+from bench.models.frames import build_frame_encoder
 from bench.models.pixels import PixelConfig, PixelEncoder
 from bench.models.vit import ViTConfig, VideoViT
 
@@ -41,6 +45,9 @@ REFERENCE_MODELS = ("blind", "pixels")
 REFERENCE_FAMILIES = ("random", "supervised")
 # LayerLock uses 3D RoPE (DESIGN.md §5); its baselines keep learned positions.
 FAMILY_POS_EMBED = {"layerlock": "rope"}
+# timm architectures with a ``model=timm/<arch>`` node: DINOv2 (with and without registers), DINOv3,
+# SigLIP and the plain ViTs; ``model.name=timm/<arch>`` works for every other timm ViT.
+TIMM_CONFIGS = ("vit_*_dinov2", "vit_*dinov3*", "vit_*_siglip_*", "vit_*_patch16_224")
 
 
 def parse_name(name: str) -> tuple[str, str] | None:
@@ -72,14 +79,19 @@ def checkpoint_path(name: str, checkpoints: str | Path) -> Path:
     return Path(checkpoints) / f"{name}.safetensors"
 
 
-def build_encoder(name: str, checkpoints: str | Path = "checkpoints", seed: int = 0,
+def build_encoder(name: str, checkpoints: str | Path = "checkpoints", seed: int = 0, weights: str | None = None,
                   **overrides: Any) -> tuple[VideoViT, dict[str, Any]]:
     """Resolve a model name to (encoder in eval mode, metadata with 'sha256' and 'source').
 
-    ``random_<size>`` is built from ``seed``; every other name needs a checkpoint, and a missing
-    one is an error naming the path and the command that produces it.
+    ``random_<size>`` is built from ``seed``; ``timm/<arch>`` from ``seed`` or the ``weights`` file;
+    every other name needs a checkpoint, and a missing one is an error naming the path and the
+    command that produces it.
     """
     name = str(name)  # hydra parses model.name=1 or =inf as a number
+    if name.startswith("timm/"):
+        return build_frame_encoder(name.removeprefix("timm/"), overrides.get("img_size") or 64, seed, weights)
+    if weights is not None:
+        raise ValueError(f"model.weights is for timm/<arch> models; {name!r} reads its weights from paths.checkpoints")
     if name == "pixels":
         model = PixelEncoder(PixelConfig(patch_size=tuple(overrides.get("patch_size") or PATCH["t"])))
         return model, {"sha256": f"pixels-{model.cfg.to_dict()}", "source": "raw tubelet pixels + position code"}
@@ -100,8 +112,11 @@ def build_encoder(name: str, checkpoints: str | Path = "checkpoints", seed: int 
 
 
 def register_configs() -> None:
-    """Store a ``model`` group node per family×size so ``model=<name>`` works in hydra."""
+    """Store a ``model`` group node per family×size and per common timm ViT (``model/timm/<arch>``,
+    with a ``weights`` key) so ``model=<name>`` and ``model=timm/<arch>`` work in hydra."""
     cs = ConfigStore.instance()
+    for arch in timm.list_models(list(TIMM_CONFIGS)):
+        cs.store(group="model/timm", name=arch, node={"name": f"timm/{arch}", "weights": None})
     for name in REFERENCE_MODELS:
         cs.store(group="model", name=name, node={"name": name})
     for family in FAMILIES:

@@ -1,0 +1,185 @@
+"""Image encoders applied frame by frame: any timm ViT (DINOv2, DINOv3, SigLIP, ...) as a frozen4d
+encoder, the comparison video models are held to (as in representations4d's RVM evaluation).
+
+Each frame goes through the image model on its own (tubelet 1: the time grid is the frame count).
+Features are the patch tokens at frozen4d's readout depth, taken with timm's own
+``forward_intermediates`` (no final norm); class and register tokens (timm's
+``num_prefix_tokens``) are dropped, so a clip gives [B, T, h*w, C] like every frozen4d encoder.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from timm.data import resolve_model_data_config
+from torch import nn
+
+from bench.models.checkpoint import CheckpointError, load_torch_state_dict, sha256_file
+from bench.models.vit import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass
+class FrameConfig:
+    """What a :class:`FrameEncoder` built (read from the timm model); part of the feature-cache key."""
+
+    arch: str
+    img_size: tuple[int, int]
+    patch_size: tuple[int, int]
+    embed_dim: int
+    depth: int
+    num_prefix_tokens: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    dynamic_img_size: bool  # timm resizes the position table per input; without it only img_size runs
+    readout_depth: float = 0.95
+
+    def to_dict(self) -> dict:
+        return {"kind": "timm", **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}}
+
+
+def readout_block(depth: int, readout_depth: float = 0.95) -> int:
+    """The block whose output frozen4d reads, by the 4DS rule of ``VideoViT.readout_index``: entry
+    ``int((L+1)·readout_depth) − 1`` of [tokens, input of block 0, …, input of block L−1] is the
+    output of block entry − 2 (block 9 of a 12-block ViT at 0.95)."""
+    block = int((depth + 1) * readout_depth + 1e-6) - 3
+    if block < 0:
+        raise ValueError(f"a {depth}-block ViT at readout_depth={readout_depth}: the 4DS rule picks the patch "
+                         f"embeddings, which timm's forward_intermediates does not return")
+    return block
+
+
+def token_px(side: int, patch: int) -> int:
+    """Clip pixels per token along a side: the divisor of ``side`` closest to ``patch`` (the smaller
+    on a tie), so tokens tile the clip exactly and frames are resized by the factor nearest 1."""
+    return min((d for d in range(1, side + 1) if side % d == 0), key=lambda d: (abs(d - patch), d))
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A weights file as a state dict: ``.safetensors`` through safetensors, ``.pth``/``.pt``/``.bin``
+    through a weights-only ``torch.load`` (nothing is unpickled)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from exc
+    if path.suffix not in (".pth", ".pt", ".bin"):
+        raise CheckpointError(f"{path}: expected a .safetensors, .pth, .pt or .bin weights file")
+    state = load_torch_state_dict(path)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a state dict (a mapping of names to tensors)")
+    return state
+
+
+def load_problem(exc: Exception) -> str:
+    """The first line of a timm / torch load failure after torch's header, with a count of the rest."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("Error(s) in loading")]
+    first = lines[0] if lines else type(exc).__name__
+    first = first if len(first) <= 200 else first[:200] + "…"
+    return first + (f" (and {len(lines) - 1} more problem(s))" if len(lines) > 1 else "")
+
+
+def probe(arch: str) -> nn.Module:
+    """The timm model on the meta device (no memory, no init): its patch size before the real build."""
+    if not timm.is_model(arch):
+        raise ValueError(f"model 'timm/{arch}': timm has no architecture {arch!r} (timm.list_models() lists them)")
+    try:
+        model = timm.create_model(arch, pretrained=False, device="meta")
+    except TypeError as exc:
+        raise ValueError(f"model 'timm/{arch}' is not a ViT frozen4d can run frame by frame ({exc})") from exc
+    if not all(hasattr(model, a) for a in ("blocks", "patch_embed", "num_prefix_tokens", "forward_intermediates")):
+        raise ValueError(f"model 'timm/{arch}' is not a ViT with patch tokens (blocks, patch_embed, "
+                         f"num_prefix_tokens): frozen4d runs timm ViTs frame by frame")
+    return model
+
+
+def create(arch: str, img_size: tuple[int, int], weights: Path | None, dynamic: bool) -> nn.Module:
+    """The timm model built for ``img_size``: random, or with a weights file loaded by timm's own
+    pretrained path (its checkpoint filters convert known layouts and resample position tables);
+    taking other frame sizes too where timm offers ``dynamic_img_size`` (non-square clips)."""
+    kwargs: dict[str, Any] = dict(img_size=img_size, **({"dynamic_img_size": True} if dynamic else {}))
+    if weights is None:
+        return timm.create_model(arch, pretrained=False, **kwargs)
+    state = read_state_dict(weights)
+    try:
+        return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"state_dict": state}, **kwargs)
+    except (RuntimeError, KeyError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{weights}: weights do not fit timm/{arch}: {load_problem(exc)}") from exc
+
+
+class FrameEncoder(nn.Module):
+    """A timm image ViT applied to every frame: normalised clip [B,3,T,H,W] -> [B, T, h*w, C].
+
+    Size rule: tasks map a token back to clip pixels as clip / grid, so every token must cover a
+    whole s×s block of the clip; s is the divisor of the side closest to the patch size
+    (:func:`token_px`) and frames are resized bilinearly to grid × patch (64×64 with patch 14:
+    16-px tokens, frames resized to 56×56, a 4×4 grid; patch 16 or 224×224 with patch 14: no
+    resize). timm fixes the position table at creation, so the model is built for that size. A
+    weights file trained at another size gets its learned table resampled once at load,
+    bicubically by timm's ``resample_abs_pos_embed`` (as timm and DINOv2 do); RoPE models (DINOv3)
+    need none. frozen4d normalises clips with ImageNet mean/std; a model whose pretrained config
+    uses others (SigLIP, timm's augreg ViTs: 0.5/0.5) gets its own re-applied here.
+    """
+
+    def __init__(self, arch: str, img_size: int = 64, weights: str | Path | None = None, readout_depth: float = 0.95):
+        super().__init__()
+        meta = probe(arch)
+        patch, dynamic = tuple(meta.patch_embed.patch_size), hasattr(meta, "dynamic_img_size")
+        size = tuple(img_size // token_px(img_size, p) * p for p in patch)
+        self.model = create(arch, size, Path(weights) if weights else None, dynamic).eval()
+        data = resolve_model_data_config(self.model)
+        self.cfg = FrameConfig(arch=arch, img_size=size, patch_size=patch, embed_dim=self.model.embed_dim,
+                               depth=len(self.model.blocks), num_prefix_tokens=self.model.num_prefix_tokens,
+                               mean=tuple(data["mean"]), std=tuple(data["std"]), dynamic_img_size=dynamic,
+                               readout_depth=readout_depth)
+        self.block = readout_block(self.cfg.depth, readout_depth)
+        # ImageNet-normalised x -> (x·σ_in + μ_in − μ) / σ: the identity for ImageNet-normalised models
+        mean_in, std_in = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        mean, std = torch.tensor(self.cfg.mean), torch.tensor(self.cfg.std)
+        self.register_buffer("scale", (std_in / std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", ((mean_in - mean) / std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def readout_index(self) -> int:
+        """As for a ``VideoViT``: features are the input of block ``readout_index`` (output of ``block``)."""
+        return self.block + 1
+
+    def grid_for(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """(frames, h, w): one time step per frame, tokens of :func:`token_px` clip pixels."""
+        ph, pw = self.cfg.patch_size
+        h, w = height // token_px(height, ph), width // token_px(width, pw)
+        if not self.cfg.dynamic_img_size and (h * ph, w * pw) != self.cfg.img_size:
+            raise ValueError(f"timm/{self.cfg.arch} runs {self.cfg.img_size[0]}×{self.cfg.img_size[1]} frames only "
+                             f"(no dynamic_img_size in timm); a {height}×{width} clip needs {h * ph}×{w * pw}")
+        return frames, h, w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens of every frame at the readout block: [B, T, h*w, C]."""
+        _, h, w = self.grid_for(*x.shape[2:])
+        frames = rearrange(x, "b c t h w -> (b t) c h w") * self.scale + self.shift
+        size = (h * self.cfg.patch_size[0], w * self.cfg.patch_size[1])
+        if tuple(frames.shape[-2:]) != size:
+            frames = F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
+        tokens = self.model.forward_intermediates(frames, indices=[self.block], return_prefix_tokens=False,
+                                                  norm=False, stop_early=True, output_fmt="NLC",
+                                                  intermediates_only=True)[0]
+        return rearrange(tokens, "(b t) n c -> b t n c", b=x.shape[0])
+
+
+def build_frame_encoder(arch: str, img_size: int = 64, seed: int = 0,
+                        weights: str | Path | None = None) -> tuple[FrameEncoder, dict[str, Any]]:
+    """(encoder in eval mode, metadata with 'sha256' and 'source'): random weights from ``seed``, or
+    a local weights file (its sha256 keys the feature cache)."""
+    torch.manual_seed(seed)
+    model = FrameEncoder(arch, img_size, weights).eval()
+    if not weights:
+        return model, {"sha256": f"timm-random-seed{seed}-{arch}", "source": "random init (timm)"}
+    return model, {"sha256": sha256_file(Path(weights)), "source": str(weights)}
