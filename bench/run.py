@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
+from bench.config import ConfigError, check_config
 from bench.features import FeatureError, cached_features, check_finite
 from bench.fit import fit, fit_closed_form, fit_flags, flush_denormals, loss_tail, predict
 from bench.models.checkpoint import CheckpointError
@@ -29,7 +30,8 @@ from bench.registry import DATASETS, READOUTS, TASKS, UnknownNameError
 from bench.results import RecordWriteError, ResultRecord, environment, write_record
 from bench.task import FeatureSpec, Task
 
-USER_ERRORS = (UnknownNameError, CheckpointError, FeatureError, FileNotFoundError, ValueError, RecordWriteError)
+USER_ERRORS = (ConfigError, UnknownNameError, CheckpointError, FeatureError, FileNotFoundError, ValueError,
+               RecordWriteError)
 
 
 def load_datasets(cfg: DictConfig, task_cls: type[Task]) -> tuple[Any, Any]:
@@ -120,6 +122,7 @@ def per_clip_record(task: Task, pred: dict, target: dict, primary: float) -> dic
 def evaluate(cfg: DictConfig) -> ResultRecord:
     """The whole evaluation; returns the record it wrote."""
     start = time.time()
+    check_config(cfg)
     flush_denormals()
     task_cls = TASKS.get(cfg.task.name)
     train, test = load_datasets(cfg, task_cls)

@@ -1,0 +1,68 @@
+"""Configuration checked before any work: a value of the wrong type or out of range ends in one
+line naming the key, the value and what is allowed (exit 2), before a clip, feature or record is
+touched — an earlier good record is never replaced by a run that could not train."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.test_reliability import RECORD, bench_args, error_line, run_here
+
+BAD = {  # override -> what the error line must say
+    "readout.epochs=-1": "readout.epochs=-1: expected an integer >= 1",
+    "readout.epochs=0": "readout.epochs=0: expected an integer >= 1",
+    "readout.epochs=abc": "readout.epochs=abc",  # hydra's type check: "could not be converted to Integer"
+    "readout.epochs=2.5": "could not be converted to Integer",
+    "readout.batch_size=0": "readout.batch_size=0: expected an integer >= 1",
+    "readout.lr=0": "readout.lr=0.0: expected a finite number > 0",
+    "readout.lr=nan": "readout.lr=nan: expected a finite number > 0",
+    "readout.weight_decay=-1": "readout.weight_decay=-1.0: expected a finite number >= 0",
+    "readout.solver=foo": "readout.solver='foo': expected one of ['sgd', 'closed_form']",
+    "seed=abc": "seed='abc': expected an integer >= 0",
+    "seed=-3": "seed=-3: expected an integer >= 0",
+    "model_seed=1.5": "model_seed=1.5: expected an integer >= 0",
+    "features.batch_size=0": "features.batch_size=0: expected an integer >= 1",
+    "device=gpu": "device='gpu': expected 'cpu', 'cuda' or 'cuda:<index>'",
+    "device=cuda:7": "device='cuda:7': this machine has",
+    "data.resolution=0": "data.resolution=0: expected an integer >= 1",
+    "data.train_size=-5": "data.train_size=-5: expected an integer >= 1",
+}
+
+
+@pytest.mark.parametrize("override", list(BAD))
+def test_bad_values_are_refused_before_any_work(tmp_path: Path, override: str) -> None:
+    cache = tmp_path / "cache"
+    code, err = run_here(*bench_args(cache, tmp_path / "results", tmp_path / "out", override))
+    assert BAD[override] in error_line(code, err)
+    assert not cache.exists() and not (tmp_path / "results").exists()  # nothing generated, nothing written
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("readout.dim=30", "readout.dim=30: expected a multiple of readout.num_heads=8"),
+    ("readout.protocol=jax", "readout.protocol='jax': expected one of ['frozen4d', '4ds']"),
+])
+def test_attentive_readout_choices(tmp_path: Path, override: str, expected: str) -> None:
+    args = [a for a in bench_args(tmp_path / "cache", tmp_path / "results", tmp_path / "out") if a != "readout=linear"]
+    code, err = run_here(*args, override)
+    assert expected in error_line(code, err)
+
+
+def test_propagation_keys_are_typed(tmp_path: Path) -> None:
+    args = ["task=mask_propagation", "readout=propagation", f"paths.cache={tmp_path / 'cache'}",
+            f"paths.results={tmp_path / 'results'}", f"hydra.run.dir={tmp_path / 'out'}"]
+    assert "readout.topk=0: expected an integer >= 1" in error_line(*run_here(*args, "readout.topk=0"))
+    assert "readout.temperature=0.0: expected a finite number > 0" in error_line(*run_here(*args, "readout.temperature=0"))
+    assert "could not be converted to Integer" in error_line(*run_here(*args, "readout.context=many"))
+
+
+def test_a_refused_run_keeps_the_earlier_record(tmp_path: Path) -> None:
+    cache, results = tmp_path / "cache", tmp_path / "results"
+    code, err = run_here(*bench_args(cache, results, tmp_path / "out", "data.train_size=16", "data.test_size=8",
+                                     "data.num_frames=4", "data.resolution=32"))
+    assert code == 0, err[-2000:]
+    before = (results / RECORD.format(0)).read_bytes()
+    code, err = run_here(*bench_args(cache, results, tmp_path / "out", "data.train_size=16", "data.test_size=8",
+                                     "data.num_frames=4", "data.resolution=32", "readout.epochs=-1"))
+    assert "readout.epochs=-1" in error_line(code, err)
+    assert (results / RECORD.format(0)).read_bytes() == before
