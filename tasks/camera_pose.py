@@ -11,6 +11,12 @@ The primary metric is the *mean* rotation error: in the synthetic world 8 of the
 barely rotate the camera (object motions, dolly), so the median is set by handheld drift (the
 identity prediction scores ~1.7° median, ~14° mean on the default test split) and cannot tell a
 readout that recovers pans and orbits from one that does not.
+
+For sequences of arbitrary scale (RealEstate10K) two scale-invariant metrics are reported beside
+these: the translation-direction error (angle between t̂ and t) and AUC@30 as PoseDiffusion
+(Wang et al. ICCV 2023, ``calculate_auc_np`` in ``pose_diffusion/util/metric.py``) defines it,
+extending RelPose++'s pairwise relative-rotation accuracy. Those evaluations score all pairs of a
+sequence's frames; this task predicts one relative pose per clip, so each clip is one pair, (first, last).
 """
 from __future__ import annotations
 
@@ -58,17 +64,39 @@ def rotation_error_deg(r_pred: np.ndarray, r_gt: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip((tr - 1) / 2, -1.0, 1.0)))
 
 
+def direction_error_deg(t_pred: np.ndarray, t_gt: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Angle between translation vectors [..., 3] -> [...] in degrees (0–180), blind to their
+    lengths; a zero vector has no direction and scores 90°, as with PoseDiffusion's eps. Unlike
+    PoseDiffusion's acos(|cos|) (≤ 90°, for essential-matrix methods), the sign counts here."""
+    unit = [t / np.maximum(np.linalg.norm(t, axis=-1, keepdims=True), eps) for t in (t_pred, t_gt)]
+    return np.degrees(np.arccos(np.clip(np.sum(unit[0] * unit[1], -1), -1.0, 1.0)))
+
+
+def pose_auc(errors_deg: np.ndarray, max_deg: int = 30) -> float:
+    """AUC@max_deg of pair errors (each max(rotation, translation-direction) error): the mean over
+    thresholds τ = 1, 2, …, max_deg degrees of the fraction of pairs with error < τ, as PoseDiffusion's
+    ``calculate_auc_np`` (its cumulative 1°-bin histogram; it also counts an error of exactly 30°)."""
+    return float(np.mean(np.asarray(errors_deg)[:, None] < np.arange(1, max_deg + 1)))
+
+
+def summary(name: str, errors: np.ndarray) -> dict[str, float]:
+    """``{name}_median`` and ``{name}_mean`` of per-clip errors."""
+    return {f"{name}_median": float(np.median(errors)), f"{name}_mean": float(np.mean(errors))}
+
+
 def camera_pose_metrics(pred12: np.ndarray, gt12: np.ndarray) -> dict[str, float]:
     """Relative-pose errors over clips, median and mean: rotation geodesic error (degrees) after
-    projecting the predicted 3×3 to SO(3), and translation error ‖t̂ − t‖₂ (scene units).
-    pred12, gt12 [B, 12] as ``pose_to_12``."""
+    projecting the predicted 3×3 to SO(3), translation error ‖t̂ − t‖₂ (scene units) and the
+    scale-invariant translation-direction error (degrees); and AUC@30 of max(rotation, direction)
+    error. pred12, gt12 [B, 12] as ``pose_to_12``."""
     pred12, gt12 = np.asarray(pred12, np.float64), np.asarray(gt12, np.float64)
     if len(gt12) == 0:
         raise ValueError("camera pose: no clip to evaluate")
     rot = rotation_error_deg(project_to_so3(pred12[:, :9].reshape(-1, 3, 3)), gt12[:, :9].reshape(-1, 3, 3))
     trans = np.linalg.norm(pred12[:, 9:] - gt12[:, 9:], axis=-1)
-    return {"rot_err_deg_median": float(np.median(rot)), "rot_err_deg_mean": float(np.mean(rot)),
-            "trans_err_median": float(np.median(trans)), "trans_err_mean": float(np.mean(trans))}
+    direction = direction_error_deg(pred12[:, 9:], gt12[:, 9:])
+    return {**summary("rot_err_deg", rot), **summary("trans_err", trans), **summary("trans_dir_err_deg", direction),
+            "auc30": pose_auc(np.maximum(rot, direction))}
 
 
 @TASKS.register("camera_pose")
@@ -110,8 +138,9 @@ class CameraPose(Task):
         return camera_pose_metrics(pred["pose"], pose_to_12(relative_pose(target["cam_to_world"])))
 
     def directions(self) -> dict[str, bool]:
-        return {"rot_err_deg_median": False, "rot_err_deg_mean": False,
-                "trans_err_median": False, "trans_err_mean": False}
+        return {"rot_err_deg_median": False, "rot_err_deg_mean": False, "trans_err_median": False,
+                "trans_err_mean": False, "trans_dir_err_deg_median": False, "trans_dir_err_deg_mean": False,
+                "auc30": True}
 
     def visualize(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray], out_dir: Path) -> list[str]:
         """Left: each clip's camera trajectory (top view, x–z, in the first camera's frame) with the

@@ -9,7 +9,15 @@ Output patches are 2×p×p with p = ``patch_px`` (8, as in 4DS at 224 with 16-px
 capped at the encoder's spatial tubelet: the CPU models' 8-px tubelets give one query per
 tubelet (2×8×8), which keeps the readout at 512 queries for a 16×64×64 clip. Under the linear
 readout each token predicts its own tubelet. Metrics are the standard ones of Eigen et al. (NIPS 2014),
-pooled over every valid pixel (depth > 0) of the split.
+over the valid pixels (depth > 0), with two protocol options (docs/datasets.md, "Protocol options"):
+
+- ``average``: ``pooled`` (default, frozen4d's behaviour so far and DESIGN.md §7: one mean over every
+  valid pixel of the split) or ``per_image`` (each frame's mean, then the mean over frames, as the
+  KITTI/NYU evaluations of Monodepth2's ``evaluate_depth.py`` compute it);
+- ``align``: ``none`` (default: 4DS regresses and scores metric depth; DESIGN.md §7 names no
+  alignment), ``median`` (per frame, pred · median(d)/median(d̂): Zhou et al. CVPR 2017, Monodepth2)
+  or ``lstsq`` (per frame, the least-squares scale s = Σd̂d/Σd̂² in depth space: scale only, unlike
+  the scale-and-shift disparity alignment of MiDaS, Ranftl et al. TPAMI 2020).
 """
 from __future__ import annotations
 
@@ -26,27 +34,98 @@ from bench.registry import TASKS
 from bench.task import FeatureSpec, Task, register_task_config
 
 
-def depth_metrics(pred: np.ndarray, target: np.ndarray, eps: float = 1e-3) -> dict[str, float]:
-    """AbsRel = mean |d̂−d|/d, δ1 = mean[max(d̂/d, d/d̂) < 1.25], RMSE = sqrt(mean (d̂−d)²),
-    over valid pixels (d > 0) of all clips together (Eigen et al. 2014). d̂ is clamped to ≥ eps."""
-    valid = target > 0
-    if not valid.any():
+AVERAGES = ("pooled", "per_image")
+ALIGNMENTS = ("none", "median", "lstsq")
+
+
+def check_option(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    """A one-line ValueError naming the config key and its allowed values."""
+    if value not in allowed:
+        raise ValueError(f"task.{key}={value!r}: expected one of {list(allowed)}")
+
+
+def as_images(x: np.ndarray) -> np.ndarray:
+    """[..., H, W] -> [images, H·W] in float64 (an array of fewer than 2 axes is one image)."""
+    x = np.asarray(x, np.float64)
+    return x.reshape(int(np.prod(x.shape[:-2])), -1)
+
+
+def masked_median(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Median of each row's valid entries [I, P] -> [I, 1] (1 for a row with none), vectorised."""
+    k = valid.sum(1, keepdims=True)
+    ranked = np.sort(np.where(valid, x, np.inf), axis=1)
+    lo = np.take_along_axis(ranked, np.maximum(k - 1, 0) // 2, 1)
+    hi = np.take_along_axis(ranked, k // 2, 1)
+    return np.where(k > 0, (lo + hi) / 2, 1.0)
+
+
+def median_scale(p: np.ndarray, d: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per-image scale median(d)/median(d̂) over valid pixels (Zhou et al. 2017; Monodepth2)."""
+    return masked_median(d, valid) / masked_median(p, valid)
+
+
+def lstsq_scale(p: np.ndarray, d: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per-image least-squares scale argmin_s Σ(s·d̂ − d)² = Σd̂d / Σd̂² over valid pixels (1 if none)."""
+    num, den = np.sum(valid * p * d, 1, keepdims=True), np.sum(valid * p * p, 1, keepdims=True)
+    return np.divide(num, den, out=np.ones_like(num), where=den > 0)
+
+
+SCALE_FITS = {"median": median_scale, "lstsq": lstsq_scale}
+
+
+def image_sums(pred: np.ndarray, target: np.ndarray, align: str = "none",
+               eps: float = 1e-3) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per image (the last two axes): sums over valid pixels (d > 0) of |d̂−d|/d, [max(d̂/d, d/d̂) < 1.25]
+    and (d̂−d)², and the valid count, each [I]. d̂ is clamped to ≥ eps, then scaled per ``align``."""
+    check_option("align", align, ALIGNMENTS)
+    d = as_images(target)
+    valid = d > 0
+    d = np.where(valid, d, 1.0)
+    p = np.maximum(as_images(pred), eps)
+    if align != "none":
+        p = p * SCALE_FITS[align](p, d, valid)
+    p = np.where(valid, p, d)  # an invalid pixel adds no error
+    diff = p - d
+    pixel = {"abs_rel": np.abs(diff) / d, "delta1": (np.maximum(p, d) < 1.25 * np.minimum(p, d)) & valid,
+             "sq": diff ** 2}
+    return {k: v.sum(1, dtype=np.float64) for k, v in pixel.items()}, valid.sum(1).astype(np.float64)
+
+
+def image_weights(counts: np.ndarray, average: str) -> np.ndarray:
+    """Each image's weight in a split mean of per-image means: its valid-pixel count (``pooled``, the
+    same as one mean over all pixels) or 1 for an image with any valid pixel (``per_image``)."""
+    check_option("average", average, AVERAGES)
+    return counts if average == "pooled" else (counts > 0).astype(np.float64)
+
+
+def weighted_mean(values: np.ndarray, weights: np.ndarray) -> float:
+    """Σ w·v / Σ w."""
+    return float(np.sum(values * weights) / np.sum(weights))
+
+
+def depth_metrics(pred: np.ndarray, target: np.ndarray, eps: float = 1e-3, average: str = "pooled",
+                  align: str = "none") -> dict[str, float]:
+    """AbsRel = mean |d̂−d|/d, δ1 = mean[max(d̂/d, d/d̂) < 1.25], RMSE = sqrt(mean (d̂−d)²) over valid
+    pixels (d > 0) (Eigen et al. 2014), averaged and aligned as the module docstring says."""
+    sums, counts = image_sums(pred, target, align, eps)
+    if not counts.any():
         raise ValueError("depth metrics: the target has no valid pixel (depth > 0)")
-    d = target[valid].astype(np.float64)
-    p = np.maximum(pred[valid].astype(np.float64), eps)
-    ratio = np.maximum(p / d, d / p)
-    return {"abs_rel": float(np.mean(np.abs(p - d) / d)), "delta1": float(np.mean(ratio < 1.25)),
-            "rmse": float(np.sqrt(np.mean((p - d) ** 2)))}
+    w, n = image_weights(counts, average), np.maximum(counts, 1)
+    mse = sums["sq"] / n
+    rmse = np.sqrt(weighted_mean(mse, w)) if average == "pooled" else weighted_mean(np.sqrt(mse), w)
+    return {"abs_rel": weighted_mean(sums["abs_rel"] / n, w), "delta1": weighted_mean(sums["delta1"] / n, w),
+            "rmse": float(rmse)}
 
 
-def depth_per_clip(pred: np.ndarray, target: np.ndarray, eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
-    """AbsRel of each clip [N, T, H, W] over its valid pixels, weighted by their count, so the
-    weighted mean is the pooled AbsRel of ``depth_metrics``."""
-    valid = target > 0
-    d = np.where(valid, target, 1.0).astype(np.float64)
-    err = np.where(valid, np.abs(np.maximum(pred.astype(np.float64), eps) - d) / d, 0.0)
-    count = valid.reshape(len(valid), -1).sum(1).astype(np.float64)
-    return err.reshape(len(err), -1).sum(1) / np.maximum(count, 1), count
+def depth_per_clip(pred: np.ndarray, target: np.ndarray, eps: float = 1e-3, average: str = "pooled",
+                   align: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """AbsRel of each clip [N, T, H, W] and its weight (valid pixels for ``pooled``, valid frames for
+    ``per_image``), so the weighted mean over clips is the AbsRel of ``depth_metrics``."""
+    sums, counts = image_sums(pred, target, align, eps)
+    w = image_weights(counts, average).reshape(len(pred), -1)
+    v = (sums["abs_rel"] / np.maximum(counts, 1)).reshape(len(pred), -1)
+    weight = w.sum(1)
+    return np.divide((v * w).sum(1), weight, out=np.zeros_like(weight), where=weight > 0), weight
 
 
 def position_prior(train_depth: np.ndarray) -> np.ndarray:
@@ -67,11 +146,13 @@ class Depth(Task):
     zero_init_head = True
 
     def __init__(self, spec: FeatureSpec, readout: str = "attentive", loss: str = "l1", patch_px: int = 8,
-                 **cfg: Any):
+                 average: str = "pooled", align: str = "none", **cfg: Any):
         super().__init__(spec, readout, **cfg)
         if loss not in ("l1", "log"):
             raise ValueError(f"depth loss={loss!r}: expected 'l1' or 'log'")
-        self.loss_kind = loss
+        check_option("average", average, AVERAGES)
+        check_option("align", align, ALIGNMENTS)
+        self.loss_kind, self.scoring = loss, {"average": average, "align": align}
         t, h, w = spec.clip
         tube = (t // spec.grid[0], h // spec.grid[1], w // spec.grid[2])
         if patch_px < 1 or tube[1] % min(patch_px, tube[1]) or tube[2] % min(patch_px, tube[2]):
@@ -118,10 +199,10 @@ class Depth(Task):
         return {"depth": pred.exp() if self.loss_kind == "log" else pred}
 
     def metrics(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict[str, float]:
-        return depth_metrics(pred["depth"], target["depth"])
+        return depth_metrics(pred["depth"], target["depth"], **self.scoring)
 
     def per_clip(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        return depth_per_clip(pred["depth"], target["depth"])
+        return depth_per_clip(pred["depth"], target["depth"], **self.scoring)
 
     def directions(self) -> dict[str, bool]:
         return {"abs_rel": False, "delta1": True, "rmse": False}
@@ -149,4 +230,4 @@ class Depth(Task):
         return [str(path)]
 
 
-register_task_config("depth", loss="l1", patch_px=8)
+register_task_config("depth", loss="l1", patch_px=8, average="pooled", align="none")

@@ -6,8 +6,15 @@ import torch
 from bench.fit import fit, fit_closed_form, predict
 from bench.readouts import build_readout
 from bench.task import FeatureSpec
-from tasks.camera_pose import (IDENTITY12, CameraPose, camera_pose_metrics, pose_to_12, project_to_so3,
-                               relative_pose, rotation_error_deg)
+from tasks.camera_pose import (IDENTITY12, CameraPose, camera_pose_metrics, direction_error_deg, pose_auc,
+                               pose_to_12, project_to_so3, relative_pose, rotation_error_deg)
+
+FIRST_TO_LAST = ("rot_err_deg_median", "rot_err_deg_mean", "trans_err_median", "trans_err_mean")
+
+
+def first_to_last(metrics):
+    """The metrics reported before the scale-invariant ones."""
+    return {k: metrics[k] for k in FIRST_TO_LAST}
 
 
 def rot_z(deg):
@@ -36,14 +43,45 @@ def test_identity_and_known_rotations():
     m = camera_pose_metrics(pred, gt)
     assert m["rot_err_deg_mean"] == pytest.approx(45.0) and m["rot_err_deg_median"] == pytest.approx(45.0)
     assert m["trans_err_mean"] == pytest.approx(2.5) and m["trans_err_median"] == pytest.approx(2.5)
-    assert camera_pose_metrics(gt, gt) == {"rot_err_deg_median": 0.0, "rot_err_deg_mean": 0.0,
-                                           "trans_err_median": 0.0, "trans_err_mean": 0.0}
+    assert first_to_last(camera_pose_metrics(gt, gt)) == {"rot_err_deg_median": 0.0, "rot_err_deg_mean": 0.0,
+                                                          "trans_err_median": 0.0, "trans_err_mean": 0.0}
     # three clips, errors 0°, 0°, 90° and 0, 0, 3: median and mean differ
     gt3 = np.stack([pose_to_12(np.eye(4))] * 3)
     pred3 = np.stack([pose_to_12(np.eye(4)), pose_to_12(np.eye(4)), pose_to_12(pose(rot_x(90), [0, 3, 0]))])
-    assert camera_pose_metrics(pred3, gt3) == {"rot_err_deg_median": 0.0, "rot_err_deg_mean": pytest.approx(30.0),
-                                               "trans_err_median": 0.0, "trans_err_mean": pytest.approx(1.0)}
+    assert first_to_last(camera_pose_metrics(pred3, gt3)) == {
+        "rot_err_deg_median": 0.0, "rot_err_deg_mean": pytest.approx(30.0),
+        "trans_err_median": 0.0, "trans_err_mean": pytest.approx(1.0)}
     assert CameraPose.primary_metric == "rot_err_deg_mean" and not CameraPose.higher_is_better
+
+
+def test_translation_direction_error_is_scale_invariant():
+    t = np.array([1.0, -2.0, 0.5])
+    assert direction_error_deg(3.7 * t, t) == pytest.approx(0.0, abs=1e-6)  # any positive scale
+    assert direction_error_deg(np.array([0.0, 0.0, 2.0]), np.array([5.0, 0.0, 0.0])) == pytest.approx(90.0)
+    assert direction_error_deg(-t, t) == pytest.approx(180.0)  # the sign counts (PoseDiffusion folds it)
+    assert direction_error_deg(np.zeros(3), t) == pytest.approx(90.0)  # no direction: 90°
+    np.testing.assert_allclose(direction_error_deg(np.array([[1.0, 1, 0], [0, 1, 0]]), np.array([[1.0, 0, 0]] * 2)),
+                               [45.0, 90.0])
+
+
+def test_auc30_hand_computed():
+    """Errors 0.5°, 10.5°, 29.5°, 45° against τ = 1..30: 0.5 is under all 30 thresholds, 10.5 under
+    τ = 11..30 (20), 29.5 under τ = 30 (1), 45 under none -> (30 + 20 + 1 + 0) / (4·30)."""
+    assert pose_auc(np.array([0.5, 10.5, 29.5, 45.0])) == pytest.approx(51 / 120)
+    assert pose_auc(np.zeros(3)) == 1.0 and pose_auc(np.full(2, 30.0)) == 0.0
+    assert pose_auc(np.array([1.0])) == pytest.approx(29 / 30)  # 1° is not under τ = 1
+
+
+def test_auc30_takes_the_worse_of_rotation_and_direction():
+    """Clip 1: rotation 0°, direction 20.5° -> pair error 20.5° (under τ = 21..30: 10/30). Clip 2:
+    rotation 5.5°, translation only scaled -> 5.5° (under τ = 6..30: 25/30). AUC = (10 + 25) / 60."""
+    a = np.radians(20.5)
+    gt = np.stack([pose_to_12(pose(np.eye(3), [1, 0, 0])), pose_to_12(pose(np.eye(3), [0, 0, 1]))])
+    pred = np.stack([pose_to_12(pose(np.eye(3), [np.cos(a), np.sin(a), 0])), pose_to_12(pose(rot_z(5.5), [0, 0, 9]))])
+    m = camera_pose_metrics(pred, gt)
+    assert m["trans_dir_err_deg_mean"] == pytest.approx(10.25) and m["auc30"] == pytest.approx(35 / 60)
+    directions = CameraPose(SPEC).directions()
+    assert directions["auc30"] and not directions["trans_dir_err_deg_mean"] and set(directions) == set(m)
 
 
 def test_svd_projection():

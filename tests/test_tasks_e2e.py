@@ -14,7 +14,8 @@ TINY = ["data.train_size=16", "data.test_size=8", "data.num_frames=4", "data.res
 METRICS = {"depth": {"abs_rel", "delta1", "rmse"},
            "point_tracking": {"average_jaccard", "delta_avg", "occlusion_accuracy"},
            "box_tracking": {"mean_iou"},
-           "camera_pose": {"rot_err_deg_median", "rot_err_deg_mean", "trans_err_median", "trans_err_mean"},
+           "camera_pose": {"rot_err_deg_median", "rot_err_deg_mean", "trans_err_median", "trans_err_mean",
+                           "trans_dir_err_deg_median", "trans_dir_err_deg_mean", "auc30"},
            "action": {"top1", "top5"}}
 PNG = {"depth": "depth.png", "point_tracking": "point_tracking.png", "box_tracking": "box_tracking.png",
        "camera_pose": "camera_pose.png", "action": "action_confusion.png"}
