@@ -1,7 +1,7 @@
 """Typed configuration of an evaluation, checked before any work starts.
 
 Each readout kind has a schema dataclass, stored as the hydra node ``schema/readout/<kind>`` that
-``configs/readout/<kind>.yaml`` extends, so hydra checks the type of every key when it composes
+``bench/configs/readout/<kind>.yaml`` extends, so hydra checks the type of every key when it composes
 (``readout.epochs=abc`` is refused, naming the key). ``check_config`` then checks what types
 cannot say — ranges, choices, the device — so that a bad value ends in one line naming the key,
 the value and what is allowed (``ConfigError``, exit 2) instead of a traceback or, worse, a run

@@ -16,7 +16,7 @@ so one propagation step is one chunk: chunk 0 holds the first frame's labels, ea
 is predicted from chunk 0 plus the ``context`` chunks before it, and the task spreads a chunk's
 labels over its frames and pixels.
 
-Defaults (``configs/readout/propagation.yaml``) are those of the RVM evaluation (DAVIS-2017 and
+Defaults (``bench/configs/readout/propagation.yaml``) are those of the RVM evaluation (DAVIS-2017 and
 JHMDB; VIP uses topk = 10): ``context`` 20, ``topk`` 7, ``radius`` 20 tokens, ``temperature`` 0.7.
 DINO uses 7 / 5 / 12 (a square window) / 0.1 and CRW 20 / 10 / 12 / 0.05 (its README's DAVIS
 command); as in CRW and RVM the radius restricts the recent frames only, never the first.

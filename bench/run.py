@@ -170,7 +170,7 @@ TASKS.names()  # import built-in and plugin tasks: their ConfigStore nodes must 
 register_configs()
 
 
-@hydra.main(config_path="../configs", config_name="bench", version_base="1.3")
+@hydra.main(config_path="configs", config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)

@@ -30,7 +30,7 @@ from benchmarks.common import interleave, median, paired_ratio, parser, report, 
 
 NAME = "cached_vs_online"
 GOAL = 10.0
-LR, WEIGHT_DECAY = 1e-3, 0.05  # configs/readout/attentive.yaml
+LR, WEIGHT_DECAY = 1e-3, 0.05  # bench/configs/readout/attentive.yaml
 
 
 def targets(task: Task, data: Any) -> dict[str, np.ndarray]:
@@ -87,7 +87,7 @@ def compare(name: str, encoder: VideoViT, feats: np.ndarray, data: Any, batch_si
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser(__doc__)
     p.add_argument("--clips", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=16, help="readout batch (configs/readout/attentive.yaml)")
+    p.add_argument("--batch-size", type=int, default=16, help="readout batch (bench/configs/readout/attentive.yaml)")
     p.add_argument("--size", default="s")
     p.add_argument("--tasks", default="depth,action", help="the goal applies to depth")
     args = p.parse_args(argv)

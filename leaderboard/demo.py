@@ -35,6 +35,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from tqdm import tqdm
 
+from bench import CONFIG_DIR as BENCH_CONFIG_DIR
 from bench.models.checkpoint import load_checkpoint, save_checkpoint, sidecar_path
 from bench.models.zoo import checkpoint_path, register_configs
 from bench.registry import TASKS
@@ -42,7 +43,7 @@ from bench.run import evaluate, load_datasets
 from leaderboard.build import publish
 from pretrain.run import build_trainer
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+CONFIG_DIR = str(BENCH_CONFIG_DIR)
 PRETRAINED = ("mae_t", "layerlock_t", "latent_nofreeze_t")
 TRAINED = ("supervised_t", *PRETRAINED)  # encoders the study trains (or takes from COMMITTED)
 REFERENCES = ("blind", "pixels", "random_t", "supervised_t")

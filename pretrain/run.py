@@ -1,4 +1,4 @@
-"""Pretrain one encoder: ``python -m pretrain.run model=layerlock_t`` (hydra; configs/pretrain.yaml).
+"""Pretrain one encoder: ``python -m pretrain.run model=layerlock_t`` (hydra; bench/configs/pretrain.yaml).
 
 Several processes: ``torchrun --nproc_per_node N -m pretrain.run model=...`` (DDP; gloo on CPU,
 nccl on GPU). Re-running the same command resumes from ``<run_dir>/state.pt``. SIGTERM saves
@@ -7,18 +7,17 @@ the state and exits with status 143.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from bench import CONFIG_DIR
 from bench.models.zoo import parse_name, register_configs
 from pretrain.supervised import SupervisedTrainer
 from pretrain.train import Trainer
 
 register_configs()
 EXIT = {"status": None}
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 def load_config(overrides: list[str] | None = None) -> DictConfig:
@@ -35,7 +34,7 @@ def build_trainer(cfg: DictConfig) -> Trainer | SupervisedTrainer:
     return SupervisedTrainer(cfg) if parsed and parsed[0] == "supervised" else Trainer(cfg)
 
 
-@hydra.main(config_path="../configs", config_name="pretrain", version_base="1.3")
+@hydra.main(config_path="../bench/configs", config_name="pretrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
         trainer = build_trainer(cfg)

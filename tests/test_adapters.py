@@ -194,7 +194,7 @@ def make_video_boxes(root: Path, frames: int = 6) -> Path:
 
 
 def yaml_cfg(name: str, **overrides) -> dict:
-    cfg = OmegaConf.load(REPO / "configs" / "data" / f"{name}.yaml")
+    cfg = OmegaConf.load(REPO / "bench" / "configs" / "data" / f"{name}.yaml")
     cfg = OmegaConf.merge(cfg, overrides)
     data = OmegaConf.to_container(cfg, resolve=True)
     assert data.pop("name") == name
@@ -245,7 +245,7 @@ def test_every_adapter_is_registered_and_fits_its_task():
         for task in tasks:
             missing = set(TASKS.get(task).requires) - set(cls.provides)
             assert not missing, (name, task, missing)
-        assert OmegaConf.load(REPO / "configs" / "data" / f"{name}.yaml").name == name
+        assert OmegaConf.load(REPO / "bench" / "configs" / "data" / f"{name}.yaml").name == name
 
 
 def test_data_dir_must_be_set(tmp_path):

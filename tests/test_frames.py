@@ -151,7 +151,7 @@ def test_hydra_nodes_for_common_timm_vits():
              "vit_giant_patch14_dinov2", "vit_small_patch14_reg4_dinov2", "vit_giant_patch14_reg4_dinov2",
              "vit_small_patch16_dinov3", "vit_large_patch16_dinov3", "vit_base_patch16_siglip_224",
              "vit_base_patch16_224", "vit_tiny_patch16_224"]
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "bench" / "configs"), version_base="1.3"):
         for arch in archs:
             cfg = compose("bench", overrides=[f"model=timm/{arch}", "model.weights=/w.safetensors"])
             assert cfg.model == {"name": f"timm/{arch}", "weights": "/w.safetensors"}

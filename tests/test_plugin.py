@@ -134,7 +134,7 @@ def test_example_task_labels_and_metrics(monkeypatch, forget_example_modules):
 
 # ---------------------------------------------------------------- SLURM launcher config
 
-LAUNCHER = ROOT / "configs" / "hydra" / "launcher" / "slurm.yaml"
+LAUNCHER = ROOT / "bench" / "configs" / "hydra" / "launcher" / "slurm.yaml"
 
 
 def test_slurm_launcher_config_extends_the_plugin_config():

@@ -88,7 +88,7 @@ def test_mask_adapters_read_ids_resized_with_nearest(tmp_path, cls, make):
     seg = arrays["segmentation"][0]
     assert set(np.unique(seg)) == {0, 1}  # void read as background
     assert seg[0, 7:20, 9:21].all() and not seg[0, :6].any()  # rows 10:30, cols 20:40 -> crop -8 -> ×2/3
-    assert OmegaConf.load(REPO / "configs" / "data" / f"{cls.name}.yaml").name == cls.name
+    assert OmegaConf.load(REPO / "bench" / "configs" / "data" / f"{cls.name}.yaml").name == cls.name
     assert DATASETS.get(cls.name) is cls and set(TASKS.get("mask_propagation").requires) <= set(cls.provides)
 
 
@@ -100,7 +100,7 @@ def test_jhmdb_joints_split_and_occlusion(tmp_path):
     assert arrays["target_points"].shape[1:] == (15, 4, 2)
     np.testing.assert_allclose(arrays["target_points"][0, 0], [[50 / 3, 16.0]] * 4, rtol=1e-6)
     assert arrays["occluded"][0, 1].all() and not arrays["occluded"][0, 0].any()
-    assert OmegaConf.load(REPO / "configs" / "data" / "jhmdb.yaml").name == "jhmdb"
+    assert OmegaConf.load(REPO / "bench" / "configs" / "data" / "jhmdb.yaml").name == "jhmdb"
     assert set(TASKS.get("keypoint_propagation").requires) <= set(JHMDB.provides)
 
 
