@@ -1,6 +1,9 @@
 """Result records -> leaderboard numbers: seeds aggregated per group, ranks per task.
 
-A group is (task, dataset, model, readout). Each metric of a group is summarised over its seeds
+A group is (task, dataset, model, readout). Records of one task scored under different task options
+(``config.task``, e.g. depth ``align=median`` against ``align=none``) are different tasks: they get
+columns of their own, labelled by the options that differ (``depth[align=median]``), so a
+leaderboard never ranks numbers measured under different protocols against each other. Each metric of a group is summarised over its seeds
 as mean, sample standard deviation (ddof=1) and n; one seed gives std 0 (tables show "(n=1)").
 A task column is (task, dataset): its primary metric and directions come from its records.
 
@@ -28,7 +31,7 @@ import functools
 import math
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -359,12 +362,33 @@ def task_columns(kept: list[ResultRecord]) -> tuple[list[TaskColumn], list[str]]
     return tasks, warnings
 
 
+def task_options(r: ResultRecord) -> dict[str, Any]:
+    """The task options a record was scored under (its config's ``task`` node, name left out)."""
+    node = r.config.get("task") if isinstance(r.config, dict) else None
+    return {k: v for k, v in node.items() if k != "name"} if isinstance(node, dict) else {}
+
+
+def split_task_variants(records: list[tuple[str, ResultRecord]]) -> list[tuple[str, ResultRecord]]:
+    """Relabel the records of a (task, dataset) scored under different task options as
+    ``task[key=value,...]`` (the keys whose values differ); records that agree keep their name."""
+    peers: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for _, r in records:
+        peers.setdefault((r.task, r.dataset), []).append(task_options(r))
+    varying = {key: sorted(k for k in {k for o in opts for k in o} if len({repr(o.get(k)) for o in opts}) > 1)
+               for key, opts in peers.items()}
+    out = []
+    for rel, r in records:
+        label = ",".join(f"{k}={task_options(r).get(k)}" for k in varying[(r.task, r.dataset)])
+        out.append((rel, replace(r, task=f"{r.task}[{label}]") if label else r))
+    return out
+
+
 def aggregate(records: list[tuple[str, ResultRecord]]) -> tuple[Leaderboard, list[str]]:
     """Group records, summarise seeds, bootstrap intervals, collect task columns; also warnings
     (duplicate seeds, records whose per-clip values cannot be used)."""
     warnings: list[str] = []
     by_group: dict[GroupKey, dict[int, tuple[str, ResultRecord]]] = {}
-    for rel, r in records:
+    for rel, r in split_task_variants(records):
         seeds = by_group.setdefault((r.task, r.dataset, r.model, r.readout), {})
         if r.seed in seeds:
             warnings.append(f"{rel}: duplicate of {seeds[r.seed][0]} (same task, dataset, model, readout, "

@@ -500,3 +500,20 @@ def test_committed_positive_controls_beat_the_references_where_the_benchmark_can
             for reference in references:
                 assert _ci_better(group[control], group[reference], task.higher[task.primary]), \
                     f"{name}: {control} vs {reference}"
+
+
+def test_records_scored_under_other_task_options_get_their_own_column(tmp_path):
+    """depth with align=median is not the same task as depth with align=none: never ranked together."""
+    results = tmp_path / "results"
+    for model, align, value in (("mae_t", "median", 0.10), ("random_t", "none", 0.50), ("layerlock_t", "none", 0.40)):
+        config = {"seed": 0, "task": {"name": "depth", "align": align, "average": "pooled"}}
+        write_record(record("depth", model, 0, {"abs_rel": value, "delta1": 0.5}, config=config), results)
+    board, warnings = aggregate(load(results)[0])
+    assert warnings == []
+    assert sorted(t.task for t in board.tasks) == ["depth[align=median]", "depth[align=none]"]
+    assert board.task_ranks(_task(board, "depth[align=none]"), "attentive") == {"layerlock_t": 1.0}
+    assert board.group(_task(board, "depth[align=median]"), "mae_t", "attentive").metrics["abs_rel"].mean == 0.10
+
+
+def test_records_that_agree_on_task_options_keep_the_task_name(lb):
+    assert sorted(t.task for t in lb.tasks) == ["action", "depth"]
