@@ -127,10 +127,7 @@ def load_checkpoint(path: Path, verify: bool = True) -> tuple[VideoViT, dict[str
     meta = read_sidecar(path)
     if verify and (digest := sha256_file(path)) != meta["sha256"]:
         raise CheckpointError(f"{path}: sha256 {digest[:12]}… does not match its sidecar ({meta['sha256'][:12]}…)")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from exc
+    state = load_safetensors(path)
     model = VideoViT(ViTConfig(**meta["architecture"]))
     problem = state_mismatch(model.state_dict(), state)
     if problem:
@@ -162,6 +159,14 @@ def state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Ten
         parts.append(f"{len(shapes)} shape mismatch(es), e.g. {k} is {tuple(found[k].shape)} in the file, "
                      f"{tuple(expected[k].shape)} in the architecture")
     return "; ".join(parts) or None
+
+
+def load_safetensors(path: Path, error: type[CheckpointError] = CheckpointError) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file's tensors; an unreadable file is one ``error`` line naming it."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise error(f"{path}: unreadable safetensors file ({str(exc).strip().splitlines()[0]})") from exc
 
 
 def load_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -16,12 +16,10 @@ import timm
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from timm.data import resolve_model_data_config
 from torch import nn
 
-from bench.models.checkpoint import CheckpointError, load_torch_state_dict, sha256_file
+from bench.models.checkpoint import CheckpointError, load_safetensors, load_torch_state_dict, sha256_file
 from bench.models.vit import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -67,10 +65,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
     if path.suffix == ".safetensors":
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from exc
+        return load_safetensors(path)
     if path.suffix not in (".pth", ".pt", ".bin"):
         raise CheckpointError(f"{path}: expected a .safetensors, .pth, .pt or .bin weights file")
     state = load_torch_state_dict(path)

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
+from bench.models.checkpoint import load_safetensors
 from bench.models.convert.common import ConversionError, Params, first_line, read_torch, select_prefix
 from bench.models.vit import VideoViT
 
@@ -100,10 +99,7 @@ def read_weight_file(file: Path) -> dict[str, Any]:
         if not isinstance(state, dict):
             raise ConversionError(f"{file}: expected a state dict, found {type(state).__name__}")
         return state
-    try:
-        return load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ConversionError(f"{file}: unreadable safetensors file ({first_line(exc)})") from exc
+    return load_safetensors(file, ConversionError)
 
 
 def read_shards(index: Path) -> dict[str, Any]:
