@@ -147,7 +147,7 @@ class PretrainModel(nn.Module):
 
         # decoder: mask tokens with positions join before the last k blocks
         mask_tok = self.mask_token.expand(batch, ids_mask.shape[1], dim)
-        if enc.pos_embed is not None:
+        if enc.cfg.pos_embed != "rope":
             mask_tok = mask_tok + gather_tokens(enc.position_embedding(grid).expand(batch, -1, -1), ids_mask)
         ids_all = torch.cat([ids_keep, ids_mask], dim=1)
         h = torch.cat([vis, mask_tok.to(vis.dtype)], dim=1)

@@ -158,6 +158,19 @@ def test_videomae_table_is_built_for_the_requested_clip(tmp_path):
         assert_features_match(model.forward_all(x), videomae_reference(sd, x))
 
 
+def test_videomae_table_is_rebuilt_for_every_clip_not_resampled(tmp_path):
+    """Converted at the release size (224², 16 frames) and run on a 4×32² clip, the model adds the
+    table VideoMAE would build for that clip, as upstream does; a resampled table would differ."""
+    src = tmp_path / "videomae.pth"
+    sd = videomae_pretrain_file(src)
+    model, _ = videomae.convert(src, num_heads=HEADS)
+    assert (model.cfg.img_size, model.cfg.num_frames, model.cfg.pos_embed) == (224, 16, "sincos")
+    assert "pos_embed" not in model.state_dict()
+    x = normalize_video(clip())
+    with torch.no_grad():
+        assert_features_match(model.forward_all(x), videomae_reference(sd, x))
+
+
 # ---------------------------------------------------------------- V-JEPA (facebookresearch/jepa)
 
 def vjepa_table(d: int, grid_size: int, grid_depth: int, uniform_power: bool) -> torch.Tensor:

@@ -12,6 +12,8 @@ Features for readouts follow 4DS's ``EncoderToReadout``: the list ``[tokens, inp
 """
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -36,7 +38,7 @@ class ViTConfig:
     img_size: int = 64
     num_frames: int = 16
     in_chans: int = 3
-    pos_embed: str = "learned"  # "learned" | "rope"
+    pos_embed: str = "learned"  # "learned" | "rope" | "sincos" (VideoMAE's fixed table, rebuilt per grid)
     readout_depth: float = 0.95
     rope_split: tuple[float, float, float] = field(default=(0.10, 0.25, 0.25))
     mlp_act: str = "gelu"  # "gelu" (exact, erf) | "gelu_tanh" (tanh approximation: flax's nn.gelu, 4DS)
@@ -48,7 +50,7 @@ class ViTConfig:
         self.patch_size = tuple(int(p) for p in self.patch_size)
         self.rope_split = tuple(float(s) for s in self.rope_split)
         self.norm_eps, self.rope_theta = float(self.norm_eps), float(self.rope_theta)
-        for name, allowed in (("pos_embed", ("learned", "rope")), ("mlp_act", ("gelu", "gelu_tanh")),
+        for name, allowed in (("pos_embed", ("learned", "rope", "sincos")), ("mlp_act", ("gelu", "gelu_tanh")),
                               ("rope_freqs", ROPE_FREQS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {', '.join(map(repr, allowed))}")
@@ -141,6 +143,17 @@ class Attention(nn.Module):
         return self.proj(rearrange(x, "b h n d -> b n (h d)"))
 
 
+@functools.lru_cache(maxsize=8)
+def sinusoid_table(n_position: int, dim: int) -> torch.Tensor:
+    """VideoMAE's fixed position table [n_position, dim] over the flattened (t, h, w) token index
+    (``get_sinusoid_encoding_table``: angle = pos / 10000^(2⌊j/2⌋/dim), sin on even channels, cos
+    on odd), computed in float64 as upstream (numpy) does, returned as float32."""
+    pos = torch.arange(n_position, dtype=torch.float64)[:, None]
+    j = torch.arange(dim)
+    angles = pos / torch.pow(10000.0, (2 * (j // 2) / dim).double())[None, :]
+    return torch.where(j % 2 == 0, angles.sin(), angles.cos()).float()
+
+
 class Block(nn.Module):
     """Pre-LayerNorm transformer block."""
 
@@ -166,12 +179,11 @@ class VideoViT(nn.Module):
         self.cfg = cfg
         self.patch_embed = nn.Conv3d(cfg.in_chans, cfg.embed_dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.grid = self.grid_for(cfg.num_frames, cfg.img_size, cfg.img_size)
+        self.pos_embed, self.rope = None, None
         if cfg.pos_embed == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, *self.grid, cfg.embed_dim))
             trunc_normal_(self.pos_embed, std=0.02)
-            self.rope = None
-        else:
-            self.pos_embed = None
+        elif cfg.pos_embed == "rope":
             self.rope = RoPE3D(cfg.embed_dim // cfg.num_heads, cfg.rope_split, cfg.rope_theta, cfg.rope_freqs)
         self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_dim, cfg.mlp_act, cfg.norm_eps)
                                     for _ in range(cfg.depth))
@@ -198,16 +210,22 @@ class VideoViT(nn.Module):
         return tubelet_grid(self.cfg.patch_size, frames, height, width)
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
-        """Tubelet-embed a normalised clip [B,3,T,H,W] -> tokens [B,N,C] (with learned positions
-        added, interpolated if the grid differs) and the token grid (T', h, w)."""
+        """Tubelet-embed a normalised clip [B,3,T,H,W] -> tokens [B,N,C] (with absolute positions
+        added: a learned table interpolated if the grid differs, or the sin-cos table built for
+        the grid) and the token grid (T', h, w)."""
         x = self.patch_embed(x)
         grid = tuple(x.shape[2:])
         x = rearrange(x, "b c t h w -> b (t h w) c")
-        if self.pos_embed is not None:
-            x = x + self.position_embedding(grid)
+        if self.cfg.pos_embed != "rope":
+            x = x + self.position_embedding(grid).to(x.dtype)
         return x, grid
 
     def position_embedding(self, grid: tuple[int, int, int]) -> torch.Tensor:
+        """[1, N, C] absolute positions of a ``grid``: VideoMAE's sin-cos table regenerated for it
+        (as upstream builds it for the model's size, never resampled), or the learned table,
+        resampled trilinearly when the grid differs from the one it was trained on."""
+        if self.pos_embed is None:
+            return sinusoid_table(math.prod(grid), self.cfg.embed_dim).to(self.patch_embed.weight.device)[None]
         pos = self.pos_embed
         if tuple(grid) != tuple(pos.shape[1:4]):
             pos = F.interpolate(rearrange(pos, "1 t h w c -> 1 c t h w"), size=grid, mode="trilinear",

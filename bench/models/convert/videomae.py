@@ -15,11 +15,11 @@ Conversion, all exact:
   gamma * (W x + b) = (gamma[:, None] * W) x + gamma * b;
 - position table: VideoMAE's fixed 1D sinusoid table over the flattened (t, h, w) token index
   (``get_sinusoid_encoding_table``: angle = pos / 10000^(2⌊j/2⌋/C), sin on even channels,
-  cos on odd), regenerated for the ``--img-size`` × ``--num-frames`` clip and stored as the
-  learned table [1, T', h, w, C]. VideoMAE cannot change its token count; frozen4d would
-  interpolate this table trilinearly, which is not the same function, so convert at the clip
-  size you evaluate at (e.g. ``--img-size 64 --num-frames 16`` for the default synthetic world).
-  A learnable ``pos_embed`` [1, N, C] in the file is used as is;
+  cos on odd), not stored: the converted model has ``pos_embed="sincos"`` and rebuilds the table
+  for the grid of every clip it runs on, as upstream builds it for the size a model is created
+  at (a resampled table is a different function: relative difference 0.60 at 224 → 64).
+  ``--img-size`` / ``--num-frames`` only set the recorded architecture. A learnable
+  ``pos_embed`` [1, N, C] in the file is used as is (and resampled trilinearly at other sizes);
 - input normalisation: VideoMAE uses ImageNet mean/std, as frozen4d does: nothing to fold.
 
 The final ``norm`` / ``fc_norm`` (and ``head``) are DROPPED, not folded: frozen4d's ViT has no
@@ -34,7 +34,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from bench.models.convert.common import (ConversionError, Params, block_tensors, build, factor_grid, read_torch,
@@ -42,17 +41,6 @@ from bench.models.convert.common import (ConversionError, Params, block_tensors,
 from bench.models.vit import ViTConfig, VideoViT
 
 KIND = "videomae"
-
-
-def sinusoid_table(n_position: int, dim: int) -> np.ndarray:
-    """VideoMAE's fixed position table [n_position, dim] (float64)."""
-    pos = np.arange(n_position, dtype=np.float64)[:, None]
-    j = np.arange(dim)
-    angles = pos / np.power(10000.0, 2 * (j // 2) / dim)[None, :]
-    table = angles.copy()
-    table[:, 0::2] = np.sin(angles[:, 0::2])
-    table[:, 1::2] = np.cos(angles[:, 1::2])
-    return table
 
 
 def state_dict_of(path: Path, obj: Any) -> dict[str, Any]:
@@ -85,19 +73,21 @@ def encoder_from(p: Params, img_size: int | None, num_frames: int, num_heads: in
         raise ConversionError(f"{p.path}: cosine attention (attn.scale, VideoMAE-v2 cos_attn) is not supported")
     table, grid, position = position_table(p, patch, dim, img_size, num_frames)
     out: dict[str, torch.Tensor] = {"patch_embed.weight": w, "patch_embed.bias": p.get("patch_embed.proj.bias", (dim,)),
-                                    "pos_embed": table}
+                                    **({"pos_embed": table} if table is not None else {})}
     for i in range(depth):
         out.update(block_tensors(p, f"blocks.{i}.", dim, mlp_dim))
     cfg = ViTConfig(embed_dim=dim, depth=depth, num_heads=heads, mlp_dim=mlp_dim, patch_size=patch,
-                    img_size=grid[1] * patch[1], num_frames=grid[0] * patch[0], pos_embed="learned", **arch)
+                    img_size=grid[1] * patch[1], num_frames=grid[0] * patch[0],
+                    pos_embed="learned" if table is not None else "sincos", **arch)
     model = build(p.path, cfg, out)
     return model, {"position": position, "layer_scale_folded": "blocks.0.gamma_1" in p, "dropped": p.unused()}
 
 
 def position_table(p: Params, patch: tuple[int, int, int], dim: int, img_size: int | None,
-                   num_frames: int) -> tuple[torch.Tensor, tuple[int, int, int], str]:
-    """(table [1, T', h, w, C], grid, how it was obtained): the file's learnable ``pos_embed``, else
-    VideoMAE's sinusoid table regenerated for the clip."""
+                   num_frames: int) -> tuple[torch.Tensor | None, tuple[int, int, int], str]:
+    """(table [1, T', h, w, C], grid, how it was obtained): the file's learnable ``pos_embed``; else
+    None — VideoMAE's fixed sinusoid table, which ``VideoViT`` (``pos_embed="sincos"``) rebuilds for
+    whatever grid it runs on, as upstream builds it for the model's size."""
     if "pos_embed" in p:  # use_learnable_pos_emb=True
         table = p.get("pos_embed")
         if table.dim() != 3 or table.shape[0] != 1 or table.shape[2] != dim:
@@ -107,5 +97,4 @@ def position_table(p: Params, patch: tuple[int, int, int], dim: int, img_size: i
     if img_size % patch[1] or num_frames % patch[0]:
         raise ConversionError(f"{p.path}: a {num_frames}×{img_size}² clip is not divisible by the tubelet {patch}")
     grid = (num_frames // patch[0], img_size // patch[1], img_size // patch[2])
-    table = torch.from_numpy(sinusoid_table(int(np.prod(grid)), dim)).float()
-    return table.reshape(1, *grid, dim), grid, "VideoMAE sinusoid table regenerated for the grid"
+    return None, grid, "VideoMAE sinusoid table, rebuilt for the grid of every run (pos_embed=sincos)"
