@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from bench.readouts import PROTOCOLS
 
@@ -27,40 +27,37 @@ class ConfigError(ValueError):
 
 @dataclass
 class ReadoutSchema:
-    """Keys every readout kind has."""
-    kind: str = "attentive"
-    num_heads: Optional[int] = None
-    dim: Optional[int] = None
-    batch_size: int = 16
+    """Keys every readout kind has. Schemas hold types only: the defaults live once, in the YAML."""
+    kind: str = MISSING
+    num_heads: Optional[int] = MISSING
+    dim: Optional[int] = MISSING
+    batch_size: int = MISSING
 
 
 @dataclass
 class AttentiveSchema(ReadoutSchema):
-    num_heads: Optional[int] = 8
-    protocol: str = "frozen4d"
-    epochs: int = 20
-    lr: float = 1e-3
-    weight_decay: float = 0.05
+    protocol: str = MISSING
+    epochs: int = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
 
 
 @dataclass
 class LinearSchema(ReadoutSchema):
-    kind: str = "linear"
-    epochs: int = 20
-    lr: float = 3e-3
-    weight_decay: float = 0.0
-    solver: str = "sgd"
-    alpha: float = 1.0
+    epochs: int = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    solver: str = MISSING
+    alpha: float = MISSING
 
 
 @dataclass
 class PropagationSchema(ReadoutSchema):
-    kind: str = "propagation"
-    context: int = 20
-    topk: int = 7
-    radius: Optional[float] = 20.0
-    reference_grid: Optional[int] = 30
-    temperature: float = 0.7
+    context: int = MISSING
+    topk: int = MISSING
+    radius: Optional[float] = MISSING
+    reference_grid: Optional[int] = MISSING
+    temperature: float = MISSING
 
 
 SCHEMAS = {"attentive": AttentiveSchema, "linear": LinearSchema, "propagation": PropagationSchema}
