@@ -17,11 +17,12 @@ import torch
 from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
+from bench.errors import UserError
 from bench.models.vit import VideoViT, normalize_video
 from bench.staging import staged_directory
 
 
-class FeatureError(ValueError):
+class FeatureError(UserError, ValueError):
     """Features that cannot be trusted (NaN / Inf) or a cache entry that is malformed."""
 
 

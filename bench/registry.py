@@ -13,12 +13,14 @@ import warnings
 from importlib.metadata import entry_points
 from typing import Any, Callable, Generic, TypeVar
 
+from bench.errors import UserError
+
 T = TypeVar("T")
 
 ENTRY_POINT_GROUP = "frozen4d.tasks"
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(UserError, KeyError):
     """Raised for a name no registry entry answers to; the message lists the known names."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it one readable line

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from bench.errors import UserError
 from bench.models.checkpoint import atomic_write_bytes
 
 SCHEMA_VERSION = 2
@@ -73,7 +74,7 @@ class RecordError(ValueError):
     """A result file that is not a valid record."""
 
 
-class RecordWriteError(OSError):
+class RecordWriteError(UserError, OSError):
     """A record that could not be written (disk full, permissions); the old file is untouched."""
 
 

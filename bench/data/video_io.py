@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Iterable, Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
+from bench.errors import UserError
 from bench.staging import staged_directory
 
 SHORT_CLIP_POLICIES = ("error", "loop", "pad")
@@ -36,7 +37,7 @@ CROP_MODES = ("center", "none")
 TRUNCATION_TOLERANCE = 0.1
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset file that is missing, empty, corrupt, truncated or malformed; the message is one
     line naming the file."""
 

@@ -19,10 +19,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from bench.errors import UserError
 from bench.models.vit import ViTConfig, VideoViT
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, truncated, or disagrees with its sidecar."""
 
 
