@@ -18,12 +18,8 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from bench.errors import UserError
+from bench.errors import ConfigError
 from bench.readouts import PROTOCOLS
-
-
-class ConfigError(UserError, ValueError):
-    """A configuration value out of its allowed range: names the key, the value and the rule."""
 
 
 @dataclass

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.errors import ConfigError
 from bench.models.vit import grid_coords
 from bench.registry import READOUTS
 from bench.task import FeatureSpec, Task
@@ -51,12 +52,12 @@ class PropagationTask(Task):
 
     def __init__(self, spec: FeatureSpec, readout: str = "propagation", **cfg: Any):
         if readout != "propagation":
-            raise ValueError(f"task {self.name!r} is training-free label propagation: use readout=propagation, "
-                             f"not readout={readout}")
+            raise ConfigError(f"task {self.name!r} is training-free label propagation: use readout=propagation, "
+                              f"not readout={readout}")
         super().__init__(spec, readout, **cfg)
         t = spec.clip[0]
         if t % spec.grid[0]:
-            raise ValueError(f"{self.name}: {t} frames do not split into {spec.grid[0]} feature time chunks")
+            raise ConfigError(f"{self.name}: {t} frames do not split into {spec.grid[0]} feature time chunks")
         self.chunk_len = t // spec.grid[0]
 
     def seed_labels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -64,14 +65,14 @@ class PropagationTask(Task):
         raise NotImplementedError
 
     def queries(self, dim: int) -> nn.Module:
-        raise ValueError(f"task {self.name!r} has no readout queries: use readout=propagation")
+        raise ConfigError(f"task {self.name!r} has no readout queries: use readout=propagation")
 
     @property
     def output_dim(self) -> int:
-        raise ValueError(f"task {self.name!r} has no fixed output size: use readout=propagation")
+        raise ConfigError(f"task {self.name!r} has no fixed output size: use readout=propagation")
 
     def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        raise ValueError(f"task {self.name!r} trains nothing: use readout=propagation")
+        raise ConfigError(f"task {self.name!r} trains nothing: use readout=propagation")
 
     def frames(self, chunks: torch.Tensor) -> torch.Tensor:
         """Per-chunk values [B, T', ...] -> per-frame values [B, T, ...] (each frame takes its chunk's)."""
@@ -103,11 +104,11 @@ class PropagationReadout(nn.Module):
                  reference_grid: int | None = 30, temperature: float = 0.7):
         super().__init__()
         if not isinstance(task, PropagationTask):
-            raise ValueError(f"readout=propagation needs a label-propagation task (mask_propagation, "
-                             f"keypoint_propagation), not {task.name!r}")
+            raise ConfigError(f"readout=propagation needs a label-propagation task (mask_propagation, "
+                              f"keypoint_propagation), not {task.name!r}")
         if context < 0 or topk < 1 or temperature <= 0 or (radius is not None and radius <= 0):
-            raise ValueError(f"readout=propagation: need context >= 0, topk >= 1, temperature > 0 and radius > 0 "
-                             f"or null (got {context}, {topk}, {temperature}, {radius})")
+            raise ConfigError(f"readout=propagation: need context >= 0, topk >= 1, temperature > 0 and radius > 0 "
+                              f"or null (got {context}, {topk}, {temperature}, {radius})")
         self.task, self.context, self.topk, self.temperature = task, int(context), int(topk), float(temperature)
         h, w = task.spec.grid[1:]
         self.radius = None if radius is None else float(radius) * (h / reference_grid if reference_grid else 1.0)
@@ -145,5 +146,5 @@ def area_downsample(maps: np.ndarray | torch.Tensor, grid: tuple[int, int]) -> t
     b, hh, ww, k = maps.shape
     h, w = grid
     if hh % h or ww % w:
-        raise ValueError(f"a {hh}×{ww} label map does not split into a {h}×{w} token grid")
+        raise ConfigError(f"a {hh}×{ww} label map does not split into a {h}×{w} token grid")
     return maps.view(b, h, hh // h, w, ww // w, k).mean((2, 4)).reshape(b, h * w, k)

@@ -24,6 +24,7 @@ from einops import rearrange
 from timm.layers import Mlp
 from torch import nn
 
+from bench.errors import ConfigError
 from bench.models.vit import grid_coords
 from bench.positions import spatial_code
 from bench.registry import READOUTS
@@ -92,9 +93,9 @@ class AttentiveReadout(nn.Module):
         super().__init__()
         dim = dim or feature_dim
         if dim % num_heads:
-            raise ValueError(f"readout dim {dim} is not divisible by num_heads={num_heads}")
+            raise ConfigError(f"readout dim {dim} is not divisible by num_heads={num_heads}")
         if protocol not in PROTOCOLS:
-            raise ValueError(f"readout.protocol={protocol!r}: expected one of {list(PROTOCOLS)}")
+            raise ConfigError(f"readout.protocol={protocol!r}: expected one of {list(PROTOCOLS)}")
         self.num_heads = num_heads
         self.queries = queries
         self.norm = nn.LayerNorm(feature_dim)

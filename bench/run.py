@@ -19,19 +19,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
-from bench.config import ConfigError, check_config
-from bench.features import FeatureError, cached_features, check_finite
+from bench.config import check_config
+from bench.errors import ConfigError, UserError
+from bench.features import cached_features, check_finite
 from bench.fit import fit, fit_closed_form, fit_flags, flush_denormals, loss_tail, predict
-from bench.models.checkpoint import CheckpointError
 from bench.models.pixels import PixelEncoder
 from bench.models.zoo import build_encoder, register_configs
 from bench.readouts import build_readout
-from bench.registry import DATASETS, READOUTS, TASKS, UnknownNameError
-from bench.results import RecordWriteError, ResultRecord, environment, write_record
+from bench.registry import DATASETS, READOUTS, TASKS
+from bench.results import ResultRecord, environment, write_record
 from bench.task import FeatureSpec, Task
 
-USER_ERRORS = (ConfigError, UnknownNameError, CheckpointError, FeatureError, FileNotFoundError, ValueError,
-               RecordWriteError)
 
 
 def load_datasets(cfg: DictConfig, task_cls: type[Task]) -> tuple[Any, Any]:
@@ -40,8 +38,8 @@ def load_datasets(cfg: DictConfig, task_cls: type[Task]) -> tuple[Any, Any]:
     dataset_cls = DATASETS.get(data.pop("name"))
     missing = [k for k in task_cls.requires if k not in dataset_cls.provides]
     if missing:
-        raise ValueError(f"task {task_cls.name!r} needs clip keys {missing} that dataset "
-                         f"{cfg.data.name!r} does not provide (it provides {list(dataset_cls.provides)})")
+        raise ConfigError(f"task {task_cls.name!r} needs clip keys {missing} that dataset "
+                          f"{cfg.data.name!r} does not provide (it provides {list(dataset_cls.provides)})")
     return tuple(dataset_cls(split=cfg.splits[s], root=cfg.paths.cache, **data) for s in ("train", "test"))
 
 
@@ -103,7 +101,7 @@ def read_out(cfg: DictConfig, task_cls: type[Task], train: Any, test: Any, train
         history = fit(readout, task, train_feats, train_targets, ro.epochs, ro.batch_size, ro.lr, ro.weight_decay,
                       cfg.seed, device=cfg.device)
     else:
-        raise ValueError(f"readout.solver={solver!r}: expected 'sgd' or 'closed_form'")
+        raise ConfigError(f"readout.solver={solver!r}: expected 'sgd' or 'closed_form'")
     pred_seen = predict(readout, task, train_feats[:len(next(iter(seen.values())))], seen, ro.batch_size, cfg.device)
     pred_test = predict(readout, task, test_feats, test_targets, ro.batch_size, cfg.device)
     return task, pred_seen, pred_test, history, sha
@@ -174,7 +172,7 @@ register_configs()
 def main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)
-    except USER_ERRORS as exc:
+    except UserError as exc:  # a bad input: one line; anything else is a bug and keeps its traceback
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
 

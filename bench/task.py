@@ -17,6 +17,8 @@ import torch
 from hydra.core.config_store import ConfigStore
 from torch import nn
 
+from bench.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class FeatureSpec:
@@ -112,7 +114,7 @@ class Task(ABC):
         ``zero_init_head`` tasks is their input-blind answer (the per-pixel train-median depth, a
         static track, the static box, the identity pose). Override for other blind answers."""
         if not self.zero_init_head:
-            raise ValueError(f"task {self.name!r} defines no input-blind answer (model=blind needs Task.blind)")
+            raise ConfigError(f"task {self.name!r} defines no input-blind answer (model=blind needs Task.blind)")
         batch = {k: torch.from_numpy(np.array(v)) for k, v in split.items()}  # a writable copy
         size = len(next(iter(split.values())))
         batch["features"] = torch.zeros(size, 0)  # learned queries take the batch size from here

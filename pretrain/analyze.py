@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.errors import UserError
 from pretrain import collapse, convergence
 
 USAGE = "usage: python -m pretrain.analyze {convergence [key=value ...] | collapse [--runs DIR] [--out DIR]}"
@@ -40,7 +41,7 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         tools[argv[0]](argv[1:])
-    except (ValueError, FileNotFoundError) as exc:
+    except UserError as exc:  # a bad input: one line; a bug keeps its traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

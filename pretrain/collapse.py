@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import torch
 
+from bench.errors import ConfigError
 from bench.models.vit import VideoViT
 from pretrain.metrics_log import read_metrics, write_table
 
@@ -60,11 +61,11 @@ def read_runs(runs_dir: Path, names: Sequence[str]) -> dict[str, list[dict[str, 
     for name in names:
         path = Path(runs_dir) / name / "metrics.jsonl"
         if not path.parent.is_dir():
-            raise FileNotFoundError(f"run dir {path.parent} not found: pretrain it with "
-                                    f"`python -m pretrain.run model={name}` or pass --runs DIR")
+            raise ConfigError(f"run dir {path.parent} not found: pretrain it with "
+                              f"`python -m pretrain.run model={name}` or pass --runs DIR")
         runs[name] = read_metrics(path) if path.exists() else []
         if not runs[name]:
-            raise FileNotFoundError(f"{path}: no metrics logged yet")
+            raise ConfigError(f"{path}: no metrics logged yet")
     return runs
 
 

@@ -36,6 +36,8 @@ from pretrain.metrics_log import write_table
 from pretrain.run import load_config
 from pretrain.train import Trainer
 
+from bench.errors import ConfigError
+
 # The miniature run (pretrain config overrides; the command line wins key by key). 32x32x8 clips
 # give 64 tubelets, of which 95% masking would leave 3 visible: the miniature masks 75%.
 MINIATURE = {"model": "mae_t", "data.name": "patterns", "data.resolution": "32", "data.num_frames": "8",
@@ -120,19 +122,19 @@ def continue_frozen(overrides: list[str], state: dict, blocks: int, run_dir: str
 def resolve_probe(trainer: Trainer, probe: ProbeConfig) -> tuple[list[int], list[int], int]:
     """(T steps, L values, tail steps) of ``probe`` for the baseline ``trainer``, validated."""
     if trainer.recipe["objective"] != "mae":
-        raise ValueError(f"the convergence probe branches a pixel MAE run; {trainer.name} trains "
-                         f"{trainer.recipe['objective']!r} (use model=mae_<size>)")
+        raise ConfigError(f"the convergence probe branches a pixel MAE run; {trainer.name} trains "
+                          f"{trainer.recipe['objective']!r} (use model=mae_<size>)")
     steps, encoder_depth = trainer.recipe["steps"], trainer.model.encoder_depth
     at_steps = sorted({int(round(f * steps)) for f in probe.at})
     blocks = sorted(set(probe.blocks)) if probe.blocks is not None else list(range(1, encoder_depth))
     if not all(0 <= t < steps for t in at_steps):
-        raise ValueError(f"probe.at={probe.at}: freeze steps must be fractions in [0, 1) of the run")
+        raise ConfigError(f"probe.at={probe.at}: freeze steps must be fractions in [0, 1) of the run")
     if not all(1 <= b < encoder_depth for b in blocks):
-        raise ValueError(f"probe.blocks={blocks}: at least one of the {encoder_depth} encoder blocks "
-                         f"(before the decoder) must stay trainable: choose L in 1..{encoder_depth - 1}")
+        raise ConfigError(f"probe.blocks={blocks}: at least one of the {encoder_depth} encoder blocks "
+                          f"(before the decoder) must stay trainable: choose L in 1..{encoder_depth - 1}")
     tail = max(1, int(round(probe.tail * steps)))
     if tail > steps - max(at_steps):
-        raise ValueError(f"probe.tail={probe.tail} ({tail} steps) reaches before the last freeze step {max(at_steps)}")
+        raise ConfigError(f"probe.tail={probe.tail} ({tail} steps) reaches before the last freeze step {max(at_steps)}")
     return at_steps, blocks, tail
 
 

@@ -20,6 +20,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from bench.errors import ConfigError
+
 
 class MovingPatterns:
     """Moving coloured squares over a drifting colour gradient: learnable structure in space and
@@ -74,7 +76,7 @@ def open_videos(data_cfg: Mapping[str, Any], root: str, split: str = "train") ->
         try:
             cls = DATASETS.get(name)
         except UnknownNameError as exc:
-            raise ValueError(f"{exc}; for a quick run without the synthetic world use data.name=patterns") from exc
+            raise ConfigError(f"{exc}; for a quick run without the synthetic world use data.name=patterns") from exc
         ds = cls(split=split, root=root, **cfg)
     return ds.arrays(["video"])["video"]
 
@@ -84,9 +86,9 @@ class BatchStream:
 
     def __init__(self, videos: np.ndarray, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
         if batch_size % world_size:
-            raise ValueError(f"batch_size={batch_size} is not divisible by the {world_size} DDP ranks")
+            raise ConfigError(f"batch_size={batch_size} is not divisible by the {world_size} DDP ranks")
         if batch_size > len(videos):
-            raise ValueError(f"batch_size={batch_size} exceeds the {len(videos)} training clips")
+            raise ConfigError(f"batch_size={batch_size} exceeds the {len(videos)} training clips")
         self.videos, self.batch_size, self.seed = videos, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.epoch, self.cursor = 0, 0
@@ -114,6 +116,6 @@ class BatchStream:
 
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         if (state["seed"], state["batch_size"]) != (self.seed, self.batch_size):
-            raise ValueError(f"data state was saved with seed/batch {state['seed']}/{state['batch_size']}, "
-                             f"this run uses {self.seed}/{self.batch_size}")
+            raise ConfigError(f"data state was saved with seed/batch {state['seed']}/{state['batch_size']}, "
+                              f"this run uses {self.seed}/{self.batch_size}")
         self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import nn
 
+from bench.errors import ConfigError
 from bench.models.vit import VideoViT, grid_coords
 from pretrain.layerlock import Phase
 from pretrain.masking import gather_tokens, patchify
@@ -49,7 +50,7 @@ class PretrainModel(nn.Module):
         super().__init__()
         cfg = encoder.cfg
         if not 1 <= decoder_depth < cfg.depth:
-            raise ValueError(f"decoder_depth={decoder_depth} must be in [1, {cfg.depth})")
+            raise ConfigError(f"decoder_depth={decoder_depth} must be in [1, {cfg.depth})")
         self.encoder = encoder
         self.decoder_depth = decoder_depth
         self.norm_pix_loss = norm_pix_loss
@@ -87,11 +88,11 @@ class PretrainModel(nn.Module):
     def set_phase(self, phase: Phase) -> None:
         """``requires_grad`` per the phase; parameters that stop training also drop their grad."""
         if phase.frozen >= self.encoder_depth:
-            raise ValueError(f"cannot freeze {phase.frozen} blocks: the encoder has {self.encoder_depth} "
-                             f"blocks before the {self.decoder_depth}-block decoder")
+            raise ConfigError(f"cannot freeze {phase.frozen} blocks: the encoder has {self.encoder_depth} "
+                              f"blocks before the {self.decoder_depth}-block decoder")
         if any(b >= len(self.latent_heads) for b in phase.targets):
-            raise ValueError(f"targets {phase.targets} need {max(phase.targets) + 1} latent heads, "
-                             f"model has {len(self.latent_heads)}")
+            raise ConfigError(f"targets {phase.targets} need {max(phase.targets) + 1} latent heads, "
+                              f"model has {len(self.latent_heads)}")
         units = self.trainable_modules(phase)
         for name, p in self.named_parameters():
             unit = next(u for u in units if name == u or name.startswith(u + "."))

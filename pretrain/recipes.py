@@ -24,6 +24,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
+from bench.errors import ConfigError
 from bench.models.zoo import parse_name
 
 OBJECTIVES = ("mae", "layerlock", "latent_nofreeze")
@@ -95,12 +96,12 @@ def recipe_for(name: str) -> Recipe:
     """The un-resolved recipe of a zoo name (family -> objective, size -> schedule)."""
     parsed = parse_name(name)
     if parsed is None:
-        raise ValueError(f"model {name!r} is not <family>_<size>; pretraining needs a zoo name")
+        raise ConfigError(f"model {name!r} is not <family>_<size>; pretraining needs a zoo name")
     family, size = parsed
     if family == "random":
-        raise ValueError(f"model {name!r} is an untrained baseline (seeded random init); nothing to pretrain")
+        raise ConfigError(f"model {name!r} is an untrained baseline (seeded random init); nothing to pretrain")
     if family == "supervised":
-        raise ValueError(f"model {name!r} is the supervised control: its recipe is pretrain.supervised.DEFAULTS")
+        raise ConfigError(f"model {name!r} is the supervised control: its recipe is pretrain.supervised.DEFAULTS")
     return Recipe(objective=family, **SIZE_RECIPES[size])
 
 
@@ -111,19 +112,19 @@ def resolve_recipe(name: str, depth: int, overrides: Mapping[str, Any] | None = 
     known = {f.name for f in fields(Recipe)}
     for key, value in (overrides or {}).items():
         if key not in known:
-            raise ValueError(f"unknown recipe field train.{key}; known: {sorted(known)}")
+            raise ConfigError(f"unknown recipe field train.{key}; known: {sorted(known)}")
         if value is not None:
             recipe[key] = value
     for key, choices in _CHOICES.items():
         if recipe[key] not in choices:
-            raise ValueError(f"train.{key}={recipe[key]!r}: expected one of {choices}")
+            raise ConfigError(f"train.{key}={recipe[key]!r}: expected one of {choices}")
     r = recipe
     steps = int(r["steps"])
     if steps < 1 or r["batch_size"] < 1:
-        raise ValueError("train.steps and train.batch_size must be positive")
+        raise ConfigError("train.steps and train.batch_size must be positive")
     k = int(r["decoder_depth"])
     if not 1 <= k < depth:
-        raise ValueError(f"train.decoder_depth={k} must be in [1, depth={depth})")
+        raise ConfigError(f"train.decoder_depth={k} must be in [1, depth={depth})")
     if r["warmup_steps"] is None:
         r["warmup_steps"] = max(1, round(r["warmup_frac"] * steps))
     # freezing schedule (used by layerlock; latent_nofreeze shares its pixel phase and re-warmup)
@@ -142,9 +143,9 @@ def resolve_recipe(name: str, depth: int, overrides: Mapping[str, Any] | None = 
     if r["target_block"] is None:
         r["target_block"] = max(0, r["max_frozen_blocks"] - 1)
     if r["objective"] == "layerlock" and r["max_frozen_blocks"] < 1:
-        raise ValueError(f"layerlock needs depth - decoder_depth >= 2 (depth={depth}, decoder_depth={k})")
+        raise ConfigError(f"layerlock needs depth - decoder_depth >= 2 (depth={depth}, decoder_depth={k})")
     if not 0 <= int(r["target_block"]) < depth - k:
-        raise ValueError(f"train.target_block={r['target_block']} must be an encoder block (< {depth - k})")
+        raise ConfigError(f"train.target_block={r['target_block']} must be an encoder block (< {depth - k})")
     if not 0.0 < float(r["mask_ratio"]) < 1.0:
-        raise ValueError("train.mask_ratio must be in (0, 1)")
+        raise ConfigError("train.mask_ratio must be in (0, 1)")
     return r

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.data.video_io import DatasetError
+from bench.errors import ConfigError
 from bench.readouts import LearnedQueries
 from bench.registry import TASKS
 from bench.task import FeatureSpec, Task, register_task_config
@@ -27,7 +29,7 @@ def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
     score vector is never top-1 correct (unless there is one class), and argmax order is irrelevant."""
     scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(np.int64).reshape(-1)
     if len(labels) == 0:
-        raise ValueError("action: no clip to evaluate")
+        raise DatasetError("action: no clip to evaluate")
     k = min(k, scores.shape[1])
     true = scores[np.arange(len(labels)), labels][:, None]
     others_at_least = (scores >= true).sum(1) - 1  # minus the true class itself
@@ -62,12 +64,12 @@ class Action(Task):
         names = self.meta.get("label_names")
         if names is not None:
             if num_classes is not None and num_classes != len(names):
-                raise ValueError(f"action: num_classes={num_classes} but the dataset has {len(names)} label names")
+                raise ConfigError(f"action: num_classes={num_classes} but the dataset has {len(names)} label names")
             self.label_names = [str(n) for n in names]
         elif num_classes is not None:
             self.label_names = [str(i) for i in range(num_classes)]
         else:
-            raise ValueError("action: the dataset gives no 'label_names' in its metadata; set task.num_classes")
+            raise ConfigError("action: the dataset gives no 'label_names' in its metadata; set task.num_classes")
         self.num_classes = len(self.label_names)
 
     def queries(self, dim: int) -> nn.Module:

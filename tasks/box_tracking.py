@@ -19,6 +19,8 @@ from einops import rearrange
 from torch import nn
 from torchvision.ops import generalized_box_iou_loss
 
+from bench.data.video_io import DatasetError
+from bench.errors import ConfigError
 from bench.registry import TASKS
 from bench.task import FeatureSpec, Task, register_task_config
 from tasks._queries import FourierQueries, box_pool, chunk_positions
@@ -66,7 +68,7 @@ def box_tracking_metrics(pred_boxes: np.ndarray, gt_boxes: np.ndarray, box_valid
     """
     pairs = scored_pairs(box_valid, include_query_frame)
     if not pairs.any():
-        raise ValueError("box tracking: no valid (object, frame) pair to evaluate")
+        raise DatasetError("box tracking: no valid (object, frame) pair to evaluate")
     iou = box_iou_pairs(np.asarray(pred_boxes)[pairs], np.asarray(gt_boxes)[pairs])
     return {"mean_iou": float(iou.mean())}
 
@@ -92,7 +94,7 @@ class BoxTracking(Task):
         t, h, w = spec.clip
         self.chunks = spec.grid[0]
         if t % self.chunks:
-            raise ValueError(f"box_tracking: {t} frames do not split into {self.chunks} feature time chunks")
+            raise ConfigError(f"box_tracking: {t} frames do not split into {self.chunks} feature time chunks")
         self.chunk_len = t // self.chunks
         self.scale = torch.tensor([w, h, w, h], dtype=torch.float32)
 

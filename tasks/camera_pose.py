@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.data.video_io import DatasetError
 from bench.readouts import LearnedQueries
 from bench.registry import TASKS
 from bench.task import FeatureSpec, Task, register_task_config
@@ -91,7 +92,7 @@ def camera_pose_metrics(pred12: np.ndarray, gt12: np.ndarray) -> dict[str, float
     error. pred12, gt12 [B, 12] as ``pose_to_12``."""
     pred12, gt12 = np.asarray(pred12, np.float64), np.asarray(gt12, np.float64)
     if len(gt12) == 0:
-        raise ValueError("camera pose: no clip to evaluate")
+        raise DatasetError("camera pose: no clip to evaluate")
     rot = rotation_error_deg(project_to_so3(pred12[:, :9].reshape(-1, 3, 3)), gt12[:, :9].reshape(-1, 3, 3))
     trans = np.linalg.norm(pred12[:, 9:] - gt12[:, 9:], axis=-1)
     direction = direction_error_deg(pred12[:, 9:], gt12[:, 9:])

@@ -29,6 +29,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from bench.data.video_io import DatasetError
+from bench.errors import ConfigError
 from bench.readouts import LearnedQueries, token_positions
 from bench.registry import TASKS
 from bench.task import FeatureSpec, Task, register_task_config
@@ -41,7 +43,7 @@ ALIGNMENTS = ("none", "median", "lstsq")
 def check_option(key: str, value: str, allowed: tuple[str, ...]) -> None:
     """A one-line ValueError naming the config key and its allowed values."""
     if value not in allowed:
-        raise ValueError(f"task.{key}={value!r}: expected one of {list(allowed)}")
+        raise ConfigError(f"task.{key}={value!r}: expected one of {list(allowed)}")
 
 
 def as_images(x: np.ndarray) -> np.ndarray:
@@ -109,7 +111,7 @@ def depth_metrics(pred: np.ndarray, target: np.ndarray, eps: float = 1e-3, avera
     pixels (d > 0) (Eigen et al. 2014), averaged and aligned as the module docstring says."""
     sums, counts = image_sums(pred, target, align, eps)
     if not counts.any():
-        raise ValueError("depth metrics: the target has no valid pixel (depth > 0)")
+        raise DatasetError("depth metrics: the target has no valid pixel (depth > 0)")
     w, n = image_weights(counts, average), np.maximum(counts, 1)
     mse = sums["sq"] / n
     rmse = np.sqrt(weighted_mean(mse, w)) if average == "pooled" else weighted_mean(np.sqrt(mse), w)
@@ -149,14 +151,14 @@ class Depth(Task):
                  average: str = "pooled", align: str = "none", **cfg: Any):
         super().__init__(spec, readout, **cfg)
         if loss not in ("l1", "log"):
-            raise ValueError(f"depth loss={loss!r}: expected 'l1' or 'log'")
+            raise ConfigError(f"depth loss={loss!r}: expected 'l1' or 'log'")
         check_option("average", average, AVERAGES)
         check_option("align", align, ALIGNMENTS)
         self.loss_kind, self.scoring = loss, {"average": average, "align": align}
         t, h, w = spec.clip
         tube = (t // spec.grid[0], h // spec.grid[1], w // spec.grid[2])
         if patch_px < 1 or tube[1] % min(patch_px, tube[1]) or tube[2] % min(patch_px, tube[2]):
-            raise ValueError(f"depth patch_px={patch_px} must divide the encoder's tubelet {tube[1]}×{tube[2]}")
+            raise ConfigError(f"depth patch_px={patch_px} must divide the encoder's tubelet {tube[1]}×{tube[2]}")
         self.patch = tube if readout == "linear" else (2, min(patch_px, tube[1]), min(patch_px, tube[2]))
         self.out_grid = (t // self.patch[0], h // self.patch[1], w // self.patch[2])
         self.prior = torch.zeros(t, h, w)  # what the readout's output is added to (``prepare``)

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.data.video_io import DatasetError
+from bench.errors import ConfigError
 from bench.propagation import PropagationTask
 from bench.registry import TASKS
 from bench.task import FeatureSpec, register_task_config
@@ -69,7 +71,7 @@ class KeypointPropagation(PropagationTask):
                  **cfg: Any):
         super().__init__(spec, readout, **cfg)
         if sigma <= 0 or decode_topk < 1:
-            raise ValueError(f"keypoint_propagation: need sigma > 0 and decode_topk >= 1 (got {sigma}, {decode_topk})")
+            raise ConfigError(f"keypoint_propagation: need sigma > 0 and decode_topk >= 1 (got {sigma}, {decode_topk})")
         self.sigma, self.decode_topk = float(sigma), int(decode_topk)
         h, w = spec.grid[1:]
         ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
@@ -106,7 +108,7 @@ class KeypointPropagation(PropagationTask):
             correct, scored = pck_counts(pred["tracks"], target["target_points"], target["occluded"],
                                          self.spec.clip[1:], alpha)
             if scored.sum() == 0:
-                raise ValueError("keypoint propagation: no keypoint of a first frame is visible in a later frame")
+                raise DatasetError("keypoint propagation: no keypoint of a first frame is visible in a later frame")
             out[f"pck_{alpha}"] = float(correct.sum() / scored.sum())
         return out
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.data.video_io import DatasetError
 from bench.propagation import PropagationTask, area_downsample
 from bench.registry import TASKS
 from bench.task import FeatureSpec, register_task_config
@@ -122,7 +123,7 @@ class MaskPropagation(PropagationTask):
         j = np.concatenate([s[0] for s in scores])
         f = np.concatenate([s[1] for s in scores])
         if not len(j):
-            raise ValueError("mask propagation: no clip has an object in its first frame")
+            raise DatasetError("mask propagation: no clip has an object in its first frame")
         return {"j_and_f": float((j.mean() + f.mean()) / 2), "j_mean": float(j.mean()), "f_mean": float(f.mean())}
 
     def per_clip(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from bench.data.video_io import DatasetError
+from bench.errors import ConfigError
 from bench.registry import TASKS
 from bench.task import FeatureSpec, Task, register_task_config
 from tasks._queries import FourierQueries, chunk_positions, sample_tokens
@@ -54,7 +56,7 @@ def make_queries(target_points, occluded, mode: str = "first", stride: int = 5):
         qt = qt.expand(*vis.shape[:-2], -1)
         valid = torch.gather(vis[..., track, :], -1, qt.unsqueeze(-1)).squeeze(-1)
     else:
-        raise ValueError(f"query_mode={mode!r}: expected 'first' or 'strided'")
+        raise ConfigError(f"query_mode={mode!r}: expected 'first' or 'strided'")
     xy = torch.gather(pts[..., track, :, :], -2, qt[..., None, None].expand(*qt.shape, 1, 2)).squeeze(-2)
     query = torch.stack([qt.to(pts.dtype), xy[..., 1], xy[..., 0]], dim=-1)
     if is_np:
@@ -71,7 +73,7 @@ def evaluation_frames(query_frame, num_frames: int, mode: str):
         return t > q
     if mode == "strided":
         return t != q
-    raise ValueError(f"query_mode={mode!r}: expected 'first' or 'strided'")
+    raise ConfigError(f"query_mode={mode!r}: expected 'first' or 'strided'")
 
 
 def tapvid_metrics(query_points: np.ndarray, gt_occluded: np.ndarray, gt_tracks: np.ndarray,
@@ -84,8 +86,8 @@ def tapvid_metrics(query_points: np.ndarray, gt_occluded: np.ndarray, gt_tracks:
     for name in ("average_jaccard", "delta_avg", "occlusion_accuracy"):
         values = per_clip[name]
         if not np.isfinite(values).any():
-            raise ValueError(f"point tracking: no clip defines {name} (no evaluation frame with a visible "
-                             f"point or a predicted-visible point)")
+            raise DatasetError(f"point tracking: no clip defines {name} (no evaluation frame with a visible "
+                               f"point or a predicted-visible point)")
         out[name] = float(np.nanmean(values))
     return out
 
@@ -157,14 +159,14 @@ class PointTracking(Task):
                  occlusion_weight: float = 1.0, **cfg: Any):
         super().__init__(spec, readout, **cfg)
         if query_mode not in ("first", "strided"):
-            raise ValueError(f"point_tracking query_mode={query_mode!r}: expected 'first' or 'strided'")
+            raise ConfigError(f"point_tracking query_mode={query_mode!r}: expected 'first' or 'strided'")
         self.query_mode, self.query_stride = query_mode, query_stride
         self.num_bases, self.mlp_hidden = num_bases, mlp_hidden
         self.huber_delta, self.occlusion_weight = huber_delta, occlusion_weight
         t, h, w = spec.clip
         self.chunks = spec.grid[0]
         if t % self.chunks:
-            raise ValueError(f"point_tracking: {t} frames do not split into {self.chunks} feature time chunks")
+            raise ConfigError(f"point_tracking: {t} frames do not split into {self.chunks} feature time chunks")
         self.chunk_len = t // self.chunks
         self.size = torch.tensor([w, h], dtype=torch.float32)  # (x, y) normaliser
 

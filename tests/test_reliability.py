@@ -182,6 +182,19 @@ def test_inf_features_are_refused_before_training(shared, tmp_path, monkeypatch)
     assert any(np.isinf(f).any() and not np.isnan(f).any() for f in cached)  # the Inf-only case was exercised
 
 
+def test_a_bug_keeps_its_traceback(shared, tmp_path, monkeypatch):
+    """Only user errors (bench.errors.UserError) become one line: a plain ValueError from inside the
+    code is a bug, and it reaches the caller whole instead of being printed as `error: ...`."""
+    def buggy_fit(*args, **kwargs):
+        raise ValueError("operands could not be broadcast together")  # what numpy says for a shape bug
+
+    monkeypatch.setattr(bench.fit, "fit", buggy_fit)
+    args = bench_args(shared / "cache", tmp_path / "results", tmp_path / "out", *TINY_WORLD)
+    with pytest.raises(ValueError, match="could not be broadcast"):
+        run_here(*args)
+    assert not (tmp_path / "results").exists()
+
+
 def test_zero_byte_video_through_the_cli(tmp_path):
     data = make_kinetics(tmp_path / "kinetics")
     video_of(data).write_bytes(b"")

@@ -23,6 +23,7 @@ from pycocotools import mask as mask_utils
 
 from bench.data import raycast as rc
 from bench.data.world_cache import default_workers, load_or_build
+from bench.errors import ConfigError
 from bench.registry import DATASETS
 
 GENERATOR_VERSION = "frozen4d-world-2"
@@ -81,7 +82,7 @@ class WorldConfig:
 def split_id(split: str) -> int:
     """Integer id of a split (part of every clip's seed)."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; the synthetic world has {list(SPLITS)}")
+        raise ConfigError(f"unknown split {split!r}; the synthetic world has {list(SPLITS)}")
     return SPLITS[split]
 
 
@@ -471,10 +472,10 @@ class SyntheticWorld(torch.utils.data.Dataset):
             self.cfg = dataclasses.replace(cfg or WorldConfig(), **overrides)
         except TypeError as exc:
             fields = [f.name for f in dataclasses.fields(WorldConfig)]
-            raise ValueError(f"synthetic world: {exc}; its options are {fields}") from exc
+            raise ConfigError(f"synthetic world: {exc}; its options are {fields}") from exc
         self.split = split
         if self.cfg.size(split) < 1 or self.cfg.max_objects < 1:
-            raise ValueError(f"synthetic world: {split} needs at least one clip and max_objects >= 1")
+            raise ConfigError(f"synthetic world: {split} needs at least one clip and max_objects >= 1")
         self.directory = Path(root) / "world" / self.fingerprint
         self._arrays = load_or_build(self.directory, partial(render_clip, self.cfg, split), self.cfg.size(split),
                                      default_workers(self.cfg.workers), f"world {split} {self.fingerprint[:8]}",

@@ -19,6 +19,7 @@ from einops import rearrange
 from timm.data import resolve_model_data_config
 from torch import nn
 
+from bench.errors import ConfigError
 from bench.models.checkpoint import CheckpointError, load_safetensors, load_torch_state_dict, sha256_file
 from bench.models.vit import IMAGENET_MEAN, IMAGENET_STD
 
@@ -48,8 +49,8 @@ def readout_block(depth: int, readout_depth: float = 0.95) -> int:
     output of block entry − 2 (block 9 of a 12-block ViT at 0.95)."""
     block = int((depth + 1) * readout_depth + 1e-6) - 3
     if block < 0:
-        raise ValueError(f"a {depth}-block ViT at readout_depth={readout_depth}: the 4DS rule picks the patch "
-                         f"embeddings, which timm's forward_intermediates does not return")
+        raise ConfigError(f"a {depth}-block ViT at readout_depth={readout_depth}: the 4DS rule picks the patch "
+                          f"embeddings, which timm's forward_intermediates does not return")
     return block
 
 
@@ -85,14 +86,14 @@ def load_problem(exc: Exception) -> str:
 def probe(arch: str) -> nn.Module:
     """The timm model on the meta device (no memory, no init): its patch size before the real build."""
     if not timm.is_model(arch):
-        raise ValueError(f"model 'timm/{arch}': timm has no architecture {arch!r} (timm.list_models() lists them)")
+        raise ConfigError(f"model 'timm/{arch}': timm has no architecture {arch!r} (timm.list_models() lists them)")
     try:
         model = timm.create_model(arch, pretrained=False, device="meta")
     except TypeError as exc:
-        raise ValueError(f"model 'timm/{arch}' is not a ViT frozen4d can run frame by frame ({exc})") from exc
+        raise ConfigError(f"model 'timm/{arch}' is not a ViT frozen4d can run frame by frame ({exc})") from exc
     if not all(hasattr(model, a) for a in ("blocks", "patch_embed", "num_prefix_tokens", "forward_intermediates")):
-        raise ValueError(f"model 'timm/{arch}' is not a ViT with patch tokens (blocks, patch_embed, "
-                         f"num_prefix_tokens): frozen4d runs timm ViTs frame by frame")
+        raise ConfigError(f"model 'timm/{arch}' is not a ViT with patch tokens (blocks, patch_embed, "
+                          f"num_prefix_tokens): frozen4d runs timm ViTs frame by frame")
     return model
 
 
@@ -152,8 +153,8 @@ class FrameEncoder(nn.Module):
         ph, pw = self.cfg.patch_size
         h, w = height // token_px(height, ph), width // token_px(width, pw)
         if not self.cfg.dynamic_img_size and (h * ph, w * pw) != self.cfg.img_size:
-            raise ValueError(f"timm/{self.cfg.arch} runs {self.cfg.img_size[0]}×{self.cfg.img_size[1]} frames only "
-                             f"(no dynamic_img_size in timm); a {height}×{width} clip needs {h * ph}×{w * pw}")
+            raise ConfigError(f"timm/{self.cfg.arch} runs {self.cfg.img_size[0]}×{self.cfg.img_size[1]} frames only "
+                              f"(no dynamic_img_size in timm); a {height}×{width} clip needs {h * ph}×{w * pw}")
         return frames, h, w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,8 @@ from einops import rearrange
 from timm.layers import Mlp, trunc_normal_
 from torch import nn
 
+from bench.errors import ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -53,9 +55,9 @@ class ViTConfig:
         for name, allowed in (("pos_embed", ("learned", "rope", "sincos")), ("mlp_act", ("gelu", "gelu_tanh")),
                               ("rope_freqs", ROPE_FREQS)):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {', '.join(map(repr, allowed))}")
+                raise ConfigError(f"{name}={getattr(self, name)!r}: expected one of {', '.join(map(repr, allowed))}")
         if self.embed_dim % self.num_heads:
-            raise ValueError(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
+            raise ConfigError(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
 
     def to_dict(self) -> dict:
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -80,7 +82,7 @@ def tubelet_grid(patch_size: tuple[int, int, int], frames: int, height: int, wid
     """The token grid (T', h, w) of a clip cut into ``patch_size`` tubelets; an error if they do not tile it."""
     pt, ph, pw = patch_size
     if frames % pt or height % ph or width % pw:
-        raise ValueError(f"clip of {frames}x{height}x{width} is not divisible by the tubelet size {pt}x{ph}x{pw}")
+        raise ConfigError(f"clip of {frames}x{height}x{width} is not divisible by the tubelet size {pt}x{ph}x{pw}")
     return frames // pt, height // ph, width // pw
 
 

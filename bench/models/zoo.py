@@ -20,6 +20,7 @@ import timm
 import torch
 from hydra.core.config_store import ConfigStore
 
+from bench.errors import ConfigError
 from bench.models.checkpoint import CheckpointError, load_checkpoint
 from bench.models.frames import build_frame_encoder
 from bench.models.pixels import PixelConfig, PixelEncoder
@@ -68,7 +69,7 @@ def arch_for(name: str, **overrides: Any) -> ViTConfig:
     """Architecture of a zoo name (``overrides`` set e.g. img_size, num_frames, patch_size)."""
     parsed = parse_name(name)
     if parsed is None:
-        raise ValueError(f"model {name!r} is not <family>_<size> with family in {FAMILIES} and size in {list(SIZES)}")
+        raise ConfigError(f"model {name!r} is not <family>_<size> with family in {FAMILIES} and size in {list(SIZES)}")
     family, size = parsed
     cfg = dict(SIZES[size], patch_size=PATCH.get(size, DEFAULT_PATCH), pos_embed=FAMILY_POS_EMBED.get(family, "learned"))
     cfg.update({k: v for k, v in overrides.items() if v is not None})
@@ -91,12 +92,12 @@ def build_encoder(name: str, checkpoints: str | Path = "checkpoints", seed: int 
     if name.startswith("timm/"):
         return build_frame_encoder(name.removeprefix("timm/"), overrides.get("img_size") or 64, seed, weights)
     if weights is not None:
-        raise ValueError(f"model.weights is for timm/<arch> models; {name!r} reads its weights from paths.checkpoints")
+        raise ConfigError(f"model.weights is for timm/<arch> models; {name!r} reads its weights from paths.checkpoints")
     if name == "pixels":
         model = PixelEncoder(PixelConfig(patch_size=tuple(overrides.get("patch_size") or PATCH["t"])))
         return model, {"sha256": f"pixels-{model.cfg.to_dict()}", "source": "raw tubelet pixels + position code"}
     if name == "blind":
-        raise ValueError("model 'blind' has no encoder: it is the task's input-blind answer (bench.run computes it)")
+        raise ConfigError("model 'blind' has no encoder: it is the task's input-blind answer (bench.run computes it)")
     parsed = parse_name(name)
     if parsed and parsed[0] == "random":
         torch.manual_seed(seed)
