@@ -1,25 +1,61 @@
 """Typed configuration of an evaluation, checked before any work starts.
 
-Each readout kind has a schema dataclass, stored as the hydra node ``schema/readout/<kind>`` that
-``bench/configs/readout/<kind>.yaml`` extends, so hydra checks the type of every key when it composes
-(``readout.epochs=abc`` is refused, naming the key). ``check_config`` then checks what types
-cannot say — ranges, choices, the device — so that a bad value ends in one line naming the key,
-the value and what is allowed (``ConfigError``, exit 2) instead of a traceback or, worse, a run
-that trains nothing and replaces a good record.
+Every key has a type that hydra checks when it composes (``readout.epochs=abc`` is refused, naming
+the key): the top level is ``BenchSchema`` (node ``schema/bench``, extended by
+``bench/configs/bench.yaml``), each readout kind has a schema dataclass (``schema/readout/<kind>``),
+each dataset a node derived from its constructor's signature (``schema/data/<name>``; the
+synthetic world's from ``WorldConfig``) and each task one derived from its ``__init__``
+(``bench.task.register_task_config``). ``check_config`` then checks what types cannot say —
+ranges, choices, the device, a clip the model's tubelets tile — so that a bad value ends in one line
+naming the key, the value and what is allowed (``ConfigError``, exit 2) instead of a traceback
+or, worse, a run that trains nothing and replaces a good record.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from bench.errors import ConfigError
+from bench.models.zoo import tubelet_for
 from bench.readouts import PROTOCOLS
+from bench.registry import DATASETS, TASKS
+from bench.schema import options, signature_node
+
+
+@dataclass
+class FeaturesSchema:
+    batch_size: int = MISSING
+
+
+@dataclass
+class PathsSchema:
+    cache: str = MISSING
+    checkpoints: str = MISSING
+    results: str = MISSING
+
+
+@dataclass
+class BenchSchema:
+    """Top-level keys of ``python -m bench.run``; the four groups are typed by their own nodes."""
+    task: Any = MISSING
+    model: Any = MISSING
+    readout: Any = MISSING
+    data: Any = MISSING
+    seed: int = MISSING
+    model_seed: int = MISSING
+    device: str = MISSING
+    splits: Dict[str, str] = MISSING
+    features: FeaturesSchema = field(default_factory=FeaturesSchema)
+    paths: PathsSchema = field(default_factory=PathsSchema)
+    visualize: bool = MISSING
 
 
 @dataclass
@@ -58,8 +94,34 @@ class PropagationSchema(ReadoutSchema):
 
 
 SCHEMAS = {"attentive": AttentiveSchema, "linear": LinearSchema, "propagation": PropagationSchema}
-for _kind, _schema in SCHEMAS.items():
-    ConfigStore.instance().store(group="schema/readout", name=_kind, node=_schema)
+
+
+def dataset_options(cls: type) -> dict[str, tuple[Any, Any]]:
+    """{key: (type hint, default)} a dataset takes: the fields of its ``config_class`` (the
+    synthetic world's ``WorldConfig``), else the keywords of every ``__init__`` along its MRO
+    (adapters forward ``**common`` to ``AdapterDataset``), the subclass's winning, and its ``layout``."""
+    if hasattr(cls, "config_class"):
+        hints = typing.get_type_hints(cls.config_class)
+        return {f.name: (hints[f.name], f.default) for f in dataclasses.fields(cls.config_class)}
+    found: dict[str, tuple[Any, Any]] = {}
+    for klass in reversed(cls.__mro__):
+        if "__init__" in vars(klass) and klass.__module__.startswith("bench."):
+            found.update(options(klass.__init__, skip=("split", "root")))
+    layout = getattr(cls, "layout", {})  # an adapter's file-layout keys (DAVIS, VIP, ...)
+    found.update({k: (Any if v is None else type(v), v) for k, v in layout.items()})
+    return found
+
+
+def register_schemas() -> None:
+    """Store ``schema/bench``, ``schema/readout/<kind>`` and ``schema/data/<name>`` (every
+    registered dataset) in hydra's ConfigStore; the YAML files extend them."""
+    cs = ConfigStore.instance()
+    cs.store(group="schema", name="bench", node=BenchSchema)
+    for kind, schema in SCHEMAS.items():
+        cs.store(group="schema/readout", name=kind, node=schema)
+    for name in DATASETS.names():
+        node = signature_node(f"{name}_data", dataset_options(DATASETS.get(name)), name=name)
+        cs.store(group="schema/data", name=name, node=node)
 
 Rule = tuple[Callable[[Any], bool], str]
 
@@ -114,3 +176,21 @@ def check_config(cfg: DictConfig) -> None:
     ro = cfg.readout
     if ro.get("dim") and ro.get("num_heads") and ro.dim % ro.num_heads:
         raise ConfigError(f"readout.dim={ro.dim}: expected a multiple of readout.num_heads={ro.num_heads}")
+    TASKS.get(cfg.task.name).check_options(**{k: v for k, v in cfg.task.items() if k != "name"})
+    check_clip(cfg)
+
+
+def check_clip(cfg: DictConfig) -> None:
+    """The clip (``data.num_frames`` × ``data.resolution``) must be tiled by the model's tubelets;
+    a zoo or checkpoint model's tubelet is known before any data is read (timm frame models resize)."""
+    frames, res = cfg.data.get("num_frames"), cfg.data.get("resolution")
+    if cfg.model.name == "blind" or not isinstance(frames, int):
+        return
+    tubelet = tubelet_for(str(cfg.model.name), cfg.paths.checkpoints)
+    sides = [res] * 2 if isinstance(res, int) else list(res or [])
+    if tubelet is None or len(sides) != 2:
+        return
+    pt, ph, pw = tubelet
+    if frames % pt or sides[0] % ph or sides[1] % pw:
+        raise ConfigError(f"data.num_frames={frames}, data.resolution={res}: model {cfg.model.name!r} cuts clips "
+                          f"into {pt}×{ph}×{pw} tubelets; use a frame count divisible by {pt} and sides by {ph}")

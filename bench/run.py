@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
-from bench.config import check_config
+from bench.config import check_config, register_schemas
 from bench.errors import ConfigError, UserError
 from bench.features import cached_features, check_finite
 from bench.fit import fit, fit_closed_form, fit_flags, flush_denormals, loss_tail, predict
@@ -166,6 +167,7 @@ def report(record: ResultRecord, path: Path) -> None:
 
 TASKS.names()  # import built-in and plugin tasks: their ConfigStore nodes must exist before hydra composes
 register_configs()
+register_schemas()
 
 
 @hydra.main(config_path="configs", config_name="bench", version_base="1.3")
@@ -198,6 +200,7 @@ def cli() -> None:
     (anything not a user error) still ends in a full traceback.
     """
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    warnings.formatwarning = lambda message, category, *_: f"warning: {message}\n"  # one line, like errors
     try:
         main()
     except CompactHydraException as exc:

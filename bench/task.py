@@ -18,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from torch import nn
 
 from bench.errors import ConfigError
+from bench.schema import literal_choices, options, signature_node
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,15 @@ class Task(ABC):
             out = torch.zeros(size, self.queries(8)(batch).shape[1], self.output_dim)
             return {k: v.numpy() for k, v in self.decode(out, batch).items()}
 
+    @classmethod
+    def check_options(cls, **values: Any) -> None:
+        """A ConfigError naming ``task.<key>``, the value and the choices for any value outside its
+        ``Literal[...]`` annotation in ``__init__``; the runner calls it before any work starts."""
+        for key, (hint, _) in task_options(cls).items():
+            allowed = literal_choices(hint)
+            if key in values and allowed is not None and values[key] not in allowed:
+                raise ConfigError(f"task.{key}={values[key]!r}: expected one of {list(allowed)}")
+
     def directions(self) -> dict[str, bool]:
         """{metric: higher_is_better}; override when a task has metrics of both directions."""
         return {self.primary_metric: self.higher_is_better}
@@ -131,6 +141,14 @@ class Task(ABC):
         return []
 
 
-def register_task_config(name: str, **defaults: Any) -> None:
-    """Store ``{name, **defaults}`` as hydra node ``task/<name>`` (plugins need no YAML)."""
-    ConfigStore.instance().store(group="task", name=name, node={"name": name, **defaults})
+def register_task_config(cls: type[Task]) -> type[Task]:
+    """Store the typed hydra node ``task/<cls.name>``, derived from the keyword options of
+    ``cls.__init__`` (types and defaults written once, there; plugins need no YAML)."""
+    node = signature_node(f"{cls.__name__}Config", task_options(cls), name=cls.name)
+    ConfigStore.instance().store(group="task", name=cls.name, node=node)
+    return cls
+
+
+def task_options(cls: type[Task]) -> dict[str, tuple[Any, Any]]:
+    """{option: (type hint, default)} of a task: its ``__init__`` keywords after spec and readout."""
+    return options(cls.__init__, skip=("spec", "readout", "meta"))

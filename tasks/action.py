@@ -49,6 +49,7 @@ def confusion_matrix(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> 
 
 
 @TASKS.register("action")
+@register_task_config
 class Action(Task):
     name = "action"
     requires = ("video", "label")
@@ -137,6 +138,3 @@ class Action(Task):
                                      support.tolist())), "confusion": cm.tolist(),
                                      "label_names": self.label_names}, indent=1))
         return [str(path), str(table)]
-
-
-register_task_config("action", num_classes=None)

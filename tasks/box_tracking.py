@@ -74,6 +74,7 @@ def box_tracking_metrics(pred_boxes: np.ndarray, gt_boxes: np.ndarray, box_valid
 
 
 @TASKS.register("box_tracking")
+@register_task_config
 class BoxTracking(Task):
     name = "box_tracking"
     requires = ("video", "boxes", "box_valid")
@@ -186,7 +187,3 @@ class BoxTracking(Task):
         fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)
         return [str(path)]
-
-
-register_task_config("box_tracking", num_bases=16, mlp_hidden=512, l1_weight=5.0, giou_weight=2.0,
-                     smooth_l1_beta=0.01, include_query_frame=False)

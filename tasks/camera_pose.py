@@ -101,6 +101,7 @@ def camera_pose_metrics(pred12: np.ndarray, gt12: np.ndarray) -> dict[str, float
 
 
 @TASKS.register("camera_pose")
+@register_task_config
 class CameraPose(Task):
     name = "camera_pose"
     requires = ("video", "cam_to_world")
@@ -173,6 +174,3 @@ class CameraPose(Task):
         fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)
         return [str(path)]
-
-
-register_task_config("camera_pose")

@@ -22,7 +22,7 @@ over the valid pixels (depth > 0), with two protocol options (docs/datasets.md, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -36,8 +36,9 @@ from bench.registry import TASKS
 from bench.task import FeatureSpec, Task, register_task_config
 
 
-AVERAGES = ("pooled", "per_image")
-ALIGNMENTS = ("none", "median", "lstsq")
+Average = Literal["pooled", "per_image"]  # how per-image means are weighted in the split mean
+Align = Literal["none", "median", "lstsq"]  # per-image scale alignment of predictions before scoring
+AVERAGES, ALIGNMENTS = get_args(Average), get_args(Align)
 
 
 def check_option(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -139,6 +140,7 @@ def position_prior(train_depth: np.ndarray) -> np.ndarray:
 
 
 @TASKS.register("depth")
+@register_task_config
 class Depth(Task):
     name = "depth"
     requires = ("video", "depth")
@@ -147,13 +149,10 @@ class Depth(Task):
     has_query_positions = True
     zero_init_head = True
 
-    def __init__(self, spec: FeatureSpec, readout: str = "attentive", loss: str = "l1", patch_px: int = 8,
-                 average: str = "pooled", align: str = "none", **cfg: Any):
+    def __init__(self, spec: FeatureSpec, readout: str = "attentive", loss: Literal["l1", "log"] = "l1",
+                 patch_px: int = 8, average: Average = "pooled", align: Align = "none", **cfg: Any):
         super().__init__(spec, readout, **cfg)
-        if loss not in ("l1", "log"):
-            raise ConfigError(f"depth loss={loss!r}: expected 'l1' or 'log'")
-        check_option("average", average, AVERAGES)
-        check_option("align", align, ALIGNMENTS)
+        self.check_options(loss=loss, average=average, align=align)
         self.loss_kind, self.scoring = loss, {"average": average, "align": align}
         t, h, w = spec.clip
         tube = (t // spec.grid[0], h // spec.grid[1], w // spec.grid[2])
@@ -230,6 +229,3 @@ class Depth(Task):
         fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)
         return [str(path)]
-
-
-register_task_config("depth", loss="l1", patch_px=8, average="pooled", align="none")

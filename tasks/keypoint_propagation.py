@@ -61,6 +61,7 @@ def pck_counts(pred: np.ndarray, points: np.ndarray, occluded: np.ndarray, size:
 
 
 @TASKS.register("keypoint_propagation")
+@register_task_config
 class KeypointPropagation(PropagationTask):
     name = "keypoint_propagation"
     requires = ("video", "target_points", "occluded")
@@ -120,6 +121,3 @@ class KeypointPropagation(PropagationTask):
 
     def directions(self) -> dict[str, bool]:
         return {f"pck_{alpha}": True for alpha in ALPHAS}
-
-
-register_task_config("keypoint_propagation", sigma=0.5, decode_topk=5)

@@ -90,6 +90,7 @@ def split_scores(gt: np.ndarray, pred: np.ndarray, bound_th: float = BOUND_TH) -
 
 
 @TASKS.register("mask_propagation")
+@register_task_config
 class MaskPropagation(PropagationTask):
     name = "mask_propagation"
     requires = ("video", "segmentation")
@@ -135,6 +136,3 @@ class MaskPropagation(PropagationTask):
 
     def directions(self) -> dict[str, bool]:
         return {"j_and_f": True, "j_mean": True, "f_mean": True}
-
-
-register_task_config("mask_propagation", bound_th=BOUND_TH)

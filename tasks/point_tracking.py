@@ -15,7 +15,7 @@ query (never visible; occluded at a stride frame) are left out.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -144,6 +144,7 @@ def tapvid_per_clip(query_points: np.ndarray, gt_occluded: np.ndarray, gt_tracks
 
 
 @TASKS.register("point_tracking")
+@register_task_config
 class PointTracking(Task):
     name = "point_tracking"
     requires = ("video", "target_points", "occluded")
@@ -154,12 +155,11 @@ class PointTracking(Task):
     zero_init_head = True
     has_query_positions = True
 
-    def __init__(self, spec: FeatureSpec, readout: str = "attentive", query_mode: str = "first",
+    def __init__(self, spec: FeatureSpec, readout: str = "attentive", query_mode: Literal["first", "strided"] = "first",
                  query_stride: int = 5, num_bases: int = 16, mlp_hidden: int = 512, huber_delta: float = 4.0,
                  occlusion_weight: float = 1.0, **cfg: Any):
         super().__init__(spec, readout, **cfg)
-        if query_mode not in ("first", "strided"):
-            raise ConfigError(f"point_tracking query_mode={query_mode!r}: expected 'first' or 'strided'")
+        self.check_options(query_mode=query_mode)
         self.query_mode, self.query_stride = query_mode, query_stride
         self.num_bases, self.mlp_hidden = num_bases, mlp_hidden
         self.huber_delta, self.occlusion_weight = huber_delta, occlusion_weight
@@ -282,7 +282,3 @@ class PointTracking(Task):
         fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)
         return [str(path)]
-
-
-register_task_config("point_tracking", query_mode="first", query_stride=5, num_bases=16, mlp_hidden=512,
-                     huber_delta=4.0, occlusion_weight=1.0)

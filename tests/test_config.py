@@ -19,9 +19,22 @@ BAD = {  # override -> what the error line must say
     "readout.lr=nan": "readout.lr=nan: expected a finite number > 0",
     "readout.weight_decay=-1": "readout.weight_decay=-1.0: expected a finite number >= 0",
     "readout.solver=foo": "readout.solver='foo': expected one of ['sgd', 'closed_form']",
-    "seed=abc": "seed='abc': expected an integer >= 0",
+    "seed=abc": "Error merging override seed=abc; Value 'abc' of type 'str' could not be converted to Integer",
     "seed=-3": "seed=-3: expected an integer >= 0",
-    "model_seed=1.5": "model_seed=1.5: expected an integer >= 0",
+    "model_seed=1.5": "Value '1.5' of type 'float' could not be converted to Integer",
+    "visualize=maybe": "Error merging override visualize=maybe; Value 'maybe' is not a valid bool",
+    "features.batch_size=x": "Value 'x' of type 'str' could not be converted to Integer",
+    "data.train_size=1.5": "Error merging override data.train_size=1.5; Value '1.5' of type 'float' could not be",
+    "data.later_queries=lots": "Value 'lots' of type 'str' could not be converted to Float",
+    "task=depth task.patch_px=x": "Error merging override task.patch_px=x; Value 'x' of type 'str' could not be",
+    "task=depth task.average=bogus": "task.average='bogus': expected one of ['pooled', 'per_image']",
+    "task=depth task.align=icp": "task.align='icp': expected one of ['none', 'median', 'lstsq']",
+    "task=point_tracking task.query_mode=random": "task.query_mode='random': expected one of ['first', 'strided']",
+    "task=box_tracking task.l1_weight=heavy": "Value 'heavy' of type 'str' could not be converted to Float",
+    "data.resolution=60": ("data.num_frames=16, data.resolution=60: model 'random_t' cuts clips into 2×8×8 tubelets; "
+                           "use a frame count divisible by 2 and sides by 8"),
+    "data.num_frames=15": "data.num_frames=15, data.resolution=64: model 'random_t' cuts clips into 2×8×8 tubelets",
+    "model=mae_t": "model 'mae_t': checkpoint ",  # a missing checkpoint is found before the world is generated
     "features.batch_size=0": "features.batch_size=0: expected an integer >= 1",
     "device=gpu": "device='gpu': expected 'cpu', 'cuda' or 'cuda:<index>'",
     "device=cuda:7": "device='cuda:7': this machine has",
@@ -33,7 +46,7 @@ BAD = {  # override -> what the error line must say
 @pytest.mark.parametrize("override", list(BAD))
 def test_bad_values_are_refused_before_any_work(tmp_path: Path, override: str) -> None:
     cache = tmp_path / "cache"
-    code, err = run_here(*bench_args(cache, tmp_path / "results", tmp_path / "out", override))
+    code, err = run_here(*bench_args(cache, tmp_path / "results", tmp_path / "out", *override.split()))
     assert BAD[override] in error_line(code, err)
     assert not cache.exists() and not (tmp_path / "results").exists()  # nothing generated, nothing written
 

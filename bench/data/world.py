@@ -465,6 +465,7 @@ class SyntheticWorld(torch.utils.data.Dataset):
     """One split of the synthetic world, generated once into ``<root>/world/<fingerprint>`` and memory-mapped."""
 
     provides: tuple[str, ...] = ARRAY_KEYS + ("masks",)
+    config_class = WorldConfig  # its fields are the dataset's config keys (bench.config.dataset_options)
 
     def __init__(self, cfg: WorldConfig | None = None, split: str = "train", root: str | Path = "cache",
                  **overrides: Any):

@@ -21,7 +21,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 
 from bench.errors import ConfigError
-from bench.models.checkpoint import CheckpointError, load_checkpoint
+from bench.models.checkpoint import CheckpointError, load_checkpoint, read_sidecar
 from bench.models.frames import build_frame_encoder
 from bench.models.pixels import PixelConfig, PixelEncoder
 from bench.models.vit import ViTConfig, VideoViT
@@ -78,6 +78,23 @@ def arch_for(name: str, **overrides: Any) -> ViTConfig:
 
 def checkpoint_path(name: str, checkpoints: str | Path) -> Path:
     return Path(checkpoints) / f"{name}.safetensors"
+
+
+def tubelet_for(name: str, checkpoints: str | Path) -> tuple[int, int, int] | None:
+    """The tubelet (t, h, w) a model cuts clips into, known without building it: from its sidecar
+    for a checkpoint (a missing one is the same error ``build_encoder`` gives), from the zoo for
+    ``random_<size>`` and ``pixels``; None for ``timm/`` frame models, which resize frames."""
+    if name.startswith("timm/") or name == "blind":
+        return None
+    if name == "pixels":
+        return PATCH["t"]
+    parsed = parse_name(name)
+    if parsed and parsed[0] == "random":
+        return tuple(arch_for(name).patch_size)
+    path = checkpoint_path(name, checkpoints)
+    if not path.exists():
+        build_encoder(name, checkpoints)  # raises the missing-checkpoint error
+    return ViTConfig(**read_sidecar(path)["architecture"]).patch_size
 
 
 def build_encoder(name: str, checkpoints: str | Path = "checkpoints", seed: int = 0, weights: str | None = None,

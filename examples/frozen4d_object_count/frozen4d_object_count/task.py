@@ -38,6 +38,7 @@ def count_metrics(logits: np.ndarray, counts: np.ndarray) -> dict[str, float]:
 
 
 @TASKS.register("object_count")
+@register_task_config
 class ObjectCount(Task):
     name = "object_count"
     requires = ("video", "box_valid")  # the runner checks the dataset provides these
@@ -77,4 +78,3 @@ class ObjectCount(Task):
 
 
 # the hydra node `task/object_count`: `task=object_count` composes {name: object_count, max_objects: null}
-register_task_config("object_count", max_objects=None)
