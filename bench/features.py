@@ -1,29 +1,33 @@
 """Frozen feature extraction with an on-disk cache.
 
 Features are computed once per (weights, data, readout depth, transforms) under
-``torch.inference_mode`` and stored as memory-mapped fp16 ``.npy`` files. An entry is written
-into a temp directory and renamed into place when complete, so an interrupted extraction
-leaves nothing a later run would trust.
+``torch.inference_mode`` and stored as one fp16 ``features.npy`` per entry, memory-mapped on reuse.
+Entries are ``bench.staging`` cache entries: written in a temp directory and renamed into place
+when complete, checked against the shape, dtype, size and sha256 their ``meta.json`` records
+before they are served (a damaged one is removed and recomputed), and a full disk is a
+``FeatureError`` naming the entry.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
 from bench.errors import UserError
 from bench.models.vit import VideoViT, normalize_video
-from bench.staging import staged_directory
+from bench.staging import EntryWriter, NpyWriter, cached_entry
+
+META, FEATURES = "meta.json", "features.npy"
 
 
 class FeatureError(UserError, ValueError):
-    """Features that cannot be trusted (NaN / Inf) or a cache entry that is malformed."""
+    """Features that cannot be trusted (NaN / Inf) or a cache entry that cannot be written."""
 
 
 def cache_key(weights_sha: str, data_fingerprint: str, model: VideoViT, transforms: dict[str, Any]) -> str:
@@ -43,9 +47,10 @@ def check_finite(features: np.ndarray, what: str, chunk: int = 64) -> None:
 
 
 @torch.inference_mode()
-def extract(model: VideoViT, videos: np.ndarray, out: np.ndarray, batch_size: int = 8,
+def extract(model: VideoViT, videos: np.ndarray, out: np.ndarray | NpyWriter, batch_size: int = 8,
             device: str = "cpu", desc: str = "features") -> None:
-    """Encode uint8 clips [N,T,H,W,3] into ``out`` [N,T',h*w,C] batch by batch."""
+    """Encode uint8 clips [N,T,H,W,3] into ``out`` [N,T',h*w,C] (an array or an NpyWriter),
+    batch by batch in clip order."""
     model.eval().to(device)
     for start in tqdm(range(0, len(videos), batch_size), desc=desc, unit="batch", leave=False):
         clip = torch.from_numpy(np.array(videos[start:start + batch_size])).to(device)  # a writable copy
@@ -56,22 +61,19 @@ def extract(model: VideoViT, videos: np.ndarray, out: np.ndarray, batch_size: in
 def cached_features(model: VideoViT, weights_sha: str, dataset: Any, cache_root: str | Path,
                     transforms: dict[str, Any] | None = None, batch_size: int = 8,
                     device: str = "cpu") -> np.ndarray:
-    """Features of every clip of ``dataset`` as a read-only fp16 memmap, computed on a miss."""
+    """Features of every clip of ``dataset`` as a read-only fp16 memmap, computed on a miss
+    (or when the cached entry fails its checks)."""
     key = cache_key(weights_sha, dataset.fingerprint, model, transforms or {})
-    entry = Path(cache_root) / "features" / key
-    if not (entry / "features.npy").exists():
-        _write_entry(model, dataset, entry, key, batch_size, device)
-    return np.load(entry / "features.npy", mmap_mode="r")
+    build = partial(_build, model, dataset, key, batch_size, device)
+    _, arrays = cached_entry(Path(cache_root) / "features" / key, META, len(dataset), build, FeatureError)
+    return arrays[FEATURES]
 
 
-def _write_entry(model: VideoViT, dataset: Any, entry: Path, key: str, batch_size: int, device: str) -> None:
+def _build(model: VideoViT, dataset: Any, key: str, batch_size: int, device: str, entry: EntryWriter) -> dict:
+    """Extract into ``entry``; return the rest of its metadata."""
     videos = dataset.arrays(["video"])["video"]
     _, frames, height, width, _ = videos.shape
     grid = model.grid_for(frames, height, width)
-    with staged_directory(entry, marker="features.npy") as tmp:
-        out = open_memmap(tmp / "features.npy", mode="w+", dtype=np.float16,
-                          shape=(len(videos), grid[0], grid[1] * grid[2], model.cfg.embed_dim))
-        extract(model, videos, out, batch_size, device, desc=f"features {dataset.fingerprint[:8]}")
-        out.flush()
-        del out
-        (tmp / "meta.json").write_text(json.dumps({"key": key, "clips": len(videos), "grid": grid}))
+    out = entry.array(FEATURES, (len(videos), grid[0], grid[1] * grid[2], model.cfg.embed_dim), np.float16)
+    extract(model, videos, out, batch_size, device, desc=f"features {dataset.fingerprint[:8]}")
+    return {"key": key, "clips": len(videos), "grid": grid}

@@ -454,6 +454,17 @@ def test_zero_byte_video(tmp_path, kinetics_data):
     check_error(e, video_of(kinetics_data), "empty (0 bytes)")
 
 
+def test_a_bad_video_found_while_caching_leaves_no_entry(tmp_path, kinetics_data):
+    """The last clip of the split fails after the first two were written: the error is the video's
+    own, and neither a half-written entry nor its temp directory is left."""
+    bad = kinetics_data / "train" / "zumba" / "ghi789_000005_000015.mp4"
+    bad.write_bytes(b"")
+    with pytest.raises(DatasetError) as e:
+        build("kinetics", kinetics_data, tmp_path).arrays(["video"])
+    assert str(e.value) == f"{bad}: video is empty (0 bytes)"
+    assert list((tmp_path / "cache" / "adapters" / "kinetics").iterdir()) == []
+
+
 def test_corrupt_video(tmp_path, kinetics_data):
     video_of(kinetics_data).write_bytes(np.random.default_rng(0).bytes(4000))
     with pytest.raises(DatasetError) as e:

@@ -1,11 +1,13 @@
 """Checkpoint IO and the zoo: roundtrip, integrity checks, clear errors, no unpickling."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+from bench.errors import UserError
 from bench.models.checkpoint import (CheckpointError, load_checkpoint, load_torch_state_dict, save_checkpoint,
-                                     sidecar_path)
+                                     conforms, sidecar_path, sidecar_problem, type_name)
 from bench.models.zoo import build_encoder
 
 
@@ -63,3 +65,90 @@ def test_pickle_payload_is_refused_and_never_runs(tmp_path, monkeypatch):
     assert not (tmp_path / "PWNED").exists()
     torch.save({"model": {"w": torch.ones(2)}}, tmp_path / "ok.pt")
     assert torch.equal(load_torch_state_dict(tmp_path / "ok.pt")["w"], torch.ones(2))
+
+
+def without(key):
+    return lambda meta: meta.pop(key)
+
+
+def put(value, *keys):
+    def edit(meta):
+        for key in keys[:-1]:
+            meta = meta[key]
+        meta[keys[-1]] = value
+    return edit
+
+
+FIELDS = ("depth, embed_dim, img_size, in_chans, mlp_act, mlp_dim, norm_eps, num_frames, num_heads, patch_size, "
+          "pos_embed, readout_depth, rope_freqs, rope_split, rope_theta")
+SIDECAR_CASES = [  # (edit of a valid sidecar, what the error says after "<sidecar path>: ")
+    (without("sha256"), "sha256: missing (expected 64 lowercase hex digits)"),
+    (put("abc123", "sha256"), 'sha256: "abc123" is not a sha256 digest (expected 64 lowercase hex digits)'),
+    (put("z" * 64, "sha256"), f'sha256: "{"z" * 64}" is not a sha256 digest (expected 64 lowercase hex digits)'),
+    (put("AB" * 32, "sha256"), f'sha256: "{"AB" * 32}" is not a sha256 digest (expected 64 lowercase hex digits)'),
+    (put(12, "sha256"), "sha256: 12 is not a sha256 digest (expected 64 lowercase hex digits)"),
+    (without("format"), 'format: missing (expected "frozen4d-vit/1")'),
+    (put("frozen4d-vit/2", "format"), 'format: "frozen4d-vit/2" is not a known format (expected "frozen4d-vit/1")'),
+    (without("architecture"), "architecture: missing (expected an object of ViTConfig fields)"),
+    (put([1, 2], "architecture"), "architecture: [1, 2] is not an object (expected an object of ViTConfig fields)"),
+    (put("twelve", "architecture", "depth"), 'architecture.depth: "twelve" is a string (expected int)'),
+    (put(True, "architecture", "depth"), "architecture.depth: true is a boolean (expected int)"),
+    (put(4.0, "architecture", "depth"), "architecture.depth: 4.0 is a number (expected int)"),
+    (put(None, "architecture", "embed_dim"), "architecture.embed_dim: null is not allowed (expected int)"),
+    (put("32", "architecture", "embed_dim"), 'architecture.embed_dim: "32" is a string (expected int)'),
+    (put([2, 4], "architecture", "patch_size"), "architecture.patch_size: [2, 4] is a list (expected [int, int, int])"),
+    (put([2, 4, "4"], "architecture", "patch_size"),
+     'architecture.patch_size: [2, 4, "4"] is a list (expected [int, int, int])'),
+    (put("0.95", "architecture", "readout_depth"), 'architecture.readout_depth: "0.95" is a string (expected float)'),
+    (put(float("nan"), "architecture", "readout_depth"),
+     "architecture.readout_depth: NaN is a non-finite number (expected float)"),
+    (put(False, "architecture", "norm_eps"), "architecture.norm_eps: false is a boolean (expected float)"),
+    (put(1, "architecture", "pos_embed"), "architecture.pos_embed: 1 is an integer (expected str)"),
+    (put(0.1, "architecture", "rope_split"),
+     "architecture.rope_split: 0.1 is a number (expected [float, float, float])"),
+    (put(3, "architecture", "colour"), f"architecture.colour: unknown field (expected one of {FIELDS})"),
+    (lambda meta: meta["architecture"].pop("num_heads"), "architecture.num_heads: missing (expected int)"),
+    (put("spiral", "architecture", "pos_embed"),
+     "architecture: pos_embed='spiral': expected one of 'learned', 'rope', 'sincos'"),
+    (put(3, "architecture", "num_heads"), "architecture: embed_dim=32 is not divisible by num_heads=3"),
+]
+
+
+@pytest.mark.parametrize("edit,problem", SIDECAR_CASES, ids=[p.split(" (")[0] for _, p in SIDECAR_CASES])
+def test_sidecars_are_checked_against_the_schema(tiny_vit, tmp_path, edit, problem):
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(tiny_vit, path)
+    meta = json.loads(sidecar_path(path).read_text())
+    edit(meta)
+    sidecar_path(path).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert str(err.value) == f"{sidecar_path(path)}: {problem}" and isinstance(err.value, UserError)
+
+
+@pytest.mark.parametrize("value,hint,ok", [
+    (3, int, True), (True, int, False), (3.0, int, False), ("3", int, False), (3, float, True),
+    (float("inf"), float, False), (None, int | None, True), (None, int, False), (2, int | None, True),
+    ([1, 2, 3], tuple[int, int, int], True), ([1, 2], tuple[int, int, int], False), ([0.5, 1], tuple[float, ...], True),
+])
+def test_schema_types_follow_the_dataclass_hints(value, hint, ok):
+    """Optional fields (``X | None``) take null; ints are never bools; fixed tuples need their length."""
+    assert conforms(value, hint) is ok
+    assert type_name(int | None) == "int or null" and type_name(tuple[float, ...]) == "[float, ...]"
+
+
+def test_sidecars_that_are_not_json_objects(tiny_vit, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(tiny_vit, path)
+    sidecar_path(path).write_text("[1, 2]")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert str(err.value) == f"{sidecar_path(path)}: (top level): [1, 2] is not an object (expected a JSON object)"
+    sidecar_path(path).write_text('{"format": ')
+    with pytest.raises(CheckpointError, match=r"m\.json: not valid JSON \(Expecting value: line 1 column 12"):
+        load_checkpoint(path)
+
+
+def test_every_committed_sidecar_fits_the_schema():
+    sidecars = sorted((Path(__file__).resolve().parents[1] / "leaderboard" / "checkpoints").glob("*.json"))
+    assert sidecars and all(sidecar_problem(json.loads(p.read_text())) is None for p in sidecars)

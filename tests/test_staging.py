@@ -1,7 +1,11 @@
-"""Atomic publication of cache directories (bench.staging)."""
+"""Atomic publication of cache directories and their array writer (bench.staging)."""
+import errno
+import os
+
+import numpy as np
 import pytest
 
-from bench.staging import staged_directory
+from bench.staging import NpyWriter, WriteError, staged_directory
 
 
 def test_publishes_complete_and_cleans_up_on_error(tmp_path):
@@ -28,3 +32,38 @@ def test_a_concurrent_winner_is_kept_and_an_incomplete_one_is_an_error(tmp_path)
     with pytest.raises(OSError):
         with staged_directory(final, marker="done") as tmp:
             (tmp / "done").write_text("x")
+
+
+def test_a_failed_publication_is_a_write_error_naming_the_entry_and_leaves_no_temp(tmp_path, monkeypatch):
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    final = tmp_path / "entry"
+    with pytest.raises(WriteError) as caught:
+        with staged_directory(final, marker="done") as tmp:
+            (tmp / "done").write_text("ok")
+    assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(final))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("array", [np.arange(24, dtype=np.float16).reshape(6, 2, 2), np.array([True, False, True]),
+                                   np.arange(5, dtype=np.int64)])
+def test_npy_writer_writes_what_np_save_writes(tmp_path, array):
+    np.save(tmp_path / "ref.npy", array)
+    writer = NpyWriter(tmp_path / "out.npy", array.shape, array.dtype)
+    writer[0] = array[0]
+    writer[1:] = array[1:]
+    record = writer.close()
+    assert (tmp_path / "out.npy").read_bytes() == (tmp_path / "ref.npy").read_bytes()
+    assert record["bytes"] == (tmp_path / "ref.npy").stat().st_size and record["dtype"] == array.dtype.str
+
+
+def test_npy_writer_takes_rows_in_order_and_all_of_them(tmp_path):
+    writer = NpyWriter(tmp_path / "out.npy", (4, 2), np.float32)
+    writer[0:2] = np.ones((2, 2))
+    with pytest.raises(IndexError, match="the next is row 2, not 3"):
+        writer[3] = np.ones(2)
+    with pytest.raises(RuntimeError, match="only 2 of 4 rows were written"):
+        writer.close()
+    writer.discard()

@@ -18,15 +18,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bench.data.video_io import AdapterDataset, Item, check_dir, check_file, fail, read_image
+from bench.data.video_io import AdapterDataset, Item, check_dir, check_file, check_range, fail, read_image
 from bench.registry import DATASETS
 
 VOID = 255
 
 
-def read_label(path: Path) -> np.ndarray:
+def read_label(path: Path, num_classes: int | None = None) -> np.ndarray:
     """A palette or grayscale PNG -> uint8 ids [H, W] (void 255 -> 0); RGB images are refused,
-    since their colours are not ids."""
+    since their colours are not ids, and so are ids >= ``num_classes`` when the dataset has a fixed
+    class list (VIP's parts)."""
     from PIL import Image, UnidentifiedImageError
 
     check_file(path, "annotation")
@@ -38,6 +39,9 @@ def read_label(path: Path) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise fail(path, f"cannot decode annotation PNG ({exc})") from None
     ids[ids == VOID] = 0
+    if num_classes is not None:
+        check_range(ids, path, "annotation", 0, num_classes - 1, ("row", "column"),
+                    note=f" (the dataset's {num_classes} class ids; {VOID} is void)")
     return ids
 
 
@@ -48,7 +52,8 @@ class Davis(AdapterDataset):
     provides = ("video", "segmentation")
     layout: ClassVar[dict[str, Any]] = {
         "lists": {"train": "ImageSets/2017/train.txt", "test": "ImageSets/2017/val.txt"},
-        "frames_dir": "JPEGImages/480p", "masks_dir": "Annotations/480p", "frame_ext": ".jpg"}
+        "frames_dir": "JPEGImages/480p", "masks_dir": "Annotations/480p", "frame_ext": ".jpg",
+        "num_classes": None}  # object ids: no fixed class list
 
     def __init__(self, split: str, root: str | Path, data_dir: str | Path | None = None, **common: Any):
         options = {k: common.pop(k, v) for k, v in self.layout.items()}
@@ -90,7 +95,7 @@ class Davis(AdapterDataset):
         video, seg, resize = [], [], None
         for i in self.indices(len(pairs), clip_index, item.info["masks"]):
             frame_path, label_path = pairs[int(i)]
-            img, ids = read_image(frame_path), read_label(label_path)
+            img, ids = read_image(frame_path), read_label(label_path, self.options["num_classes"])
             if ids.shape != img.shape[:2]:
                 raise fail(label_path, f"annotation is {ids.shape}, its frame {frame_path.name} is {img.shape[:2]}")
             resize = resize or self.resize_for(*img.shape[:2])

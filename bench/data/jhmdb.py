@@ -18,14 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from bench.data.video_io import AdapterDataset, Item, check_dir, check_file, fail, read_image
+from bench.data.video_io import (AdapterDataset, DatasetError, Item, check_dir, check_file, check_finite, fail,
+                                 positive_int, read_image)
 from bench.registry import DATASETS
 
 SPLIT_CODES = {"train": "1", "test": "2"}
+NUM_JOINTS = 15  # JHMDB's puppet joints
 
 
 def read_joints(path: Path) -> np.ndarray:
-    """'pos_img' of a joint_positions.mat as float64 [2, J, T], checked finite."""
+    """'pos_img' of a joint_positions.mat as float64 [2, 15, T], checked finite. Joints may lie
+    outside the frame (the puppet is annotated beyond the image border): those count as occluded."""
     from scipy.io import loadmat
     from scipy.io.matlab import MatReadError
 
@@ -37,11 +40,9 @@ def read_joints(path: Path) -> np.ndarray:
     if pos is None:
         raise fail(path, "has no 'pos_img' array")
     pos = np.asarray(pos)
-    if pos.ndim != 3 or pos.shape[0] != 2 or not np.issubdtype(pos.dtype, np.number):
-        raise fail(path, f"'pos_img' has shape {pos.shape} and dtype {pos.dtype}, expected numbers [2, joints, frames]")
-    if not np.isfinite(pos).all():
-        raise fail(path, "'pos_img' holds non-finite values")
-    return pos.astype(np.float64)
+    if pos.ndim != 3 or pos.shape[:2] != (2, NUM_JOINTS):
+        raise fail(path, f"'pos_img' has shape {pos.shape}, expected [2, {NUM_JOINTS}, frames]")
+    return check_finite(pos, path, "'pos_img'", (("x", "y"), "joint", "frame")).astype(np.float64)
 
 
 @DATASETS.register("jhmdb")
@@ -53,12 +54,12 @@ class JHMDB(AdapterDataset):
     def __init__(self, split: str, root: str | Path, data_dir: str | Path | None = None, *, split_number: int = 1,
                  splits_dir: str = "splits", frames_dir: str = "Rename_Images", joints_dir: str = "joint_positions",
                  **common: Any):
-        super().__init__(split, root, data_dir, split_number=int(split_number), splits_dir=splits_dir,
-                         frames_dir=frames_dir, joints_dir=joints_dir, **common)
+        super().__init__(split, root, data_dir, split_number=positive_int("split_number", split_number),
+                         splits_dir=splits_dir, frames_dir=frames_dir, joints_dir=joints_dir, **common)
 
     def _setup(self) -> None:
         if self.split not in SPLIT_CODES:
-            raise ValueError(f"dataset 'jhmdb' has splits {list(SPLIT_CODES)}, not {self.split!r}")
+            raise DatasetError(f"dataset 'jhmdb' has splits {list(SPLIT_CODES)}, not {self.split!r}")
         pattern = f"*_test_split{self.options['split_number']}.txt"
         self.split_files = sorted(check_dir(self.path(self.options["splits_dir"]), "splits_dir").glob(pattern))
         if not self.split_files:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.data.video_io import AdapterDataset, Item, check_dir, check_file, fail
+from bench.data.video_io import AdapterDataset, Item, check_dir, check_file, fail, option_error
 from bench.registry import DATASETS
 
 COLUMNS = ("label", "youtube_id", "time_start", "time_end")
@@ -41,6 +41,10 @@ def read_csv(path: Path):
             frame[col] = frame[col].astype(float).round().astype(int)
         except (TypeError, ValueError):
             raise fail(path, f"column {col!r} must hold numbers (seconds)") from None
+    bad = np.flatnonzero(((frame["time_start"] < 0) | (frame["time_end"] <= frame["time_start"])).to_numpy())
+    if len(bad):
+        start, end = frame["time_start"].iloc[bad[0]], frame["time_end"].iloc[bad[0]]
+        raise fail(path, f"row {bad[0] + 2}: time_start={start}, time_end={end}: expected 0 <= time_start < time_end")
     return frame
 
 
@@ -61,7 +65,8 @@ class Kinetics(AdapterDataset):
     def _setup(self) -> None:
         self.csv = self.path(self.per_split(self.options["annotations"], "annotations"))
         if not self.options["label_csv"]:
-            raise ValueError("kinetics: set label_csv (the CSV whose labels define the class ids)")
+            raise option_error("label_csv", self.options["label_csv"], "the CSV whose labels define the class ids "
+                                                                       "(e.g. annotations/train.csv)")
         self.label_file = self.path(self.options["label_csv"])
         self.videos_dir = check_dir(self.path(self.per_split(self.options["videos"], "videos")), "videos directory")
         self.label_names = sorted(set(read_csv(self.label_file)["label"]))

@@ -17,10 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from bench.data.video_io import AdapterDataset, DatasetError, Item, check_dir, fail, read_image
+from bench.data.video_io import (AdapterDataset, DatasetError, Item, check_dir, check_finite, check_range,
+                                 check_rotation, check_values, fail, read_image)
 from bench.registry import DATASETS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# the 18 numbers after a line's timestamp: normalised intrinsics, two unused zeros, then the 3x4 [R|t]
+FIELDS = ("fx", "fy", "cx", "cy", "field 6", "field 7", "r11", "r12", "r13", "t1", "r21", "r22", "r23", "t2",
+          "r31", "r32", "r33", "t3")
 
 
 def parse_camera_file(path: Path) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
@@ -40,12 +44,20 @@ def parse_camera_file(path: Path) -> tuple[str, np.ndarray, np.ndarray, np.ndarr
             stamp, values = int(fields[0]), np.array(fields[1:], dtype=np.float64)
         except ValueError:
             raise fail(path, f"line {n}: not a timestamp followed by 18 numbers") from None
-        if not np.isfinite(values).all():
-            raise fail(path, f"line {n}: non-finite camera values")
+        check_camera_values(path, f"line {n}", values)
         stamps.append(stamp)
         intr.append(values[:4])
         w2c.append(np.vstack([values[6:].reshape(3, 4), [0.0, 0.0, 0.0, 1.0]]))
     return url, np.array(stamps, np.int64), np.array(intr), np.array(w2c)
+
+
+def check_camera_values(path: Path, where: str, values: np.ndarray) -> None:
+    """One line's 18 numbers: finite, focal lengths > 0, principal point inside the image (normalised
+    to [0, 1]), and a world-to-camera rotation."""
+    check_finite(values, path, where, (FIELDS,))
+    check_values(values[:2], values[:2] > 0, path, where, "a focal length > 0", (FIELDS[:2],))
+    check_range(values[2:4], path, where, 0.0, 1.0, (FIELDS[2:4],), note=" (normalised principal point)")
+    check_rotation(values[6:].reshape(3, 4)[:, :3], path, f"{where}: world-to-camera R")
 
 
 @DATASETS.register("realestate10k")
@@ -92,9 +104,6 @@ class RealEstate10K(AdapterDataset):
         resize = self.resize_for(h, w)
         fx, fy, cx, cy = intr[rows[0]]
         k = np.array([[fx * w, 0.0, cx * w], [0.0, fy * h, cy * h], [0.0, 0.0, 1.0]])
-        try:
-            c2w = np.linalg.inv(w2c[rows])
-        except np.linalg.LinAlgError:
-            raise fail(txt, "a world-to-camera matrix is singular") from None
+        c2w = np.linalg.inv(w2c[rows])  # rigid (checked rotations): never singular
         return {"video": np.stack([resize.image(f) for f in frames]).astype(np.uint8),
                 "intrinsics": resize.intrinsics(k).astype(np.float32), "cam_to_world": c2w.astype(np.float32)}

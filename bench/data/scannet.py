@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.data.video_io import AdapterDataset, Item, check_dir, check_file, fail, read_image
+from bench.data.video_io import (AdapterDataset, Item, check_dir, check_file, check_intrinsics, check_pose, fail,
+                                 option_error, read_image)
 from bench.registry import DATASETS
 
 
@@ -43,6 +44,15 @@ def frame_stems(folder: Path, suffix: str) -> list[str]:
         raise fail(folder / f"{bad}{suffix}", "frame file names must be frame numbers (0.jpg, 1.jpg, ...)") from None
 
 
+def check_frame_counts(folder: Path, stems: list[str]) -> None:
+    """Every colour frame of a scene has its depth PNG and its pose file."""
+    for sub, suffix in (("depth", ".png"), ("pose", ".txt")):
+        missing = sorted(set(stems) - set(frame_stems(folder / sub, suffix)), key=int)
+        if missing:
+            raise fail(folder / sub / f"{missing[0]}{suffix}", f"not found: color/ has {len(stems)} frames and "
+                                                                f"{sub}/ lacks {len(missing)} of them")
+
+
 @DATASETS.register("scannet")
 class ScanNet(AdapterDataset):
     name = "scannet"
@@ -53,6 +63,8 @@ class ScanNet(AdapterDataset):
                  split_files: dict[str, str] | None = None, scenes_dir: str = "scans", depth_scale: float = 1000.0,
                  skip_invalid_poses: bool = True, **common: Any):
         split_files = split_files or {"train": "scannetv2_train.txt", "test": "scannetv2_val.txt"}
+        if isinstance(depth_scale, bool) or not isinstance(depth_scale, (int, float)) or not 0 < depth_scale < np.inf:
+            raise option_error("depth_scale", depth_scale, "a finite number > 0 (depth PNG units per metre)")
         super().__init__(split, root, data_dir, split_files=split_files, scenes_dir=scenes_dir,
                          depth_scale=float(depth_scale), skip_invalid_poses=bool(skip_invalid_poses), **common)
 
@@ -82,18 +94,21 @@ class ScanNet(AdapterDataset):
     def _load(self, item: Item, clip_index: int) -> dict[str, Any]:
         folder: Path = item.info["folder"]
         stems = frame_stems(folder / "color", ".jpg")
+        check_frame_counts(folder, stems)
         poses = {}
         for stem in stems:
-            pose = read_matrix(folder / "pose" / f"{stem}.txt")
+            path = folder / "pose" / f"{stem}.txt"
+            pose = read_matrix(path)
             if np.isfinite(pose).all():
-                poses[stem] = pose
+                poses[stem] = check_pose(pose, path)
             elif not self.options["skip_invalid_poses"]:
-                raise fail(folder / "pose" / f"{stem}.txt", "pose is not finite (set skip_invalid_poses=true)")
+                raise fail(path, "pose is not finite (set skip_invalid_poses=true)")
         stems = [s for s in stems if s in poses]
         if not stems:
             raise fail(folder, "scene has no frame with a valid pose")
         chosen = [stems[i] for i in self.indices(len(stems), clip_index, folder / "color")]
-        k_color = read_matrix(folder / "intrinsic" / "intrinsic_color.txt")[:3, :3]
+        k_path = folder / "intrinsic" / "intrinsic_color.txt"
+        k_color = check_intrinsics(read_matrix(k_path)[:3, :3], k_path, "colour intrinsics")
         video, depth = [], []
         resize_rgb = resize_depth = None
         for stem in chosen:

@@ -37,16 +37,21 @@ class SSv2(AdapterDataset):
         labels = load_json(self.labels_file)
         if not isinstance(labels, dict) or not labels:
             raise fail(self.labels_file, "expected a JSON object mapping template -> class id")
-        try:
-            self.class_of = {str(name): int(cid) for name, cid in labels.items()}
-        except (TypeError, ValueError):
-            raise fail(self.labels_file, "class ids must be integers (or integer strings)") from None
+        self.class_of = {str(name): self._class_id(name, cid) for name, cid in labels.items()}
         n = len(self.class_of)
         if sorted(self.class_of.values()) != list(range(n)):
             raise fail(self.labels_file, f"class ids must be 0..{n - 1}, each once")
         self.label_names = [""] * n
         for name, cid in self.class_of.items():
             self.label_names[cid] = name
+
+    def _class_id(self, name: str, cid: Any) -> int:
+        """A class id of labels.json: an integer or an integer string ("12"); 1.5, true, "x" are refused."""
+        if isinstance(cid, int) and not isinstance(cid, bool):
+            return cid
+        if isinstance(cid, str) and cid.strip().isdecimal():
+            return int(cid)
+        raise fail(self.labels_file, f"template {name!r}: class id {cid!r}: expected an integer (or integer string)")
 
     def _annotation_files(self) -> list[Path]:
         return [self.labels_file, self.annotation_file]

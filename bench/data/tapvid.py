@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from bench.data.safe_pickle import safe_load
-from bench.data.video_io import AdapterDataset, DatasetError, Item, decode_image, fail
+from bench.data.video_io import (AdapterDataset, DatasetError, Item, check_kind, check_range, check_values, check_video,
+                                 decode_image, fail, positive_int)
 from bench.registry import DATASETS
 
 
@@ -44,7 +45,8 @@ class TapVid(AdapterDataset):
                  pickles: dict[str, Any] | None = None, num_points: int = 64, **common: Any):
         pickles = pickles or {"train": "tapvid_kinetics/*.pkl", "test": "tapvid_davis/tapvid_davis.pkl"}
         self._cached: tuple[Path, Any] | None = None  # the last pickle read (they hold GBs of video)
-        super().__init__(split, root, data_dir, pickles=pickles, num_points=int(num_points), **common)
+        super().__init__(split, root, data_dir, pickles=pickles, num_points=positive_int("num_points", num_points),
+                         **common)
 
     def _setup(self) -> None:
         patterns = self.per_split(self.options["pickles"], "pickles")
@@ -85,7 +87,10 @@ class TapVid(AdapterDataset):
         return items
 
     def _validate(self, path: Path, key: str, entry: Any) -> tuple[int, int]:
-        """Check one video entry's fields and shapes; return (frames, tracks)."""
+        """Check one video entry's fields, shapes, dtypes and values; return (frames, tracks).
+
+        Points must be finite everywhere and within [0, 1] wherever they are visible (TAP-Vid marks a
+        point that leaves the frame as occluded, and occluded positions are never scored)."""
         where = f"video {key!r}"
         if not isinstance(entry, dict):
             raise fail(path, f"{where}: expected a dict, found {type(entry).__name__}")
@@ -93,19 +98,16 @@ class TapVid(AdapterDataset):
         if missing:
             raise fail(path, f"{where}: missing field(s) {missing}")
         video, points, occ = entry["video"], np.asarray(entry["points"]), np.asarray(entry["occluded"])
-        if _is_encoded(video):
-            t = len(video)
-        else:
-            video = np.asarray(video)
-            if video.ndim != 4 or video.shape[-1] != 3:
-                raise fail(path, f"{where}: 'video' has shape {video.shape}, expected [T, H, W, 3]")
-            t = video.shape[0]
+        t = len(video) if _is_encoded(video) else check_video(video, path, f"{where}: 'video'").shape[0]
         if points.ndim != 3 or points.shape[1:] != (t, 2):
             raise fail(path, f"{where}: 'points' has shape {points.shape}, expected [N, {t}, 2] for {t} frames")
         if occ.shape != points.shape[:2]:
             raise fail(path, f"{where}: 'occluded' has shape {occ.shape}, expected {points.shape[:2]}")
-        if not np.issubdtype(points.dtype, np.floating):
-            raise fail(path, f"{where}: 'points' has dtype {points.dtype}, expected floats in [0, 1]")
+        check_kind(points, path, f"{where}: 'points'", "f", "floats in [0, 1]")
+        occ = check_kind(occ, path, f"{where}: 'occluded'", "biu", "booleans (or integers 0/1)")
+        check_values(occ, (occ == 0) | (occ == 1), path, f"{where}: 'occluded'", "0 or 1", ("track", "frame"))
+        check_range(points, path, f"{where}: 'points'", 0.0, 1.0, ("track", "frame", ("x", "y")),
+                    only=~occ.astype(bool)[..., None], note=" (normalised coordinates of a visible point)")
         return t, points.shape[0]
 
     def _frames(self, path: Path, key: str, video: Any, indices: np.ndarray) -> np.ndarray:

@@ -20,15 +20,24 @@ from typing import Any
 
 import numpy as np
 
-from bench.data.video_io import AdapterDataset, Item, Resize, check_dir, fail, load_json, read_image
+from bench.data.video_io import (AdapterDataset, Item, Resize, check_dir, check_values, fail, load_json, positive_int,
+                                 read_image)
 from bench.registry import DATASETS
 
 
 DEFAULT_PARTITION = {"train": (0.0, 0.8), "test": (0.8, 1.0)}
+# A box may reach past the frame's border by at most this many pixels: boxes are continuous pixel
+# coordinates of the frame ([0, W] x [0, H], COCO's convention, which YouTube-VIS and TAO follow);
+# one pixel absorbs rounding and a half-pixel convention mix-up, anything more is a wrong box.
+BOX_TOLERANCE_PX = 1.0
 
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+def _is_id(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _require_fields(path: Path, where: str, entry: Any, fields: tuple[str, ...]) -> None:
@@ -38,6 +47,19 @@ def _require_fields(path: Path, where: str, entry: Any, fields: tuple[str, ...])
     missing = [k for k in fields if k not in entry]
     if missing:
         raise fail(path, f"{where}: missing field(s) {missing}")
+
+
+def _check_boxes(path: Path, where: str, bboxes: list[Any], width: int, height: int) -> None:
+    """Refuse inverted boxes (negative width or height) and boxes reaching more than
+    ``BOX_TOLERANCE_PX`` outside the ``width`` x ``height`` frame; null boxes (absent object) pass."""
+    boxes = np.array([b if b is not None else [0.0, 0.0, 0.0, 0.0] for b in bboxes], np.float64).reshape(-1, 4)
+    xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
+    check_values(boxes[:, 2:], boxes[:, 2:] >= 0, path, f"{where}: bboxes",
+                 "a width and height >= 0 (x1 >= x0, y1 >= y0)", ("frame", ("w", "h")))
+    lo, hi = -BOX_TOLERANCE_PX, np.array([width, height, width, height]) + BOX_TOLERANCE_PX
+    check_values(xyxy, (xyxy >= lo) & (xyxy <= hi), path, f"{where}: bboxes", f"a box inside the {width}x{height} "
+                 f"frame (0 <= x <= {width}, 0 <= y <= {height}, within {BOX_TOLERANCE_PX:g} px)",
+                 ("frame", ("x0", "y0", "x1", "y1")))
 
 
 @DATASETS.register("video_boxes")
@@ -54,7 +76,7 @@ class VideoBoxes(AdapterDataset):
         annotations = annotations or {"train": "train/instances.json", "test": "train/instances.json"}
         frames = frames or {"train": "train/JPEGImages", "test": "train/JPEGImages"}
         super().__init__(split, root, data_dir, annotations=annotations, frames=frames, partition=partition,
-                         max_objects=int(max_objects), **common)
+                         max_objects=positive_int("max_objects", max_objects), **common)
 
     def _setup(self) -> None:
         self.annotation_file = self.path(self.per_split(self.options["annotations"], "annotations"))
@@ -80,13 +102,15 @@ class VideoBoxes(AdapterDataset):
         for n, cat in enumerate(data["categories"]):
             if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
                 raise fail(path, f"categories[{n}]: expected {{id, name}}")
-            self.categories[int(cat["id"])] = str(cat["name"])
+            if not _is_id(cat["id"]) or cat["id"] in self.categories:
+                raise fail(path, f"categories[{n}]: id {cat['id']!r}: expected an integer that no other category has")
+            self.categories[cat["id"]] = str(cat["name"])
         videos = {}
         for n, video in enumerate(data["videos"]):
             videos[self._check_video(path, n, video)] = video
         by_video: dict[Any, list[dict[str, Any]]] = defaultdict(list)
         for n, ann in enumerate(data["annotations"]):
-            self._check_annotation(path, n, ann, videos)
+            self._check_annotation(path, n, ann, videos, self.categories)
             by_video[ann["video_id"]].append(ann)
         items = []
         for vid, video in videos.items():
@@ -112,13 +136,18 @@ class VideoBoxes(AdapterDataset):
         return video["id"]
 
     @staticmethod
-    def _check_annotation(path: Path, n: int, ann: Any, videos: dict[Any, Any]) -> None:
+    def _check_annotation(path: Path, n: int, ann: Any, videos: dict[Any, Any], categories: dict[int, str]) -> None:
         where = f"annotations[{n}]"
         _require_fields(path, where, ann, ("id", "video_id", "category_id", "bboxes"))
         where = f"{where} (id {ann['id']})"
         if ann["video_id"] not in videos:
             raise fail(path, f"{where}: video_id {ann['video_id']} is not in 'videos'")
-        length = len(videos[ann["video_id"]]["file_names"])
+        if not _is_id(ann["category_id"]) or ann["category_id"] not in categories:
+            ids = sorted(categories)
+            listed = f" {ids}" if len(ids) <= 10 else f" ({ids[0]} to {ids[-1]}, {len(ids)} ids)"
+            raise fail(path, f"{where}: category_id {ann['category_id']!r}: expected an id of 'categories'{listed}")
+        video = videos[ann["video_id"]]
+        length = len(video["file_names"])
         for field_name in ("bboxes", "segmentations"):
             value = ann.get(field_name)
             if value is None and field_name == "segmentations":  # segmentations are optional
@@ -130,6 +159,12 @@ class VideoBoxes(AdapterDataset):
         for t, box in enumerate(ann["bboxes"]):
             if box is not None and not (isinstance(box, list) and len(box) == 4 and all(map(_is_number, box))):
                 raise fail(path, f"{where}: bboxes[{t}] must be [x, y, w, h] or null, found {box!r}")
+        _check_boxes(path, where, ann["bboxes"], video["width"], video["height"])
+        for t, seg in enumerate(ann.get("segmentations") or []):
+            if isinstance(seg, list) and not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
+                                                 and all(map(_is_number, p)) for p in seg):
+                raise fail(path, f"{where}: segmentations[{t}]: expected polygons, each a list of finite numbers "
+                                 f"x1, y1, x2, y2, ... with at least 3 points")
 
     # --- clips --------------------------------------------------------------------------------
     def _load(self, item: Item, clip_index: int) -> dict[str, Any]:

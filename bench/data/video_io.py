@@ -10,7 +10,10 @@ Conventions (DESIGN.md §3):
   (COCO boxes, TAP-Vid points); intrinsics are OpenCV matrices (pixel ``i`` is centred on ``i``),
   so resizing by ``s`` maps ``c -> (c + 0.5) * s - 0.5``;
 - a problem with a file raises ``DatasetError`` (a ``ValueError``): one line that starts with the
-  file's path and says what is wrong with it.
+  file's path and says what is wrong with it;
+- adapters check every value they read before using it, through the ``check_*`` helpers below
+  (finite numbers, ranges, dtypes, rotations, intrinsics): the message names the file, the entry,
+  the first bad value and what is allowed. A bad option is ``data.<key>=<value>: expected ...``.
 """
 from __future__ import annotations
 
@@ -22,19 +25,20 @@ import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Sequence, Union
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from bench.errors import UserError
-from bench.staging import staged_directory
+from bench.staging import EntryWriter, NpyWriter, cached_entry
 
 SHORT_CLIP_POLICIES = ("error", "loop", "pad")
 CROP_MODES = ("center", "none")
 # A video decoding fewer frames than its container declares, by more than this fraction, is
 # reported as truncated (frame counts derived from a container's duration are estimates).
 TRUNCATION_TOLERANCE = 0.1
+ENTRY_META = "complete.json"  # the metadata file of a cache entry (``bench.staging.cached_entry``)
 
 
 class DatasetError(UserError, ValueError):
@@ -68,6 +72,7 @@ def check_file(path: Path, what: str = "file") -> Path:
 
 
 def check_dir(path: Path, what: str = "directory") -> Path:
+    """``path`` if it is a directory, else a ``DatasetError`` naming it."""
     path = Path(path)
     if not path.is_dir():
         raise fail(path, f"{what} not found" if not path.exists() else f"{what} is not a directory")
@@ -81,6 +86,120 @@ def load_json(path: Path) -> Any:
         return json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise fail(path, f"not valid JSON ({exc})") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# checking what a file holds and what the options say: one line naming the file (or option), the
+# entry, the bad value and what is allowed
+
+# A pose's rotation R passes when every entry of R^T R - I is within this (poses are stored with six
+# or more digits, so a real rotation is orthonormal to about 1e-6) and det R > 0.
+ROTATION_TOLERANCE = 1e-3
+
+Axis = Union[str, Sequence[str]]  # an axis name ("frame" -> "frame 3") or its labels (("x", "y") -> "y")
+
+
+def option_error(name: str, value: Any, allowed: str) -> DatasetError:
+    """``DatasetError('data.<name>=<value>: expected <allowed>')``: a bad adapter option."""
+    return DatasetError(f"data.{name}={value!r}: expected {allowed}")
+
+
+def positive_int(name: str, value: Any, optional: bool = False) -> int | None:
+    """An integer option that must be >= 1 (or null when ``optional``); bools, floats and strings are refused."""
+    if value is None and optional:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1:
+        return int(value)
+    raise option_error(name, value, "an integer >= 1" + (" or null" if optional else ""))
+
+
+def _located(what: str, index: tuple[int, ...], axes: Sequence[Axis]) -> str:
+    """``what`` and one element's position: ``'points' at track 1, frame 3, x`` along ``axes``, else
+    ``'points'[1, 3, 0]``."""
+    if not index:
+        return what
+    if not axes:
+        return f"{what}[{', '.join(map(str, index))}]"
+    return f"{what} at " + ", ".join(f"{axis} {i}" if isinstance(axis, str) else str(axis[i])
+                                     for axis, i in zip(axes, index))
+
+
+def _shown(value: Any) -> str:
+    if not isinstance(value, (float, np.floating)):
+        return str(value)
+    return f"{value:g}" if np.isfinite(value) else f"non-finite ({value:g})"
+
+
+def check_values(array: Any, ok: Any, source: Any, what: str, allowed: str, axes: Sequence[Axis] = ()) -> np.ndarray:
+    """``array`` as a numpy array if ``ok`` (bool, broadcast to its shape) holds everywhere, else a
+    ``DatasetError`` naming ``source``, the first element where it does not, its value and ``allowed``."""
+    array = np.asarray(array)
+    bad = ~np.broadcast_to(np.asarray(ok, bool), array.shape)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        more = f" ({int(bad.sum())} such values)" if bad.sum() > 1 else ""
+        raise fail(source, f"{_located(what, index, axes)} is {_shown(array[index])}: expected {allowed}{more}")
+    return array
+
+
+def check_kind(array: Any, source: Any, what: str, kinds: str, expected: str) -> np.ndarray:
+    """``array`` as a numpy array whose dtype kind is in ``kinds`` ('b' bool, 'i'/'u' integers, 'f' floats)."""
+    array = np.asarray(array)
+    if array.dtype.kind not in kinds:
+        raise fail(source, f"{what} has dtype {array.dtype}: expected {expected}")
+    return array
+
+
+def check_finite(array: Any, source: Any, what: str, axes: Sequence[Axis] = ()) -> np.ndarray:
+    """``array`` as a numpy array of numbers, none of them NaN or infinite."""
+    array = check_kind(array, source, what, "iuf", "numbers")
+    return check_values(array, np.isfinite(array), source, what, "a finite number", axes)
+
+
+def check_range(array: Any, source: Any, what: str, lo: float, hi: float, axes: Sequence[Axis] = (),
+                only: Any = None, note: str = "") -> np.ndarray:
+    """``array`` finite everywhere, with ``lo <= value <= hi`` everywhere or, given the mask ``only``,
+    wherever it is True."""
+    array = check_finite(array, source, what, axes)
+    ok = (array >= lo) & (array <= hi)
+    return check_values(array, ok if only is None else ok | ~np.asarray(only, bool), source, what,
+                        f"a value in [{lo:g}, {hi:g}]{note}", axes)
+
+
+def check_video(array: Any, source: Any, what: str = "'video'") -> np.ndarray:
+    """Decoded RGB frames: uint8 [T, H, W, 3] with T, H, W >= 1 (a float video is refused, not cast)."""
+    array = np.asarray(array)
+    if array.ndim != 4 or array.shape[-1] != 3 or 0 in array.shape:
+        raise fail(source, f"{what} has shape {array.shape}, expected [T, H, W, 3]")
+    if array.dtype != np.uint8:
+        raise fail(source, f"{what} has dtype {array.dtype}: expected uint8 RGB values 0-255")
+    return array
+
+
+def check_rotation(rotation: Any, source: Any, what: str, tol: float = ROTATION_TOLERANCE) -> np.ndarray:
+    """A finite 3x3 rotation: R^T R = I within ``tol`` and det R > 0 (no reflection)."""
+    r = check_finite(rotation, source, what)
+    error, det = float(np.abs(r.T @ r - np.eye(3)).max()), float(np.linalg.det(r))
+    if error > tol or det <= 0:
+        raise fail(source, f"{what} is not a rotation (max |R^T R - I| = {error:.3g}, det = {det:.3g}): expected "
+                           f"an orthonormal matrix with det +1, within {tol:g}")
+    return r
+
+
+def check_pose(pose: Any, source: Any, what: str = "pose") -> np.ndarray:
+    """A finite 4x4 rigid transform [R t; 0 0 0 1] with R a rotation."""
+    pose = check_finite(pose, source, what, ("row", "column"))
+    check_values(pose[3], pose[3] == [0, 0, 0, 1], source, f"{what} bottom row", "[0, 0, 0, 1]", ("column",))
+    check_rotation(pose[:3, :3], source, f"{what} R")
+    return pose
+
+
+def check_intrinsics(k: Any, source: Any, what: str = "intrinsics") -> np.ndarray:
+    """A finite pinhole 3x3 K: focal lengths > 0, bottom row [0, 0, 1]."""
+    k = check_finite(k, source, what, ("row", "column"))
+    check_values(k[[0, 1], [0, 1]], k[[0, 1], [0, 1]] > 0, source, what, "a focal length > 0", (("fx", "fy"),))
+    check_values(k[2], k[2] == [0, 0, 1], source, f"{what} bottom row", "[0, 0, 1]", ("column",))
+    return k
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,16 +218,16 @@ def sample_indices(length: int, num_frames: int, *, frame_stride: int | None = N
     'pad' (repeat the last frame).
     """
     if short_clip not in SHORT_CLIP_POLICIES:
-        raise ValueError(f"short_clip={short_clip!r}: expected one of {SHORT_CLIP_POLICIES}")
-    if num_frames < 1:
-        raise ValueError(f"num_frames={num_frames}: expected >= 1")
+        raise option_error("short_clip", short_clip, f"one of {list(SHORT_CLIP_POLICIES)}")
+    num_frames = positive_int("num_frames", num_frames)
+    stride = 1 if frame_stride is None else positive_int("frame_stride", frame_stride)
+    clips_per_video = positive_int("clips_per_video", clips_per_video)
     if frame_stride is None and clips_per_video != 1:
-        raise ValueError("clips_per_video > 1 needs a frame_stride (uniform sampling spans the whole video)")
+        raise option_error("clips_per_video", clips_per_video,
+                           "1 without data.frame_stride (more clips per video needs a frame_stride: uniform sampling "
+                           "spans the video)")
     if length < 1:
         raise fail(source, "has no frames")
-    stride = 1 if frame_stride is None else int(frame_stride)
-    if stride < 1:
-        raise ValueError(f"frame_stride={frame_stride}: expected >= 1")
     span = num_frames if frame_stride is None else (num_frames - 1) * stride + 1
     if length < span:
         if short_clip == "error":
@@ -132,15 +251,12 @@ def sample_indices(length: int, num_frames: int, *, frame_stride: int | None = N
 
 def parse_resolution(resolution: int | Sequence[int]) -> tuple[int, int]:
     """``64`` -> (64, 64); ``[48, 64]`` -> (48, 64) as (height, width)."""
-    if isinstance(resolution, (int, np.integer)):
-        size = (int(resolution), int(resolution))
-    else:
-        size = tuple(int(r) for r in resolution)
-        if len(size) != 2:
-            raise ValueError(f"resolution={resolution!r}: expected an int or [height, width]")
-    if min(size) < 1:
-        raise ValueError(f"resolution={resolution!r}: must be positive")
-    return size  # type: ignore[return-value]
+    allowed = "an integer >= 1 or [height, width] of such integers"
+    sizes = list(resolution) if isinstance(resolution, (list, tuple)) else [resolution, resolution]
+    if len(sizes) != 2 or not all(isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r >= 1
+                                  for r in sizes):
+        raise option_error("resolution", resolution, allowed)
+    return int(sizes[0]), int(sizes[1])
 
 
 @dataclass(frozen=True)
@@ -155,7 +271,7 @@ class Resize:
 
     def __post_init__(self) -> None:
         if self.crop not in CROP_MODES:
-            raise ValueError(f"crop={self.crop!r}: expected one of {CROP_MODES}")
+            raise option_error("crop", self.crop, f"one of {list(CROP_MODES)}")
         (sh, sw), (dh, dw) = self.src, self.dst
         ch, cw = sh, sw
         if self.crop == "center":
@@ -326,7 +442,9 @@ class AdapterDataset(Dataset):
     reading only annotations) and ``_load`` (one clip as a dict of numpy arrays). This class does
     the rest: split selection (``partition``, ``max_clips``), several clips per video, the
     fingerprint, and ``arrays`` — every clip decoded once and stacked, into memory-mapped ``.npy``
-    files under ``<root>/adapters/<name>/<fingerprint>`` (``cache=True``) or into memory.
+    files under ``<root>/adapters/<name>/<fingerprint>`` (``cache=True``) or into memory. That
+    directory is a ``bench.staging`` cache entry: checked against its ``complete.json`` before it
+    is served (a damaged one is removed and decoded again); a full disk is a ``DatasetError``.
 
     ``root`` is the harness cache directory (``paths.cache``); the dataset itself is ``data_dir``.
     """
@@ -345,13 +463,14 @@ class AdapterDataset(Dataset):
             raise DatasetError(f"dataset {self.name!r}: data_dir is not set; pass data.data_dir=<the dataset "
                                f"directory> (see docs/datasets.md)")
         if missing_videos not in ("error", "skip"):
-            raise ValueError(f"missing_videos={missing_videos!r}: expected 'error' or 'skip'")
+            raise option_error("missing_videos", missing_videos, "'error' or 'skip'")
         self.split, self.root, self.data_dir = str(split), Path(root), check_dir(Path(data_dir), "data_dir")
-        self.num_frames, self.size, self.crop = int(num_frames), parse_resolution(resolution), crop
-        self.sampling = dict(num_frames=self.num_frames, frame_stride=frame_stride,
-                             clips_per_video=int(clips_per_video), short_clip=short_clip)
+        self.sampling = dict(num_frames=num_frames, frame_stride=frame_stride, clips_per_video=clips_per_video,
+                             short_clip=short_clip)
         sample_indices(10**6, clip_index=0, source="config", **self.sampling)  # validate the options
         Resize((1, 1), (1, 1), crop)  # validate crop
+        positive_int("max_clips", max_clips, optional=True)
+        self.num_frames, self.size, self.crop = num_frames, parse_resolution(resolution), crop
         self.missing_videos, self.cache, self.seed = missing_videos, bool(cache), int(seed)
         self.check_truncation = bool(check_truncation)
         self.options = options
@@ -428,9 +547,12 @@ class AdapterDataset(Dataset):
     def _select(self, items: list[Item], partition: dict[str, Sequence[float]] | None,
                 max_clips: int | None) -> list[Item]:
         if partition:
-            lo, hi = (float(x) for x in self.per_split(partition, "partition"))
-            if not 0.0 <= lo <= hi <= 1.0:
-                raise ValueError(f"partition[{self.split!r}] = [{lo}, {hi}]: expected 0 <= lo <= hi <= 1")
+            bounds = self.per_split(partition, "partition")
+            if not (isinstance(bounds, (list, tuple)) and len(bounds) == 2
+                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in bounds)
+                    and 0.0 <= bounds[0] <= bounds[1] <= 1.0):
+                raise option_error(f"partition.{self.split}", bounds, "[lo, hi] with 0 <= lo <= hi <= 1")
+            lo, hi = bounds
             n = len(items)
             items = items[int(round(lo * n)):int(round(hi * n))]
         if max_clips is not None and len(items) > int(max_clips):
@@ -494,24 +616,26 @@ class AdapterDataset(Dataset):
 
     # --- decoding every clip ------------------------------------------------------------------
     def _materialize(self) -> dict[str, np.ndarray]:
-        entry = self.root / "adapters" / self.name / self.fingerprint
+        """Every key stacked over the split: decoded into memory (``cache=False``), or read from its
+        checked cache entry, which is written first when missing or damaged."""
         if not self.cache:
             return self._decode_all(None)
-        if not (entry / "complete.json").exists():
-            with staged_directory(entry, marker="complete.json") as tmp:
-                out = self._decode_all(tmp)
-                for k in self.object_keys:
-                    (tmp / f"{k}.json").write_text(json.dumps({"shape": out[k].shape,
-                                                               "values": out[k].reshape(-1).tolist()}))
-                for v in out.values():
-                    if isinstance(v, np.memmap):
-                        v.flush()
-                (tmp / "complete.json").write_text(json.dumps({"adapter": self.name, "split": self.split,
-                                                               "clips": len(self), "keys": list(self.provides)}))
-        return self._load_entry(entry)
+        entry = self.root / "adapters" / self.name / self.fingerprint
+        _, arrays = cached_entry(entry, ENTRY_META, len(self), self._build, DatasetError)
+        return {k: _from_json(arrays[f"{k}.npy"]) if k in self.object_keys else arrays[f"{k}.npy"]
+                for k in self.provides}
 
-    def _decode_all(self, tmp: Path | None) -> dict[str, Any]:
-        """Every clip stacked per key: memmaps in ``tmp`` (object keys in memory), or all in memory."""
+    def _build(self, entry: EntryWriter) -> dict[str, Any]:
+        """Decode every clip into ``entry``; object values (masks) go in as one JSON string each."""
+        out = self._decode_all(entry)
+        for k in self.object_keys:
+            encoded = _to_json(out[k])
+            entry.array(f"{k}.npy", encoded.shape, encoded.dtype)[:] = encoded
+        return {"adapter": self.name, "split": self.split, "clips": len(self), "keys": list(self.provides)}
+
+    def _decode_all(self, entry: EntryWriter | None) -> dict[str, Any]:
+        """Every clip stacked per key: numeric keys written to ``entry`` in clip order (or kept in
+        memory without one), object keys in memory."""
         from tqdm import tqdm
 
         out: dict[str, Any] = {}
@@ -523,7 +647,7 @@ class AdapterDataset(Dataset):
                 if i == 0:
                     first[k] = np.shape(value)
                     out[k] = (np.empty((len(self), *first[k]), object) if k in self.object_keys
-                              else self._new_array(tmp, k, (len(self), *first[k]), value.dtype))
+                              else self._new_array(entry, k, (len(self), *first[k]), value.dtype))
                 elif np.shape(value) != first[k]:
                     raise DatasetError(f"{self.clip_id(i)}: {k!r} has shape {np.shape(value)}, but clip "
                                        f"{self.clip_id(0)} has {first[k]}; clips must share one shape")
@@ -531,22 +655,21 @@ class AdapterDataset(Dataset):
         return out
 
     @staticmethod
-    def _new_array(tmp: Path | None, key: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        if tmp is None:
+    def _new_array(entry: EntryWriter | None, key: str, shape: tuple[int, ...],
+                   dtype: np.dtype) -> np.ndarray | NpyWriter:
+        """An array for ``key`` filled row by row: in memory, or ``<key>.npy`` of the cache entry."""
+        if entry is None:
             return np.empty(shape, dtype)
-        from numpy.lib.format import open_memmap
+        return entry.array(f"{key}.npy", shape, dtype)
 
-        return open_memmap(tmp / f"{key}.npy", mode="w+", dtype=dtype, shape=shape)
 
-    def _load_entry(self, entry: Path) -> dict[str, np.ndarray]:
-        out: dict[str, Any] = {}
-        for k in self.provides:
-            if k in self.object_keys:
-                stored = json.loads((entry / f"{k}.json").read_text())
-                arr = np.empty(len(stored["values"]), dtype=object)
-                arr[:] = stored["values"]
-                out[k] = arr.reshape(stored["shape"])
-            else:
-                out[k] = np.load(entry / f"{k}.npy", mmap_mode="r")
-        return out
+def _to_json(values: np.ndarray) -> np.ndarray:
+    """An object array as a bytes array of the same shape holding each value's JSON (so it is
+    stored, sized and checksummed like any other array of the entry)."""
+    encoded = np.array([json.dumps(v).encode() for v in values.reshape(-1)], dtype=bytes)
+    return encoded.reshape(values.shape)
 
+
+def _from_json(encoded: np.ndarray) -> np.ndarray:
+    """The object array that ``_to_json`` encoded."""
+    return np.frompyfunc(json.loads, 1, 1)(encoded)

@@ -25,4 +25,5 @@ class VIP(Davis):
     version = 1
     layout: ClassVar[dict[str, Any]] = {
         "lists": {"train": "lists/train_videos.txt", "test": "lists/val_videos.txt"},
-        "frames_dir": "Images", "masks_dir": "Annotations/Category_ids", "frame_ext": ".jpg"}
+        "frames_dir": "Images", "masks_dir": "Annotations/Category_ids", "frame_ext": ".jpg",
+        "num_classes": 20}  # background + 19 parts

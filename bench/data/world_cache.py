@@ -1,22 +1,25 @@
 """On-disk cache of a generated split: one stacked ``<key>.npy`` per clip key, memory-mapped on reuse.
 
-A split is rendered into a temporary sibling directory and renamed into place only once complete,
-so a directory with a manifest is always whole; leftovers of crashed runs are never read.
-Worker processes render clips in parallel but results are written in index order, so the files
-are byte-identical to a serial run.
+A split is a ``bench.staging`` cache entry: rendered into a temporary sibling directory and renamed
+into place only once complete (leftovers of crashed runs are never read); its ``manifest.json``
+records every array's shape, dtype, size and sha256, and a directory that does not match is
+removed and rendered again. A full disk is a ``DatasetError`` naming the directory. Worker
+processes render clips in parallel but results are written in index order, so the files are
+byte-identical to a serial run.
 """
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 from tqdm import tqdm
 
-from bench.staging import staged_directory
+from bench.data.video_io import DatasetError
+from bench.staging import EntryWriter, NpyWriter, cached_entry, open_entry
 
 MANIFEST = "manifest.json"
 WORKERS_ENV = "FROZEN4D_WORLD_WORKERS"
@@ -31,40 +34,34 @@ def default_workers(requested: int = 0) -> int:
 
 def load_or_build(directory: str | Path, render: Render, size: int, workers: int = 1, desc: str = "world",
                   meta: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """The cached split in ``directory`` (clips ``render(0..size-1)``), generated first if absent."""
-    directory = Path(directory)
-    if not (directory / MANIFEST).exists():
-        _build(directory, render, size, workers, desc, dict(meta or {}))
-    return open_cache(directory)
+    """The cached split in ``directory`` (clips ``render(0..size-1)``), generated first if absent
+    or damaged."""
+    if size < 1:
+        raise ValueError(f"cannot cache an empty split ({Path(directory).name})")
+    build = partial(_write, render=render, size=size, workers=workers, desc=desc, meta=dict(meta or {}))
+    return _by_key(cached_entry(directory, MANIFEST, size, build, DatasetError)[1])
 
 
 def open_cache(directory: str | Path) -> dict[str, np.ndarray]:
-    """Read-only memory maps [num_clips, ...] of every key of a complete cache directory."""
-    directory = Path(directory)
-    keys = json.loads((directory / MANIFEST).read_text())["keys"]
-    return {k: np.load(directory / f"{k}.npy", mmap_mode="r") for k in keys}
+    """Read-only memory maps [num_clips, ...] of every key of a complete cache directory, checked
+    against its manifest (``bench.staging.BadEntry`` if they do not match)."""
+    return _by_key(open_entry(directory, MANIFEST)[1])
 
 
-def _build(directory: Path, render: Render, size: int, workers: int, desc: str, meta: dict[str, Any]) -> None:
-    if size < 1:
-        raise ValueError(f"cannot cache an empty split ({directory.name})")
-    with staged_directory(directory, marker=MANIFEST) as tmp:
-        keys = _write(tmp, render, size, workers, desc)
-        (tmp / MANIFEST).write_text(json.dumps({"keys": keys, "clips": size, **meta}, indent=1))
+def _by_key(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {name.removesuffix(".npy"): array for name, array in arrays.items()}
 
 
-def _write(tmp: Path, render: Render, size: int, workers: int, desc: str) -> list[str]:
-    """Render every clip into stacked .npy files in ``tmp``; return the keys."""
-    out: dict[str, np.memmap] = {}
+def _write(entry: EntryWriter, render: Render, size: int, workers: int, desc: str,
+           meta: dict[str, Any]) -> dict[str, Any]:
+    """Render every clip into one stacked ``<key>.npy`` per key in ``entry``; return the manifest."""
+    out: dict[str, NpyWriter] = {}
     for i, clip in enumerate(tqdm(_clips(render, size, workers), total=size, desc=desc, unit="clip")):
         if not out:
-            out = {k: np.lib.format.open_memmap(tmp / f"{k}.npy", mode="w+", dtype=np.asarray(v).dtype,
-                                                shape=(size, *np.shape(v))) for k, v in clip.items()}
+            out = {k: entry.array(f"{k}.npy", (size, *np.shape(v)), np.asarray(v).dtype) for k, v in clip.items()}
         for k, array in out.items():
             array[i] = clip[k]
-    for array in out.values():
-        array.flush()
-    return list(out)
+    return {"keys": list(out), "clips": size, **meta}
 
 
 def _clips(render: Render, size: int, workers: int) -> Iterator[Mapping[str, Any]]:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import torch
 from safetensors import SafetensorError
@@ -20,7 +23,8 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from bench.errors import UserError
-from bench.models.vit import ViTConfig, VideoViT
+from bench.models.vit import OPTIONAL_FIELDS, ViTConfig, VideoViT
+from bench.staging import fsync_directory
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -58,7 +62,7 @@ def atomic_write_files(files: dict[Path, bytes]) -> None:
             tmp.unlink(missing_ok=True)
         raise
     for directory in {path.parent for _, path in temps}:
-        _fsync_dir(directory)
+        fsync_directory(directory)
 
 
 def _write_temp(path: Path, data: bytes) -> Path:
@@ -74,15 +78,6 @@ def _write_temp(path: Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return Path(tmp)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist a directory's entries (a rename is durable only once its directory is synced)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def sidecar_path(weights: Path) -> Path:
@@ -105,15 +100,116 @@ def save_checkpoint(model: VideoViT, path: Path, train_config: dict[str, Any] | 
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
+    """The sidecar of checkpoint ``path``, checked against the sidecar schema (``sidecar_problem``)."""
     side = sidecar_path(path)
     if not side.exists():
         raise CheckpointError(f"{side}: sidecar JSON missing next to checkpoint {path}")
     try:
         meta = json.loads(side.read_text())
-        ViTConfig(**meta["architecture"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{side}: malformed sidecar ({exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{side}: not valid JSON ({exc})") from None
+    if problem := sidecar_problem(meta):
+        raise CheckpointError(f"{side}: {problem}")
     return meta
+
+
+# ----------------------------------------------------------------------------------------------
+# the sidecar schema
+
+SIDECAR_FORMATS = ("frozen4d-vit/1",)
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+SIDECAR_KEYS = (  # key, test, what is wrong when the test fails, what is expected
+    ("format", lambda v: v in SIDECAR_FORMATS, "is not a known format", " or ".join(map(json.dumps, SIDECAR_FORMATS))),
+    ("sha256", lambda v: isinstance(v, str) and SHA256_HEX.fullmatch(v), "is not a sha256 digest",
+     "64 lowercase hex digits"),
+    ("architecture", lambda v: isinstance(v, dict), "is not an object", "an object of ViTConfig fields"),
+)
+JSON_KINDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+              dict: "an object", type(None): "not allowed"}
+
+
+def sidecar_problem(meta: Any) -> str | None:
+    """``'<key>: <what is wrong> (expected ...)'`` for the first way a sidecar breaks the schema, or
+    None. Required: ``format`` (a known format), ``sha256`` (64 lowercase hex digits) and
+    ``architecture`` (``architecture_problem``); other keys (training config, provenance) are free."""
+    if not isinstance(meta, dict):
+        return f"(top level): {brief(meta)} is not an object (expected a JSON object)"
+    for key, ok, wrong, expected in SIDECAR_KEYS:
+        if key not in meta:
+            return f"{key}: missing (expected {expected})"
+        if not ok(meta[key]):
+            return f"{key}: {brief(meta[key])} {wrong} (expected {expected})"
+    return architecture_problem(meta["architecture"])
+
+
+def architecture_problem(arch: dict[str, Any]) -> str | None:
+    """The first field of a sidecar's architecture that is unknown to ``ViTConfig``, missing (every
+    field but those ``to_dict`` leaves out at their default), or not of its dataclass type; then
+    ``ViTConfig``'s own checks. None when it builds a config."""
+    hints = get_type_hints(ViTConfig)
+    for key in arch:
+        if key not in hints:
+            return f"architecture.{key}: unknown field (expected one of {', '.join(sorted(hints))})"
+    for f in fields(ViTConfig):
+        hint = hints[f.name]
+        if f.name not in arch and f.name not in OPTIONAL_FIELDS:
+            return f"architecture.{f.name}: missing (expected {type_name(hint)})"
+        if f.name in arch and not conforms(arch[f.name], hint):
+            value = arch[f.name]
+            return f"architecture.{f.name}: {brief(value)} is {json_kind(value)} (expected {type_name(hint)})"
+    try:
+        ViTConfig(**arch)
+    except ValueError as exc:
+        return f"architecture: {exc}"
+    return None
+
+
+def conforms(value: Any, hint: Any) -> bool:
+    """Whether a JSON value has type ``hint``: ints are ints (not bools, floats or strings), floats
+    are finite numbers, tuples are lists of their length, ``X | None`` takes null."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, UnionType):
+        return any(conforms(value, a) for a in args)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is list or (len(args) == 2 and args[1] is Ellipsis):
+            return all(conforms(v, args[0]) for v in value)
+        return len(value) == len(args) and all(conforms(v, a) for v, a in zip(value, args))
+    if hint is type(None):
+        return value is None
+    if hint in (bool, str):
+        return isinstance(value, hint)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    raise TypeError(f"sidecar schema: no rule for the type {hint!r} of a ViTConfig field")
+
+
+def type_name(hint: Any) -> str:
+    """``int``, ``float or null``, ``[int, int, int]``, ``[float, ...]``: a type as a sidecar spells it."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, UnionType):
+        return " or ".join(type_name(a) for a in args)
+    if origin in (tuple, list):
+        if origin is list or (len(args) == 2 and args[1] is Ellipsis):
+            return f"[{type_name(args[0])}, ...]"
+        return f"[{', '.join(type_name(a) for a in args)}]"
+    return "null" if hint is type(None) else hint.__name__
+
+
+def json_kind(value: Any) -> str:
+    """'a string', 'an integer', 'a non-finite number', ...: the JSON type of a value, for messages."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "a non-finite number"
+    return JSON_KINDS.get(type(value), type(value).__name__)
+
+
+def brief(value: Any, limit: int = 80) -> str:
+    """A JSON value as the file spells it, cut to ``limit`` characters."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def load_checkpoint(path: Path, verify: bool = True) -> tuple[VideoViT, dict[str, Any]]:
