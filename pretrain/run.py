@@ -12,11 +12,14 @@ import hydra
 from omegaconf import DictConfig
 
 from bench import CONFIG_DIR
+from bench.errors import UserError
 from bench.models.zoo import parse_name, register_configs
+from pretrain.config import register_pretrain_schemas
 from pretrain.supervised import SupervisedTrainer
 from pretrain.train import Trainer
 
 register_configs()
+register_pretrain_schemas()  # pretrain.yaml extends schema/pretrain, the data/*.yaml files schema/data/<name>
 EXIT = {"status": None}
 
 
@@ -38,7 +41,7 @@ def build_trainer(cfg: DictConfig) -> Trainer | SupervisedTrainer:
 def main(cfg: DictConfig) -> None:
     try:
         trainer = build_trainer(cfg)
-    except ValueError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     try:
