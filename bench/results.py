@@ -9,16 +9,20 @@ new in version 2, what a reader needs to trust the number:
   split order, such that the primary metric is the weighted mean Σ w·v / Σ w (weights are the
   clip's share of a pooled metric: valid pixels, scored box pairs; 1 for per-clip means). The
   leaderboard bootstraps over these clips; two records on one split pair clip by clip.
+  A version-2 record always has them: a run that scored no clip is not written.
 - ``train_metrics``: the same metrics on the first train clips (as many as the test split has,
   at most 256): the train–test gap;
 - ``loss_tail``: the readout's training loss, averaged per tenth of the run (empty: no SGD);
 - ``flags``: warnings about the fit ('loss_still_falling', 'train_test_gap').
 Version-1 records (no per-clip values) are still read.
+
+Every number a record holds (metrics, train metrics, per-clip values and weights) is finite and
+within ±``MAX_MAGNITUDE``: ``write_record`` refuses a degenerate run's record (and keeps the earlier
+one), ``read_record`` refuses such a file.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import re
@@ -36,6 +40,8 @@ from bench.models.checkpoint import atomic_write_bytes
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
+# No metric is this large; below it the squares and weighted sums the leaderboard takes stay finite in float64.
+MAX_MAGNITUDE = 1e100
 
 
 @dataclass
@@ -70,8 +76,8 @@ class ResultRecord:
         return f"{self.task}__{self.dataset}__{model}__{self.readout}__seed{self.seed}.json"
 
 
-class RecordError(ValueError):
-    """A result file that is not a valid record."""
+class RecordError(UserError, ValueError):
+    """A record that is not valid: a file that does not parse, or numbers that cannot be trusted."""
 
 
 class RecordWriteError(UserError, OSError):
@@ -126,35 +132,72 @@ def environment() -> dict[str, Any]:
 def write_record(record: ResultRecord, results_dir: str | Path) -> Path:
     """Atomically write ``record`` under ``results_dir``; return its path.
 
-    A failed write raises ``RecordWriteError`` (one line naming the file) and leaves any
-    earlier record with the same name as it was.
+    A record with a number that cannot be trusted (see ``record_problem``) raises ``RecordError``
+    and a failed write ``RecordWriteError``, both one line naming the file; either way any earlier
+    record with the same name stays as it was.
     """
-    bad = {k: v for k, v in record.metrics.items() if not isinstance(v, (int, float)) or not math.isfinite(v)}
-    if bad:
-        raise RecordError(f"result {record.filename}: non-finite metrics {bad}")
     path = Path(results_dir) / record.filename
+    data = asdict(record)
+    problem = record_problem(data)
+    if problem:
+        raise RecordError(f"{path}: refusing to write the record: {problem}; any earlier record there is unchanged")
     try:
-        atomic_write_bytes(path, (json.dumps(asdict(record), indent=2, sort_keys=True) + "\n").encode())
+        atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
     except OSError as exc:
         raise RecordWriteError(f"{path}: cannot write the result record ({exc.strerror or exc}); "
                                f"any earlier record there is unchanged") from exc
     return path
 
 
-def per_clip_problem(per_clip: Any) -> str | None:
-    """What is wrong with a record's ``per_clip`` block ({} is fine: a version-1 record), or None."""
+def is_number(x: Any) -> bool:
+    """An int or float (not a bool), finite and within ±MAX_MAGNITUDE (NaN fails every comparison)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) <= MAX_MAGNITUDE
+
+
+def numbers_problem(name: str, mapping: Any) -> str | None:
+    """What is wrong with a {metric: number} block of a record, or None."""
+    if not isinstance(mapping, dict):
+        return f"{name} is {type(mapping).__name__}, expected a mapping of metric -> number"
+    bad = {k: v for k, v in mapping.items() if not is_number(v)}
+    return f"{name} {bad} are not finite numbers within ±{MAX_MAGNITUDE:g}" if bad else None
+
+
+def per_clip_problem(per_clip: Any, required: bool) -> str | None:
+    """What is wrong with a record's ``per_clip`` block, or None ({} is fine unless ``required``:
+    a version-1 record has none)."""
     if per_clip == {}:
-        return None
+        return "per_clip is missing: a version-2 record holds the primary metric of every test clip" if required else None
     if not isinstance(per_clip, dict) or set(per_clip) != {"values", "weights"}:
-        return "must be {'values': [...], 'weights': [...]}"
+        return "per_clip must be {'values': [...], 'weights': [...]}"
     values, weights = per_clip["values"], per_clip["weights"]
-    if not (isinstance(values, list) and isinstance(weights, list)) or len(values) != len(weights) or not values:
-        return "values and weights must be non-empty lists of equal length"
-    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-                  for x in values + weights)
-    if not numbers or min(weights) < 0 or sum(weights) <= 0:
-        return "must hold finite numbers with non-negative weights of positive sum"
+    if not (isinstance(values, list) and isinstance(weights, list)) or len(values) != len(weights):
+        return "per_clip values and weights must be lists of equal length"
+    if not values:
+        return "per_clip is empty: the run scored no test clip"
+    for name, xs in (("values", values), ("weights", weights)):
+        i = next((i for i, x in enumerate(xs) if not is_number(x) or (name == "weights" and x < 0)), None)
+        if i is not None:
+            allowed = "non-negative " if name == "weights" else ""
+            return f"per_clip {name}[{i}] is {xs[i]!r}, expected a finite {allowed}number within ±{MAX_MAGNITUDE:g}"
+    if sum(weights) <= 0:
+        return "per_clip weights are all 0: no clip counts"
     return None
+
+
+def record_problem(data: dict[str, Any]) -> str | None:
+    """What makes ``data`` (a record as a JSON object) not a valid record, or None."""
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        return f"missing fields {missing}"
+    if data.get("schema_version") not in READABLE_VERSIONS:
+        return f"schema_version {data.get('schema_version')!r}, expected one of {list(READABLE_VERSIONS)}"
+    problem = numbers_problem("metrics", data["metrics"]) or numbers_problem("train_metrics",
+                                                                             data.get("train_metrics", {}))
+    if problem:
+        return problem
+    if not isinstance(data["primary_metric"], str) or data["primary_metric"] not in data["metrics"]:
+        return f"primary metric {data['primary_metric']!r} not among its metrics"
+    return per_clip_problem(data.get("per_clip", {}), required=data["schema_version"] >= 2)
 
 
 def read_record(path: str | Path) -> ResultRecord:
@@ -166,17 +209,9 @@ def read_record(path: str | Path) -> ResultRecord:
         raise RecordError(f"{path.name}: not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise RecordError(f"{path.name}: expected a JSON object")
-    missing = [k for k in REQUIRED if k not in data]
-    if missing:
-        raise RecordError(f"{path.name}: missing fields {missing}")
-    if data.get("schema_version") not in READABLE_VERSIONS:
-        raise RecordError(f"{path.name}: schema_version {data.get('schema_version')!r}, "
-                          f"expected one of {list(READABLE_VERSIONS)}")
-    if not isinstance(data["metrics"], dict) or data["primary_metric"] not in data["metrics"]:
-        raise RecordError(f"{path.name}: primary metric {data['primary_metric']!r} not among its metrics")
-    problem = per_clip_problem(data.get("per_clip", {}))
+    problem = record_problem(data)
     if problem:
-        raise RecordError(f"{path.name}: per_clip {problem}")
+        raise RecordError(f"{path.name}: {problem}")
     known = set(ResultRecord.__dataclass_fields__)
     return ResultRecord(**{k: v for k, v in data.items() if k in known})
 

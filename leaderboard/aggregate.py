@@ -1,5 +1,9 @@
 """Result records -> leaderboard numbers: seeds aggregated per group, ranks per task.
 
+One record counts per evaluation (task and its options, dataset, model, readout, seed): of several
+copies, the one in the file of its canonical name (``ResultRecord.filename``) wins, else the first
+by path, and the others are skipped and named, so a stray copy never changes a number.
+
 A group is (task, dataset, model, readout). Records of one task scored under different task options
 (``config.task``, e.g. depth ``align=median`` against ``align=none``) are different tasks: they get
 columns of their own, labelled by the options that differ (``depth[align=median]``), so a
@@ -38,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from bench.models.zoo import REFERENCE_FAMILIES, REFERENCE_MODELS, arch_for, parse_name, reference_kind
-from bench.results import RecordError, ResultRecord, read_record
+from bench.results import RecordError, ResultRecord, is_number, read_record
 from leaderboard.intervals import Bootstrap, bootstrap, compare
 
 PARAM_KEYS = ("param_count", "num_params", "params", "n_params")
@@ -192,13 +196,10 @@ def summarize(values: list[float]) -> Stat:
     return Stat(mean, std, n)
 
 
-def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def validate(record: ResultRecord) -> str | None:
-    """What makes a parsed record unusable for the leaderboard, or None."""
-    for name in ("task", "dataset", "model", "readout", "primary_metric"):
+    """What makes a parsed record unusable for the leaderboard, or None (``read_record`` has checked
+    its numbers)."""
+    for name in ("task", "dataset", "split", "model", "readout", "primary_metric"):
         if not isinstance(getattr(record, name), str) or not getattr(record, name):
             return f"field {name!r} is not a non-empty string"
     if not isinstance(record.seed, int) or isinstance(record.seed, bool):
@@ -207,19 +208,35 @@ def validate(record: ResultRecord) -> str | None:
         return f"higher_is_better {record.higher_is_better!r} is not a boolean"
     if not isinstance(record.directions, dict) or not all(isinstance(v, bool) for v in record.directions.values()):
         return "directions is not a mapping of metric -> boolean"
-    bad = sorted(k for k, v in record.metrics.items() if not _number(v))
-    if bad:
-        return f"metrics {bad} are not finite numbers"
-    if not isinstance(record.train_metrics, dict) or not all(_number(v) for v in record.train_metrics.values()):
-        return "train_metrics is not a mapping of metric -> finite number"
     if not isinstance(record.flags, list) or not all(isinstance(f, str) for f in record.flags):
         return "flags is not a list of strings"
     return None
 
 
+def identity(r: ResultRecord) -> tuple[Any, ...]:
+    """What one evaluation is: task, its options (compared as ``split_task_variants`` compares them),
+    dataset, model, readout, seed."""
+    options = tuple(sorted((k, repr(v)) for k, v in task_options(r).items() if v is not None))
+    return (r.task, options, r.dataset, r.model, r.readout, r.seed)
+
+
+def deduplicate(records: list[tuple[str, ResultRecord]]) -> tuple[list[tuple[str, ResultRecord]], list[str]]:
+    """One record per evaluation: the one in a file of its canonical name (``ResultRecord.filename``),
+    else the first by path; and a message naming each other copy and the file it duplicates."""
+    canonical_first = sorted(records, key=lambda item: (Path(item[0]).name != item[1].filename, item[0]))
+    kept: dict[tuple[Any, ...], str] = {}
+    errors = []
+    for rel, r in canonical_first:
+        first = kept.setdefault(identity(r), rel)
+        if first != rel:
+            errors.append(f"{rel}: duplicate of {first} (same task, dataset, model, readout and seed {r.seed})")
+    winners = set(kept.values())
+    return [(rel, r) for rel, r in records if rel in winners], sorted(errors)
+
+
 def load(results_dir: str | Path) -> tuple[list[tuple[str, ResultRecord]], list[str]]:
-    """Every usable record under ``results_dir`` (recursively, sorted by path) as (relative path,
-    record), and one-line messages naming each file that was skipped and why."""
+    """Every usable record under ``results_dir`` (recursively, sorted by path; one per evaluation) as
+    (relative path, record), and one-line messages naming each file that was skipped and why."""
     root = Path(results_dir)
     records, errors = [], []
     for path in sorted(root.rglob("*.json")):
@@ -238,7 +255,8 @@ def load(results_dir: str | Path) -> tuple[list[tuple[str, ResultRecord]], list[
             errors.append(f"{rel}: {problem}")
             continue
         records.append((rel, record))
-    return records, errors
+    records, duplicates = deduplicate(records)
+    return records, errors + duplicates
 
 
 @functools.lru_cache(maxsize=None)
@@ -261,7 +279,7 @@ def config_param_count(config: Any) -> int | None:
     for node in (config, config.get("model") if isinstance(config, dict) else None):
         if isinstance(node, dict):
             for key in PARAM_KEYS:
-                if _number(node.get(key)) and node[key] > 0:
+                if is_number(node.get(key)) and node[key] > 0:
                     return int(node[key])
     return None
 
@@ -272,7 +290,7 @@ def config_collapse(config: Any) -> dict[str, float]:
     for node in COLLAPSE_NODES:
         sub = config.get(node)
         if isinstance(sub, dict):
-            found = {k: float(sub[k]) for k in COLLAPSE_KEYS if _number(sub.get(k))}
+            found = {k: float(sub[k]) for k in COLLAPSE_KEYS if is_number(sub.get(k))}
             if found:
                 return found
     return {}
@@ -384,16 +402,14 @@ def split_task_variants(records: list[tuple[str, ResultRecord]]) -> list[tuple[s
 
 
 def aggregate(records: list[tuple[str, ResultRecord]]) -> tuple[Leaderboard, list[str]]:
-    """Group records, summarise seeds, bootstrap intervals, collect task columns; also warnings
-    (duplicate seeds, records whose per-clip values cannot be used)."""
+    """Group ``records`` (one per evaluation, as ``load`` returns them), summarise seeds, bootstrap
+    intervals, collect task columns; also warnings (records whose per-clip values cannot be used)."""
     warnings: list[str] = []
     by_group: dict[GroupKey, dict[int, tuple[str, ResultRecord]]] = {}
     for rel, r in split_task_variants(records):
         seeds = by_group.setdefault((r.task, r.dataset, r.model, r.readout), {})
         if r.seed in seeds:
-            warnings.append(f"{rel}: duplicate of {seeds[r.seed][0]} (same task, dataset, model, readout, "
-                            f"seed {r.seed}); ignored")
-            continue
+            raise ValueError(f"{rel} and {seeds[r.seed][0]} are one evaluation; deduplicate() them first")
         seeds[r.seed] = (rel, r)
     grouped = {key: [seeds[s] for s in sorted(seeds)] for key, seeds in sorted(by_group.items())}
 

@@ -1,10 +1,10 @@
 """Build the leaderboard from result records: ``python -m leaderboard.build [--results DIR] [--out DIR]``.
 
-Reads every record under ``--results`` (default ``results``; malformed files are skipped and
-named on stderr), aggregates seeds per (task, dataset, model, readout) into mean ± sample std
-(ddof=1; one seed: std 0, shown "(n=1)") and, from per-clip values, a 95% bootstrap interval and
-significance against the blind and random references, ranks the non-reference models per task,
-and writes under ``--out`` (default ``leaderboard``):
+Reads every record under ``--results`` (default ``results``; malformed files and copies of a
+record under another name are skipped and named on stderr), aggregates seeds per (task, dataset,
+model, readout) into mean ± sample std (ddof=1; one seed: std 0, shown "(n=1)") and, from per-clip
+values, a 95% bootstrap interval and significance against the blind and random references, ranks
+the non-reference models per task, and writes under ``--out`` (default ``leaderboard``):
 
 - ``leaderboard.md``   overview (per readout: each task's primary metric, mean rank, params,
                        collapse monitors when records carry them) and one table per task × readout
@@ -27,6 +27,7 @@ import os
 import sys
 from pathlib import Path
 
+from bench.errors import UserError
 from bench.models.checkpoint import atomic_write_bytes
 from leaderboard.aggregate import Leaderboard, aggregate, load
 from leaderboard.page import page
@@ -38,12 +39,16 @@ PLOTS_DIR = "plots"
 README_START, README_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
 
-class NoRecordsError(RuntimeError):
+class NoRecordsError(UserError, RuntimeError):
     """No valid result record under the results directory; ``skipped`` names the malformed files."""
 
     def __init__(self, message: str, skipped: list[str] | None = None):
         super().__init__(message)
         self.skipped = skipped or []
+
+
+class ReadmeError(UserError, ValueError):
+    """A README to embed the overview in that has no leaderboard block."""
 
 
 def render(results_dir: str | Path, with_plots: bool = True) -> tuple[dict[str, bytes], Leaderboard, list[str]]:
@@ -117,20 +122,24 @@ def check(results_dir: str | Path = "results", out_dir: str | Path = "leaderboar
     return sorted(changed + (_stale(out_dir, files) if with_plots else []))
 
 
-def with_overview(readme: str, overview: str) -> str:
-    """``readme`` with the text between the leaderboard markers replaced by ``overview``."""
+def with_overview(readme: str, overview: str, source: str = "README") -> str:
+    """``readme`` (the text of the file ``source``) with the text between the leaderboard markers
+    replaced by ``overview``."""
     head, start, rest = readme.partition(README_START)
     _, end, tail = rest.partition(README_END)
     if not (start and end):
-        raise ValueError(f"README has no {README_START} ... {README_END} block for the leaderboard")
+        raise ReadmeError(f"{source}: has no {README_START} ... {README_END} block for the leaderboard")
     return f"{head}{start}\n{overview}{end}{tail}"
 
 
 def embed_in_readme(readme: str | Path, lb: Leaderboard) -> bool:
     """Write the overview tables into ``readme`` (atomically); True if the file changed."""
     path = Path(readme)
-    text = path.read_text()
-    new = with_overview(text, overview_markdown(lb))
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ReadmeError(f"{path}: cannot read the README ({exc.strerror or exc})") from exc
+    new = with_overview(text, overview_markdown(lb), str(path))
     if new != text:
         atomic_write_bytes(path, new.encode())
         os.chmod(path, 0o644)
@@ -169,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"leaderboard: {args.out} is up to date with {args.results}")
             return 0
         publish(args.results, args.out, args.readme)
-    except (NoRecordsError, ValueError) as exc:
+    except UserError as exc:
         print(f"leaderboard: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,18 +1,30 @@
 """Metrics of a pretraining run: a JSONL log (one record per logged step), a summary plot, and
-the CSV + Markdown tables that the analysis tools (``pretrain.analyze``) write."""
+the CSV + Markdown tables that the analysis tools (``pretrain.analyze``) write.
+
+A log record averages each metric over the steps since the previous record (the trainer's
+``Window``). The trainers save their window in the training state, so that a resumed run logs
+the same averages, and the same lines, as an uninterrupted one.
+"""
 from __future__ import annotations
 
 import csv
 import json
 import math
 import os
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from bench.models.checkpoint import atomic_write_bytes
+
+Window = dict[str, list[float]]  # metric -> its values at each step since the last log record
 
 
 class MetricsLog:
     """Append-only JSONL; on resume, records past the resumed step are dropped (they belong to
-    the part of the run that was lost) so the log of a resumed run equals an uninterrupted one."""
+    the part of the run that was lost, as does a last line that a kill cut before its newline) so
+    the log of a resumed run equals an uninterrupted one."""
 
     def __init__(self, path: Path, resume_step: int | None = None, enabled: bool = True):
         self.path, self.enabled = Path(path), enabled
@@ -22,9 +34,10 @@ class MetricsLog:
         if resume_step is None:
             self.path.write_text("")
         elif self.path.exists():
-            keep = [line for line in self.path.read_text().splitlines()
+            text = self.path.read_text()
+            keep = [line for line in text[:text.rfind("\n") + 1].splitlines()
                     if line.strip() and json.loads(line)["step"] < resume_step]
-            self.path.write_text("".join(line + "\n" for line in keep))
+            atomic_write_bytes(self.path, "".join(line + "\n" for line in keep).encode())
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -33,6 +46,21 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def saved_window(state: Mapping[str, Any], path: Path, rank: int = 0, world_size: int = 1) -> Window:
+    """This rank's window from a training state saved at ``path`` (``state["metrics_window"]``: one
+    per rank). A state without one for this world size (saved by an older version, or by another
+    number of ranks) resumes with an empty window, and says so on stderr: the first record logged
+    after the resume then averages only the steps since."""
+    windows = state.get("metrics_window")
+    if windows is not None and len(windows) == world_size:
+        return {k: list(v) for k, v in windows[rank].items()}
+    if rank == 0:
+        why = "it predates them" if windows is None else f"saved by {len(windows)} rank(s), resumed by {world_size}"
+        print(f"warning: {path} holds no unlogged metrics for this run ({why}); the first metrics.jsonl record "
+              f"after step {state['step']} averages only the steps since the resume", file=sys.stderr)
+    return {}
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from bench.errors import ConfigError
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -34,6 +37,21 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 def load_state(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def check_resumable(path: Path, state: Mapping[str, Any], name: str, version: int,
+                    saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    """Refuse (ConfigError naming the file and every differing setting) to resume from a ``state``
+    that is not of the run ``name`` at ``version``, or whose settings ``saved`` are not this
+    config's ``current`` ones."""
+    if state.get("version") != version or state.get("name") != name:
+        raise ConfigError(f"{path}: state of {state.get('name')!r} (version {state.get('version')}), not of "
+                          f"{name!r} (version {version}); remove it or pass resume=false")
+    differ = sorted(k for k in {*saved, *current} if saved.get(k) != current.get(k))
+    if differ:
+        what = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differ)
+        raise ConfigError(f"{path}: saved run differs from this config ({what}); remove the run directory "
+                          "or pass resume=false to start over")
 
 
 def capture_rng() -> dict[str, Any]:

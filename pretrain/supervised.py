@@ -19,7 +19,8 @@ encoder's scored 0.26), a broken control; the sidecar now records the collapse m
 
 ``python -m pretrain.run model=supervised_t`` (same config tree as pretraining; ``train.steps``,
 ``train.batch_size``, ``train.lr``, ``train.weight_decay``, ``train.warmup_steps``,
-``train.log_every``, ``train.ckpt_every`` apply). Resumes exactly from ``<run_dir>/state.pt``.
+``train.log_every``, ``train.ckpt_every`` apply). Resumes exactly from ``<run_dir>/state.pt``: the
+same weights and the same ``metrics.jsonl`` as an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
+from bench.errors import ConfigError
 from bench.fit import batches, optimizer
 from bench.models.checkpoint import atomic_write_bytes, save_checkpoint
 from bench.models.vit import VideoViT, normalize_video
@@ -42,8 +44,8 @@ from bench.readouts import build_readout
 from bench.registry import DATASETS, TASKS
 from bench.task import FeatureSpec, Task
 from pretrain.collapse import collapse_metrics
-from pretrain.metrics_log import MetricsLog
-from pretrain.state import atomic_torch_save, load_state
+from pretrain.metrics_log import MetricsLog, Window, saved_window
+from pretrain.state import atomic_torch_save, check_resumable, load_state
 
 TASK_NAMES = ("depth", "point_tracking", "box_tracking", "camera_pose", "action")
 # the recipe of the CPU size; every key can be set as train.<key>
@@ -60,7 +62,7 @@ def recipe(train: dict[str, Any]) -> dict[str, Any]:
     given = {k: v for k, v in (train or {}).items() if v is not None}
     foreign = sorted(set(given) - set(DEFAULTS))
     if foreign:
-        raise ValueError(f"train.{foreign[0]} does not apply to supervised models (they take {sorted(DEFAULTS)})")
+        raise ConfigError(f"train.{foreign[0]} does not apply to supervised models (they take {sorted(DEFAULTS)})")
     return {**DEFAULTS, **given}
 
 
@@ -110,6 +112,7 @@ class SupervisedTrainer:
         self.opt, self.sched = optimizer(self.model, r["lr"], r["weight_decay"], r["steps"],
                                          warmup_frac=r["warmup_steps"] / r["steps"])
         self.step, self.scale = 0, {}
+        self.window: Window = {}  # the losses of the steps since the last log record
         resumed = cfg.get("resume", True) and self.state_path.exists()
         if resumed:
             self.load()
@@ -135,7 +138,6 @@ class SupervisedTrainer:
         """Train to ``steps``; export the encoder; returns "done"."""
         r = self.recipe
         bar = tqdm(total=r["steps"], initial=self.step, desc=self.name, dynamic_ncols=True, mininterval=1.0)
-        window: list[dict[str, float]] = []
         self.model.train()
         while self.step < r["steps"]:
             losses = self.model(self.batch_at(self.step))
@@ -147,12 +149,13 @@ class SupervisedTrainer:
             self.opt.step()
             self.sched.step()
             self.step += 1
-            window.append({"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}})
+            for key, value in {"loss": total, **losses}.items():
+                self.window.setdefault(key, []).append(float(value.detach()))
             bar.update(1)
-            bar.set_postfix(loss=f"{window[-1]['loss']:.3f}", refresh=False)
+            bar.set_postfix(loss=f"{self.window['loss'][-1]:.3f}", refresh=False)
             if self.step % r["log_every"] == 0 or self.step == r["steps"]:
-                self.log.write({"step": self.step - 1, **{k: float(np.mean([w[k] for w in window])) for k in window[0]}})
-                window = []
+                self.log.write({"step": self.step - 1, **{k: float(np.mean(v)) for k, v in self.window.items()}})
+                self.window = {}
             if self.step % r["ckpt_every"] == 0 or self.step == r["steps"]:
                 self.save()
         bar.close()
@@ -162,19 +165,20 @@ class SupervisedTrainer:
     def save(self) -> None:
         atomic_torch_save({"version": STATE_VERSION, "name": self.name, "step": self.step, "recipe": self.recipe,
                            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                           "scheduler": self.sched.state_dict(), "scale": self.scale,
-                           "rng": torch.get_rng_state()}, self.state_path)
+                           "scheduler": self.sched.state_dict(), "scale": self.scale, "seed": self.seed,
+                           "rng": torch.get_rng_state(), "metrics_window": [self.window]}, self.state_path)
 
     def load(self) -> None:
         state = load_state(self.state_path)
-        if state.get("version") != STATE_VERSION or state.get("name") != self.name or state["recipe"] != self.recipe:
-            raise ValueError(f"{self.state_path}: saved run is not this {self.name} recipe; remove the run "
-                             f"directory or pass resume=false to start over")
+        check_resumable(self.state_path, state, self.name, STATE_VERSION,  # a state without a seed predates it
+                        {**state.get("recipe", {}), "seed": state.get("seed", self.seed)},
+                        {**self.recipe, "seed": self.seed})
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.scale, self.step = dict(state["scale"]), int(state["step"])
         torch.set_rng_state(state["rng"])
+        self.window = saved_window(state, self.state_path)
 
     def finish(self) -> None:
         """Export the encoder (checkpoint + sidecar with the recipe and the collapse monitors of

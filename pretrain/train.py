@@ -5,9 +5,10 @@ A run lives in ``run_dir`` (``outputs/pretrain/<name>/`` by default): ``state.pt
 training state, written atomically every ``ckpt_every`` steps, at the end and on SIGTERM),
 ``metrics.jsonl``, ``metrics.png`` and ``summary.json``. Starting a run whose ``state.pt``
 exists resumes it exactly: model, optimizer (moments of trainable parameters only), phase
-(frozen blocks), data position, mask generator and global RNG states, step. The schedules
-(learning rate, freezing) are pure functions of the step. On CPU in fp32 a resumed run ends
-with the same weights as an uninterrupted one, bit for bit.
+(frozen blocks), data position, mask generator and global RNG states, step, and every rank's
+losses and step times since the last log record. The schedules (learning rate, freezing) are pure
+functions of the step. On CPU in fp32 a resumed run ends with the same weights, and logs the same
+``metrics.jsonl`` lines (but for the wall-clock ``step_time``), as an uninterrupted one, bit for bit.
 
 At the end, rank 0 exports the encoder to ``<paths.checkpoints>/<name>.safetensors`` with its
 sidecar (``train_config`` = the resolved recipe) through ``bench.models.checkpoint``.
@@ -32,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from bench.errors import ConfigError
 from bench.models.checkpoint import atomic_write_bytes, save_checkpoint
 from bench.models.vit import VideoViT, normalize_video
 from bench.models.zoo import arch_for, checkpoint_path
@@ -40,12 +42,12 @@ from pretrain.collapse import collapse_metrics
 from pretrain.data import BatchStream, open_videos
 from pretrain.layerlock import Phase, phase_at, switch_steps
 from pretrain.masking import random_masking
-from pretrain.metrics_log import MetricsLog, plot_metrics, read_metrics
+from pretrain.metrics_log import MetricsLog, Window, plot_metrics, read_metrics, saved_window
 from pretrain.model import PretrainModel, build_pretrain_model
 from pretrain.optim import build_optimizer, set_lr
 from pretrain.recipes import BOOKKEEPING, resolve_recipe
 from pretrain.schedule import lr_at
-from pretrain.state import atomic_torch_save, capture_rng, load_state, restore_rng
+from pretrain.state import atomic_torch_save, capture_rng, check_resumable, load_state, restore_rng
 
 STATE_VERSION = 1
 
@@ -56,6 +58,11 @@ def readout_role(block_input: int, depth: int, decoder_depth: int) -> dict[str, 
     during pretraining (4DS's 0.95 rule reads a decoder block for 12-block models with k = 4)."""
     role = "tokens" if block_input == 0 else ("encoder" if block_input <= depth - decoder_depth else "decoder")
     return {"input_of_block": block_input, "output_of_block": block_input - 1, "role": role}
+
+
+def run_settings(recipe: dict[str, Any], arch: dict[str, Any]) -> dict[str, Any]:
+    """What a resumed run must share with the saved one: the recipe but its bookkeeping, the architecture."""
+    return {**{k: v for k, v in recipe.items() if k not in BOOKKEEPING}, **{f"arch.{k}": v for k, v in arch.items()}}
 
 
 class Trainer:
@@ -70,7 +77,8 @@ class Trainer:
         precision = cfg.get("precision", "auto")
         self.bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
         if self.bf16 and self.device.type != "cuda":
-            raise ValueError("precision=bf16 is only supported on CUDA (bf16 matmul is ~400x slower on our CPUs)")
+            raise ConfigError(f"precision={precision}: bf16 is only supported on CUDA (bf16 matmul is ~400x slower "
+                              f"on our CPUs) and this run is on device={self.device}; use precision=fp32")
 
         random.seed(self.seed)
         np.random.seed(self.seed)
@@ -78,7 +86,8 @@ class Trainer:
         videos = open_videos(cfg["data"], cfg["paths"]["cache"], "train")
         frames, height, width = videos.shape[1:4]
         if height != width:
-            raise ValueError(f"clips of {height}x{width}: the ViT expects square frames")
+            raise ConfigError(f"data.resolution={cfg['data'].get('resolution')!r} gives clips of {height}x{width}: "
+                              "the ViT expects square frames; set data.resolution to one int")
         self.arch_overrides = {k: v for k, v in (cfg.get("arch") or {}).items() if v is not None}
         self.arch = arch_for(self.name, **{"img_size": height, "num_frames": frames, **self.arch_overrides})
         self.recipe = resolve_recipe(self.name, self.arch.depth, cfg.get("train") or {})
@@ -91,6 +100,7 @@ class Trainer:
         probe = torch.from_numpy(np.array(videos[:min(len(videos), self.recipe["probe_size"])]))  # copy: memmaps are read-only
         self.probe = normalize_video(probe).to(self.device)
         self.step, self.phase = 0, None
+        self.window: Window = {}  # this rank's losses and step times since the last log record
         self.optimizer: torch.optim.Optimizer | None = None
         self.ddp: torch.nn.Module | None = None
         self.state_path = self.run_dir / "state.pt"
@@ -162,7 +172,6 @@ class Trainer:
             previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         bar = tqdm(total=total, initial=self.step, disable=not self.dist.is_main, dynamic_ncols=True,
                    desc=self.name, mininterval=1.0)
-        losses, times = [], []
         status = "done"
         try:
             while self.step < total:
@@ -171,15 +180,15 @@ class Trainer:
                 loss, lr = self.train_step()
                 if r["throttle_s"]:
                     time.sleep(r["throttle_s"])
-                times.append(time.perf_counter() - t0)
+                step_time = time.perf_counter() - t0
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"{self.name}: loss is {loss} at step {index} (phase {self.phase})")
-                losses.append(loss)
+                for key, value in (("loss", loss), ("step_time", step_time)):
+                    self.window.setdefault(key, []).append(value)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", frozen=self.phase.frozen, refresh=False)
                 if self.step % r["log_every"] == 0 or self.step == total:
-                    self.log_metrics(index, losses, times, lr)
-                    losses, times = [], []
+                    self.log_metrics(index, lr)
                 if self.step % r["ckpt_every"] == 0 or self.step == total:
                     self.save()
                 stop = self._stop_requested
@@ -198,7 +207,10 @@ class Trainer:
             self.finish()
         return status
 
-    def log_metrics(self, index: int, losses: list[float], times: list[float], lr: float) -> None:
+    def log_metrics(self, index: int, lr: float) -> None:
+        """Log the window's mean loss (over ranks too) and step time at update ``index``; empty the window."""
+        losses, times = self.window["loss"], self.window["step_time"]
+        self.window = {}
         loss = sum(losses) / len(losses)
         if self.dist.enabled:
             loss = D.all_reduce_mean(loss, self.device)
@@ -211,29 +223,35 @@ class Trainer:
                         "step_time": sum(times) / len(times)})
 
     # ------------------------------------------------------------------ state
+    def metrics_windows(self) -> list[Window]:
+        """Every rank's window, by rank (under DDP a collective: every rank calls it)."""
+        if not self.dist.enabled:
+            return [self.window]
+        windows: list[Window] = [{}] * self.dist.world_size
+        dist.all_gather_object(windows, self.window)
+        return windows
+
     def state_dict(self) -> dict[str, Any]:
+        """The full training state (under DDP every rank calls it: it gathers the ranks' windows)."""
         return {"version": STATE_VERSION, "name": self.name, "step": self.step,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "phase": self.phase.to_dict(), "data": self.stream.state_dict(),
                 "mask_rng": self.mask_gen.get_state(), "rng": capture_rng(), "recipe": self.recipe,
-                "arch": self.arch.to_dict(), "world_size": self.dist.world_size}
+                "arch": self.arch.to_dict(), "world_size": self.dist.world_size,
+                "metrics_window": self.metrics_windows()}
 
     def save(self) -> None:
+        state = self.state_dict()
         if self.dist.is_main:
-            atomic_torch_save(self.state_dict(), self.state_path)
+            atomic_torch_save(state, self.state_path)
         if self.dist.enabled:
             dist.barrier()
 
     def load(self) -> None:
         state = load_state(self.state_path)
-        if state.get("version") != STATE_VERSION or state.get("name") != self.name:
-            raise ValueError(f"{self.state_path}: state of {state.get('name')!r} (version {state.get('version')}), "
-                             f"not of {self.name!r}; remove it or pass resume=false")
-        differ = sorted(k for k in self.recipe if k not in BOOKKEEPING and state["recipe"].get(k) != self.recipe[k])
-        if differ or state["arch"] != self.arch.to_dict():
-            what = ", ".join(f"{k}: {state['recipe'].get(k)!r} -> {self.recipe[k]!r}" for k in differ) or "architecture"
-            raise ValueError(f"{self.state_path}: saved run differs from this config ({what}); "
-                             "remove the run directory or pass resume=false to start over")
+        check_resumable(self.state_path, state, self.name, STATE_VERSION,
+                        run_settings(state.get("recipe", {}), state.get("arch", {})),
+                        run_settings(self.recipe, self.arch.to_dict()))
         self.load_state_dict(state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -246,6 +264,7 @@ class Trainer:
         self.mask_gen.set_state(state["mask_rng"])
         restore_rng(state["rng"])
         self.step = int(state["step"])
+        self.window = saved_window(state, self.state_path, self.dist.rank, self.dist.world_size)
 
     # ------------------------------------------------------------------ end of run
     def weights_digest(self) -> str:

@@ -56,13 +56,15 @@ ACTION = {
 
 def record(task: str, model: str, seed: int, metrics: dict[str, float], readout: str = "attentive",
            config: dict | None = None, **fields: Any) -> ResultRecord:
-    """A record of ``task`` on the synthetic test split; ``fields`` sets schema-2 fields (per_clip, flags, ...)."""
+    """A record of ``task`` on the synthetic test split; ``fields`` sets schema-2 fields (per_clip, flags, ...).
+    Without per-clip values it is a schema-1 record (a schema-2 record always has them)."""
     primary, directions = {"depth": ("abs_rel", {"abs_rel": False, "delta1": True}),
                            "action": ("top1", {"top1": True, "loss": False})}[task]
     return ResultRecord(task=task, dataset="synthetic", split="test", model=model, checkpoint_sha256="0" * 64,
                         readout=readout, seed=seed, metrics=metrics, directions=directions, primary_metric=primary,
                         higher_is_better=directions[primary], config=config or {"seed": seed},
-                        created="2020-01-01T00:00:00+00:00", **fields)
+                        created="2020-01-01T00:00:00+00:00", schema_version=2 if fields.get("per_clip") else 1,
+                        **fields)
 
 
 def write_all(results: Path) -> Path:
@@ -223,7 +225,7 @@ def test_malformed_records_are_named_and_skipped(results, tmp_path, capsys):
     written, _ = lbuild.build(bad, out)
     err = capsys.readouterr().err
     assert "broken.json: not valid JSON" in err
-    assert "nested/nan_metric.json: metrics ['abs_rel'] are not finite numbers" in err
+    assert "nested/nan_metric.json: metrics {'abs_rel': nan} are not finite numbers within ±1e+100" in err
     assert "no_primary.json: missing fields" in err
     assert len(err.strip().splitlines()) == 3
     # the good records still give exactly the clean leaderboard
@@ -231,16 +233,41 @@ def test_malformed_records_are_named_and_skipped(results, tmp_path, capsys):
     assert set(written) >= {"leaderboard.md", "leaderboard.csv", "index.html"}
 
 
-def test_duplicate_seed_counted_once(results, tmp_path):
-    dup = tmp_path / "results"
-    write_all(dup)
-    (dup / "copy").mkdir()
-    src = next(dup.glob("depth__synthetic__mae_t__attentive__seed0.json"))
-    (dup / "copy" / src.name).write_text(src.read_text())
+CANONICAL = "depth__synthetic__mae_t__attentive__seed0.json"
+
+
+@pytest.mark.parametrize("copy", ["copy.json", "zzz_copy.json", "nested/copy.json"])
+def test_a_duplicate_never_replaces_the_canonical_record(results, tmp_path, copy, capsys):
+    """A copy of an evaluation under another name is skipped and named, wherever it sorts."""
+    dup = write_all(tmp_path / "results")
+    (dup / copy).parent.mkdir(exist_ok=True)
+    (dup / copy).write_text(json.dumps({**json.loads((dup / CANONICAL).read_text()), "metrics": {"abs_rel": 0.99,
+                                                                                                 "delta1": 0.1}}))
+    written, board = lbuild.build(dup, tmp_path / "out")
+    assert capsys.readouterr().err == (f"leaderboard: skipped {copy}: duplicate of {CANONICAL} "
+                                       "(same task, dataset, model, readout and seed 0)\n")
+    assert board.group(_task(board, "depth"), "mae_t", "attentive").metrics["abs_rel"].mean == pytest.approx(0.12)
+    assert written["leaderboard.csv"].read_bytes() == lbuild.render(results, with_plots=False)[0]["leaderboard.csv"]
+
+
+def test_of_two_canonical_copies_the_first_path_wins(tmp_path):
+    dup = write_all(tmp_path / "results")
+    (dup / "a").mkdir()
+    (dup / "a" / CANONICAL).write_text((dup / CANONICAL).read_text())
     records, errors = load(dup)
+    assert errors == [f"{CANONICAL}: duplicate of a/{CANONICAL} (same task, dataset, model, readout and seed 0)"]
     board, warnings = aggregate(records)
-    assert errors == [] and len(warnings) == 1 and "duplicate" in warnings[0]
-    assert board.group(_task(board, "depth"), "mae_t", "attentive").metrics["abs_rel"].n == 3
+    assert warnings == [] and board.group(_task(board, "depth"), "mae_t", "attentive").metrics["abs_rel"].n == 3
+
+
+def test_the_same_seed_under_other_task_options_is_no_duplicate(tmp_path):
+    res = tmp_path / "results"
+    for align in ("median", "none"):
+        config = {"seed": 0, "task": {"name": "depth", "align": align}}
+        write_record(record("depth", "mae_t", 0, {"abs_rel": 0.1, "delta1": 0.9}, config=config), res / align)
+    records, errors = load(res)
+    assert errors == [] and len(records) == 2
+    assert sorted(t.task for t in aggregate(records)[0].tasks) == ["depth[align=median]", "depth[align=none]"]
 
 
 def test_params_from_config_and_collapse_column(tmp_path):
@@ -295,6 +322,23 @@ def test_readme_block_is_replaced_and_a_missing_block_is_an_error(results, tmp_p
     assert lbuild.embed_in_readme(readme, lb) is False  # idempotent
     with pytest.raises(ValueError, match="leaderboard:start"):
         lbuild.with_overview("no block here", "table")
+
+
+def test_cli_user_errors_are_one_line_and_bugs_keep_their_traceback(results, tmp_path, capsys, monkeypatch):
+    out = ["--results", str(results), "--out", str(tmp_path / "out")]
+    (tmp_path / "plain.md").write_text("# no block\n")
+    for readme, problem in ((tmp_path / "missing.md", "cannot read the README (No such file or directory)"),
+                            (tmp_path / "plain.md", f"has no {lbuild.README_START} ... {lbuild.README_END} block "
+                                                    "for the leaderboard")):
+        assert lbuild.main([*out, "--readme", str(readme)]) == 1
+        assert capsys.readouterr().err == f"leaderboard: error: {readme}: {problem}\n"
+
+    def bug(*args):
+        raise ValueError("an internal invariant")
+
+    monkeypatch.setattr(lbuild, "aggregate", bug)
+    with pytest.raises(ValueError, match="an internal invariant"):
+        lbuild.main(out)
 
 
 # Schema 2, depth (abs_rel ↓), attentive readout, 2 seeds × 16 clips: seed s of a model has per-clip abs_rel
@@ -458,6 +502,53 @@ def test_unusable_per_clip_values_warn_and_give_no_interval(tmp_path):
     for model in ("mae_t", "layerlock_t"):
         assert board.group(depth, model, "attentive").ci is None and board.group(depth, model, "attentive").beats == ()
     assert board.group(depth, "random_t", "attentive").beats == ("blind",)      # the others still compare
+
+
+# Odd records next to the per-clip ones (a copy of mae_t's seed 0 as seed 7, one field changed): a number
+# beyond ±1e100 is no measurement (its square, or a weighted sum, would overflow float64) and the record is
+# skipped and named; other odd fields are skipped or ignored. The build never crashes.
+ODD = {
+    "huge_metric": (("metrics", "abs_rel"), 1e308, "metrics {'abs_rel': 1e+308} are not finite numbers within ±1e+100"),
+    "huge_negative_metric": (("metrics", "delta1"), -1e308,
+                             "metrics {'delta1': -1e+308} are not finite numbers within ±1e+100"),
+    "huge_int_metric": (("metrics", "delta1"), 10 ** 400,
+                        f"metrics {{'delta1': {10 ** 400}}} are not finite numbers within ±1e+100"),
+    "huge_clip_value": (("per_clip", "values", 3), 1e308,
+                        "per_clip values[3] is 1e+308, expected a finite number within ±1e+100"),
+    "huge_clip_weight": (("per_clip", "weights", 0), 1e308,
+                         "per_clip weights[0] is 1e+308, expected a finite non-negative number within ±1e+100"),
+    "huge_train_metric": (("train_metrics", "abs_rel"), -1e308,
+                          "train_metrics {'abs_rel': -1e+308} are not finite numbers within ±1e+100"),
+    "split_not_a_string": (("split",), ["test"], "field 'split' is not a non-empty string"),
+    "huge_collapse_monitor": (("config", "collapse"), {"feat_std": 1e308}, None),  # not a monitor: ignored
+}
+
+
+@pytest.mark.parametrize("case", ODD)
+def test_odd_records_are_skipped_by_name_and_never_crash_the_build(tmp_path, case, capsys):
+    (*parents, key), value, problem = ODD[case]
+    res = write_per_clip(tmp_path / "results")
+    odd = {**json.loads((res / "depth__synthetic__mae_t__attentive__seed0.json").read_text()), "seed": 7}
+    node = odd
+    for parent in parents:
+        node = node[parent]
+    node[key] = value
+    (res / "odd.json").write_text(json.dumps(odd))
+    assert lbuild.main(["--results", str(res), "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().err == (f"leaderboard: skipped odd.json: {problem}\n" if problem else "")
+    assert (tmp_path / "out" / "plots" / "depth__synthetic.png").is_file()
+
+
+def test_large_values_within_the_bound_aggregate_without_overflow(tmp_path):
+    res = write_per_clip(tmp_path / "results")
+    big = 1e100
+    write_record(record("depth", "mae_t", 7, {"abs_rel": big, "delta1": -big},
+                        per_clip={"values": [big] * 16, "weights": [3.0] * 16}, train_metrics={"abs_rel": big}), res)
+    written, board = lbuild.build(res, tmp_path / "out")
+    g = board.group(_task(board, "depth"), "mae_t", "attentive")
+    assert g.metrics["abs_rel"].mean == pytest.approx(big / 3) and g.metrics["abs_rel"].std == pytest.approx(big / 3 ** 0.5)
+    assert all(math.isfinite(x) for x in (*g.ci, g.train_primary.mean, g.train_primary.std, g.metrics["delta1"].std))
+    assert written["plots/depth__synthetic.png"].read_bytes()[:4] == b"\x89PNG"
 
 
 def test_committed_leaderboard_matches_committed_records():

@@ -125,7 +125,7 @@ def test_page_loads_shows_everything_and_sorts(chromium, tmp_path):
                 task=task, dataset="synthetic", split="test", model=model, checkpoint_sha256="0" * 64,
                 readout="attentive", seed=seed, metrics=metrics,
                 directions={k: directions[k] for k in metrics}, primary_metric=primary,
-                higher_is_better=directions[primary]), results)
+                higher_is_better=directions[primary], schema_version=1), results)  # metrics only, no per-clip values
     out = tmp_path / "out"
     build(results, out)
     html = (out / "index.html").read_text()
