@@ -17,7 +17,7 @@ import math
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from hydra.core.config_store import ConfigStore
@@ -50,6 +50,7 @@ class BenchSchema:
     readout: Any = MISSING
     data: Any = MISSING
     seed: int = MISSING
+    seeds: Optional[List[int]] = MISSING
     model_seed: int = MISSING
     device: str = MISSING
     splits: Dict[str, str] = MISSING
@@ -176,6 +177,9 @@ def check_config(cfg: DictConfig) -> None:
     ro = cfg.readout
     if ro.get("dim") and ro.get("num_heads") and ro.dim % ro.num_heads:
         raise ConfigError(f"readout.dim={ro.dim}: expected a multiple of readout.num_heads={ro.num_heads}")
+    seeds = cfg.get("seeds")
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0):
+        raise ConfigError(f"seeds={list(seeds)}: expected a list of distinct integers >= 0, or null")
     TASKS.get(cfg.task.name).check_options(**{k: v for k, v in cfg.task.items() if k != "name"})
     check_clip(cfg)
 

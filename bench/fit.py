@@ -68,7 +68,7 @@ def fit(readout: nn.Module, task: Task, features: np.ndarray, targets: dict[str,
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     readout.to(device).train()
-    total = epochs * math.ceil(len(features) / batch_size)
+    total = total_steps(len(features), epochs, batch_size)
     opt, sched = optimizer(readout, lr, weight_decay, total, warmup_frac)
     losses: list[torch.Tensor] = []
     bar = tqdm(total=total, desc=f"readout {task.name}", unit="step", leave=False)
@@ -80,9 +80,18 @@ def fit(readout: nn.Module, task: Task, features: np.ndarray, targets: dict[str,
             if bar.n % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
     bar.close()
-    history = torch.stack(losses).tolist() if losses else []
+    return check_finite(torch.stack(losses).tolist() if losses else [], f"readout {task.name}")
+
+
+def total_steps(clips: int, epochs: int, batch_size: int) -> int:
+    """Optimiser steps of a run: ``epochs`` passes over ``clips`` in batches (the last may be short)."""
+    return epochs * math.ceil(clips / batch_size)
+
+
+def check_finite(history: list[float], what: str) -> list[float]:
+    """``history`` as is, or FloatingPointError if its last loss is not finite (the fit diverged)."""
     if history and not math.isfinite(history[-1]):
-        raise FloatingPointError(f"readout {task.name}: training loss became {history[-1]} (lower readout.lr)")
+        raise FloatingPointError(f"{what}: training loss became {history[-1]} (lower readout.lr)")
     return history
 
 

@@ -10,12 +10,12 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
 import numpy as np
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
@@ -23,9 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 from bench.config import check_config, register_schemas
 from bench.errors import ConfigError, UserError
 from bench.features import cached_features, check_finite
-from bench.fit import fit, fit_closed_form, fit_flags, flush_denormals, loss_tail, predict
+from bench.fit import fit_closed_form, fit_flags, flush_denormals, loss_tail, predict
 from bench.models.pixels import PixelEncoder
 from bench.models.zoo import build_encoder, register_configs
+from bench.multiseed import fit_seeds, seeded_readouts
 from bench.readouts import build_readout
 from bench.registry import DATASETS, READOUTS, TASKS
 from bench.results import ResultRecord, environment, write_record
@@ -75,51 +76,69 @@ def train_subset(train_targets: dict, test_targets: dict) -> dict:
     return {k: v[:n] for k, v in train_targets.items()}
 
 
+@dataclass
+class SeedRun:
+    """One readout seed's outcome: predictions of the seen train clips and of the test split, and
+    the loss of every training step."""
+    seed: int
+    pred_seen: dict
+    pred_test: dict
+    history: list[float]
+
+
+def seeds_of(cfg: DictConfig) -> list[int]:
+    """The readout seeds of a run: ``seeds`` (trained together, one record each), else ``[seed]``."""
+    return [int(s) for s in cfg.seeds] if cfg.get("seeds") else [int(cfg.seed)]
+
+
 def read_out(cfg: DictConfig, task_cls: type[Task], train: Any, test: Any, train_targets: dict, seen: dict,
-             test_targets: dict):
-    """Train the configured readout on frozen features and predict the ``seen`` train clips and
-    the test split; returns (task, seen predictions, test predictions, loss history, checkpoint
-    sha256). The ``blind`` model trains nothing: its predictions are the task's input-blind answer."""
+             test_targets: dict) -> tuple[Task, list[SeedRun], str]:
+    """Train the configured readout of every seed on frozen features (one batched fit,
+    ``bench.multiseed``) and predict the ``seen`` train clips and the test split; returns (task,
+    one SeedRun per seed, checkpoint sha256). The ``blind`` model trains nothing: its predictions
+    are the task's input-blind answer."""
     task_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "name"}
-    ro = cfg.readout
+    ro, seeds = cfg.readout, seeds_of(cfg)
     if cfg.model.name == "blind":
         task = task_cls(blind_spec(train), readout=ro.kind, meta=getattr(train, "meta", None), **task_kwargs)
         task.prepare(train_targets)
-        return task, task.blind(seen), task.blind(test_targets), [], "none"
+        return task, [SeedRun(s, task.blind(seen), task.blind(test_targets), []) for s in seeds], "none"
     train_feats, test_feats, spec, sha = features_for(cfg, train, test)
     task = task_cls(spec, readout=ro.kind, meta=getattr(train, "meta", None), **task_kwargs)
     task.prepare(train_targets)
-    torch.manual_seed(cfg.seed)
     options = {k: ro[k] for k in getattr(READOUTS.get(ro.kind), "options", ())}  # e.g. propagation's topk
-    readout = build_readout(ro.kind, task, spec.dim, num_heads=ro.num_heads, dim=ro.dim,
-                            protocol=ro.get("protocol", "frozen4d"), **options)
-    solver, history = ro.get("solver", "sgd"), []  # 'closed_form': scikit-learn ridge / logistic
-    if not any(p.requires_grad for p in readout.parameters()):
+    readouts = seeded_readouts(seeds, lambda: build_readout(ro.kind, task, spec.dim, num_heads=ro.num_heads,
+                                                            dim=ro.dim, protocol=ro.get("protocol", "frozen4d"),
+                                                            **options))
+    solver, histories = ro.get("solver", "sgd"), [[] for _ in seeds]  # 'closed_form': scikit-learn ridge / logistic
+    if not any(p.requires_grad for p in readouts[0].parameters()):
         pass  # a training-free readout (propagation) has nothing to fit
-    elif solver == "closed_form":
-        fit_closed_form(readout, task, train_feats, train_targets, alpha=ro.get("alpha", 1.0))
+    elif solver == "closed_form":  # the same solution for every seed
+        for readout in readouts:
+            fit_closed_form(readout, task, train_feats, train_targets, alpha=ro.get("alpha", 1.0))
     elif solver == "sgd":
-        history = fit(readout, task, train_feats, train_targets, ro.epochs, ro.batch_size, ro.lr, ro.weight_decay,
-                      cfg.seed, device=cfg.device)
+        histories = fit_seeds(readouts, task, train_feats, train_targets, ro.epochs, ro.batch_size, ro.lr,
+                              ro.weight_decay, seeds, device=cfg.device)
     else:
         raise ConfigError(f"readout.solver={solver!r}: expected 'sgd' or 'closed_form'")
-    pred_seen = predict(readout, task, train_feats[:len(next(iter(seen.values())))], seen, ro.batch_size, cfg.device)
-    pred_test = predict(readout, task, test_feats, test_targets, ro.batch_size, cfg.device)
-    return task, pred_seen, pred_test, history, sha
+    seen_feats = train_feats[:len(next(iter(seen.values())))]
+    return task, [SeedRun(seed, predict(r, task, seen_feats, seen, ro.batch_size, cfg.device),
+                          predict(r, task, test_feats, test_targets, ro.batch_size, cfg.device), history)
+                  for seed, r, history in zip(seeds, readouts, histories)], sha
 
 
 def per_clip_record(task: Task, pred: dict, target: dict, primary: float) -> dict[str, list[float]]:
     """The record's ``per_clip`` block, checked against the split's primary metric."""
     values, weights = task.per_clip(pred, target)
     pooled = float(np.sum(values * weights) / np.sum(weights))
-    if not np.isclose(pooled, primary, rtol=1e-6, atol=1e-9):
+    if not np.isclose(pooled, primary, rtol=1e-6, atol=1e-9, equal_nan=True):  # NaN: write_record refuses it
         raise RuntimeError(f"task {task.name!r}: per_clip gives {task.primary_metric}={pooled} but metrics gives "
                            f"{primary}; per_clip must reproduce the primary metric as a weighted mean")
     return {"values": [float(v) for v in values], "weights": [float(w) for w in weights]}
 
 
-def evaluate(cfg: DictConfig) -> ResultRecord:
-    """The whole evaluation; returns the record it wrote."""
+def evaluate(cfg: DictConfig) -> list[ResultRecord]:
+    """The whole evaluation; returns the records it wrote, one per readout seed."""
     start = time.time()
     check_config(cfg)
     flush_denormals()
@@ -128,27 +147,34 @@ def evaluate(cfg: DictConfig) -> ResultRecord:
     keys = [k for k in task_cls.requires if k != "video"]
     train_targets, test_targets = train.arrays(keys), test.arrays(keys)
     seen = train_subset(train_targets, test_targets)
-    task, pred_seen, pred, history, sha = read_out(cfg, task_cls, train, test, train_targets, seen, test_targets)
-    as_np = lambda targets: {k: np.asarray(v) for k, v in targets.items()}  # noqa: E731
-    metrics = task.metrics(pred, as_np(test_targets))
-    train_metrics = task.metrics(pred_seen, as_np(seen))
-    primary, higher = task.primary_metric, task.higher_is_better
-    tail = loss_tail(history)
-    record = ResultRecord(
-        task=task.name, dataset=cfg.data.name, split=cfg.splits.test, model=cfg.model.name,
-        checkpoint_sha256=sha, readout=cfg.readout.kind, seed=int(cfg.seed), metrics=metrics,
-        directions=task.directions(), primary_metric=primary, higher_is_better=higher,
-        config=OmegaConf.to_container(cfg, resolve=True), wall_time_s=round(time.time() - start, 2),
-        per_clip=per_clip_record(task, pred, as_np(test_targets), metrics[primary]),
-        train_metrics=train_metrics, loss_tail=tail,
-        flags=fit_flags(tail, train_metrics[primary], metrics[primary], higher), **environment())
-    path = write_record(record, cfg.paths.results)
-    report(record, path)
+    task, runs, sha = read_out(cfg, task_cls, train, test, train_targets, seen, test_targets)
+    wall = round((time.time() - start) / len(runs), 2)  # seeds trained together share the time evenly
+    records = [record_of(cfg, task, run, sha, {k: np.asarray(v) for k, v in seen.items()},
+                         {k: np.asarray(v) for k, v in test_targets.items()}, wall) for run in runs]
+    for record in records:
+        report(record, write_record(record, cfg.paths.results))
     if cfg.visualize:
         out_dir = Path(HydraConfig.get().runtime.output_dir)
-        for f in task.visualize(pred, {**test_targets, **test.arrays(["video"])}, out_dir):
+        for f in task.visualize(runs[0].pred_test, {**test_targets, **test.arrays(["video"])}, out_dir):
             print(f"  visualisation: {f}")
-    return record
+    return records
+
+
+def record_of(cfg: DictConfig, task: Task, run: SeedRun, sha: str, seen: dict, test: dict,
+              wall_time_s: float) -> ResultRecord:
+    """The result record of one readout seed: metrics of both splits, per-clip values, loss tail, flags."""
+    metrics, train_metrics = task.metrics(run.pred_test, test), task.metrics(run.pred_seen, seen)
+    primary, higher = task.primary_metric, task.higher_is_better
+    tail = loss_tail(run.history)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return ResultRecord(
+        task=task.name, dataset=cfg.data.name, split=cfg.splits.test, model=cfg.model.name,
+        checkpoint_sha256=sha, readout=cfg.readout.kind, seed=run.seed, metrics=metrics,
+        directions=task.directions(), primary_metric=primary, higher_is_better=higher,
+        config={**config, "seed": run.seed}, wall_time_s=wall_time_s,
+        per_clip=per_clip_record(task, run.pred_test, test, metrics[primary]),
+        train_metrics=train_metrics, loss_tail=tail,
+        flags=fit_flags(tail, train_metrics[primary], metrics[primary], higher), **environment())
 
 
 def report(record: ResultRecord, path: Path) -> None:

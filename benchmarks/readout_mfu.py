@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from bench.fit import batches, flush_denormals, optimizer, train_step
 from bench.readouts import build_readout
 from bench.registry import TASKS
-from bench.task import FeatureSpec
+from bench.task import FeatureSpec, Task
 from benchmarks.common import interleave, median, parser, report, table, world
 from benchmarks.mfu import matmul
 
@@ -57,20 +57,40 @@ def step_flops(step: Callable[[], Any]) -> int:
     return counter.get_total_flops()
 
 
-def readout_step(task_name: str, width: int, heads: int, clips: Any, batch: int,
-                 spec: FeatureSpec) -> Callable[[], Any]:
-    """One update of ``task_name``'s attentive readout (``width`` wide) on a fixed batch, with
-    subnormals flushed as ``bench.run.evaluate`` runs it."""
+def t_features(frames: int, resolution: int) -> FeatureSpec:
+    """The feature grid and width of the ``t`` encoders (2×8×8 tubelets, 192 wide) on square clips."""
+    return FeatureSpec(grid=(frames // 2, resolution // 8, resolution // 8), dim=192,
+                       clip=(frames, resolution, resolution))
+
+
+OPTIM = {"lr": 1e-4, "weight_decay": 0.05, "total_steps": 10_000}  # a long schedule: timed steps stay in warmup
+
+
+def readout_task(task_name: str, clips: Any, spec: FeatureSpec) -> tuple[Task, dict[str, np.ndarray]]:
+    """The attentive-readout task on ``clips`` and their targets, prepared on them, with subnormals
+    flushed as ``bench.run.evaluate`` runs a readout."""
     flush_denormals()
     task = TASKS.get(task_name)(spec, readout="attentive", meta=clips.meta)
     targets = clips.arrays([k for k in task.requires if k != "video"])
     task.prepare(targets)
+    return task, targets
+
+
+def step_batch(targets: dict[str, np.ndarray], batch: int, spec: FeatureSpec, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A training batch: random features of ``spec`` (``seed``) with the first ``batch`` clips' targets."""
+    features = np.random.default_rng(seed).standard_normal((batch, spec.grid[0], spec.grid[1] * spec.grid[2],
+                                                             spec.dim)).astype(np.float32)
+    return next(batches(features, {k: np.asarray(v[:batch]) for k, v in targets.items()}, batch))
+
+
+def readout_step(task_name: str, width: int, heads: int, clips: Any, batch: int,
+                 spec: FeatureSpec) -> Callable[[], Any]:
+    """One update of ``task_name``'s attentive readout (``width`` wide) on a fixed batch."""
+    task, targets = readout_task(task_name, clips, spec)
     torch.manual_seed(0)
     readout = build_readout("attentive", task, spec.dim, num_heads=heads, dim=width)
-    opt, sched = optimizer(readout, 1e-4, 0.05, total_steps=10_000)
-    features = np.random.default_rng(0).standard_normal((batch, spec.grid[0], spec.grid[1] * spec.grid[2],
-                                                          spec.dim)).astype(np.float32)
-    data = next(batches(features, {k: np.asarray(v[:batch]) for k, v in targets.items()}, batch))
+    opt, sched = optimizer(readout, **OPTIM)
+    data = step_batch(targets, batch, spec)
     return lambda: train_step(readout, task, opt, sched, data)
 
 
@@ -95,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     frames, res, widths, repeats, mm_n = ((4, 32, (32,), 1, 256) if args.quick
                                           else (16, 64, (64, 192), args.repeats, args.mm))
-    spec = FeatureSpec(grid=(frames // 2, res // 8, res // 8), dim=192, clip=(frames, res, res))
+    spec = t_features(frames, res)
     with tempfile.TemporaryDirectory() as root:
         clips = world(root, args.batch, frames, res, workers=1)
         rows = [measure(t, w, clips, args.batch, spec, mm_n, repeats, warmup=0 if args.quick else 1)

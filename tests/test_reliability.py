@@ -32,6 +32,7 @@ import torch
 
 import bench.features as bf
 import bench.fit
+import bench.multiseed
 from bench.models.checkpoint import load_checkpoint, save_checkpoint, sidecar_path
 from bench.models.vit import ViTConfig, VideoViT, normalize_video
 from bench.results import read_record
@@ -118,7 +119,7 @@ def tiny_checkpoint(path: Path) -> VideoViT:
     ("data.name=nope", "error: unknown dataset 'nope'; known: davis, jhmdb, kinetics, realestate10k, scannet, ssv2, "
                        "synthetic,"),
     ("data.bogus=1", "error: Could not override 'data.bogus'; To append to your config use +data.bogus=1; "
-                     "Key 'bogus' is not in struct"),
+                     "Key 'bogus' not in 'synthetic_data'"),
 ])
 def test_unknown_names_are_one_line_errors(tmp_path, override, expected):
     line = error_line(*run_here(*bench_args(tmp_path / "cache", tmp_path / "results", tmp_path / "out"),
@@ -172,8 +173,9 @@ def test_inf_features_are_refused_before_training(shared, tmp_path, monkeypatch)
     with torch.no_grad():
         model.patch_embed.weight.mul_(1e6)
     save_checkpoint(model, shared / "ckpt" / "huge.safetensors")
-    for name in ("fit", "fit_closed_form"):
-        monkeypatch.setattr(bench.fit, name, lambda *a, **k: pytest.fail("readout trained on non-finite features"))
+    refuse = lambda *a, **k: pytest.fail("readout trained on non-finite features")  # noqa: E731
+    monkeypatch.setattr(bench.multiseed, "fit_seeds", refuse)
+    monkeypatch.setattr(bench.fit, "fit_closed_form", refuse)
     args = bench_args(shared / "cache", tmp_path / "results", tmp_path / "out", "model.name=huge", *TINY_WORLD)
     assert error_line(*run_here(*args)) == (
         "error: model 'huge' on synthetic/train: features of clip 0 contain NaN or Inf (encoder diverged or bad input)")
@@ -188,7 +190,7 @@ def test_a_bug_keeps_its_traceback(shared, tmp_path, monkeypatch):
     def buggy_fit(*args, **kwargs):
         raise ValueError("operands could not be broadcast together")  # what numpy says for a shape bug
 
-    monkeypatch.setattr(bench.fit, "fit", buggy_fit)
+    monkeypatch.setattr(bench.multiseed, "fit_seeds", buggy_fit)
     args = bench_args(shared / "cache", tmp_path / "results", tmp_path / "out", *TINY_WORLD)
     with pytest.raises(ValueError, match="could not be broadcast"):
         run_here(*args)
