@@ -13,7 +13,9 @@ new in version 2, what a reader needs to trust the number:
 - ``train_metrics``: the same metrics on the first train clips (as many as the test split has,
   at most 256): the train–test gap;
 - ``loss_tail``: the readout's training loss, averaged per tenth of the run (empty: no SGD);
-- ``flags``: warnings about the fit ('loss_still_falling', 'train_test_gap').
+- ``flags``: warnings about the fit ('loss_still_falling', 'train_test_gap');
+- ``task_version``: the task's ``version`` (``bench.task.Task``; 1 when absent), bumped when a
+  change alters what its metrics mean, so old and new numbers are never pooled.
 Version-1 records (no per-clip values) are still read.
 
 Every number a record holds (metrics, train metrics, per-clip values and weights) is finite and
@@ -68,6 +70,7 @@ class ResultRecord:
     loss_tail: list[float] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
+    task_version: int = 1  # the task's ``version``: the leaderboard never pools records of two versions
 
     @property
     def filename(self) -> str:

@@ -174,7 +174,8 @@ def record_of(cfg: DictConfig, task: Task, run: SeedRun, sha: str, seen: dict, t
         config={**config, "seed": run.seed}, wall_time_s=wall_time_s,
         per_clip=per_clip_record(task, run.pred_test, test, metrics[primary]),
         train_metrics=train_metrics, loss_tail=tail,
-        flags=fit_flags(tail, train_metrics[primary], metrics[primary], higher), **environment())
+        flags=fit_flags(tail, train_metrics[primary], metrics[primary], higher), task_version=task.version,
+        **environment())
 
 
 def report(record: ResultRecord, path: Path) -> None:

@@ -34,6 +34,9 @@ class Task(ABC):
     """Base class of every task; subclasses set the class attributes and implement the hooks."""
 
     name: ClassVar[str]
+    # bump when a change alters what the task's metrics mean (data, targets, metric definition):
+    # records carry it, and the leaderboard never pools records of two versions
+    version: ClassVar[int] = 1
     requires: ClassVar[tuple[str, ...]]  # clip keys the task reads
     primary_metric: ClassVar[str]
     higher_is_better: ClassVar[bool]

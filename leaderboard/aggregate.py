@@ -381,14 +381,17 @@ def task_columns(kept: list[ResultRecord]) -> tuple[list[TaskColumn], list[str]]
 
 
 def task_options(r: ResultRecord) -> dict[str, Any]:
-    """The task options a record was scored under (its config's ``task`` node, name left out)."""
+    """What a record's task was scored under: the task's version and options (its config's
+    ``task`` node, name left out). Records that differ in any of them are never pooled."""
     node = r.config.get("task") if isinstance(r.config, dict) else None
-    return {k: v for k, v in node.items() if k != "name"} if isinstance(node, dict) else {}
+    options = {k: v for k, v in node.items() if k != "name"} if isinstance(node, dict) else {}
+    return {"version": r.task_version, **options}
 
 
 def split_task_variants(records: list[tuple[str, ResultRecord]]) -> list[tuple[str, ResultRecord]]:
-    """Relabel the records of a (task, dataset) scored under different task options as
-    ``task[key=value,...]`` (the keys whose values differ); records that agree keep their name."""
+    """Relabel the records of a (task, dataset) scored under different task versions or options as
+    ``task[key=value,...]`` (the keys whose values differ, e.g. ``depth[version=2]``); records that
+    agree keep their name."""
     peers: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for _, r in records:
         peers.setdefault((r.task, r.dataset), []).append(task_options(r))

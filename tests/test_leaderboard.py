@@ -606,5 +606,18 @@ def test_records_scored_under_other_task_options_get_their_own_column(tmp_path):
     assert board.group(_task(board, "depth[align=median]"), "mae_t", "attentive").metrics["abs_rel"].mean == 0.10
 
 
+def test_records_of_two_task_versions_are_never_pooled(tmp_path):
+    """A task whose metrics changed meaning bumps its version: the old records keep their own column
+    and a seed of each version is no duplicate."""
+    results = tmp_path / "results"
+    write_record(record("depth", "mae_t", 0, {"abs_rel": 0.30, "delta1": 0.5}), results / "old")
+    write_record(record("depth", "mae_t", 0, {"abs_rel": 0.10, "delta1": 0.9}, task_version=2), results / "new")
+    records, errors = load(results)
+    assert errors == [] and len(records) == 2
+    board, _ = aggregate(records)
+    assert sorted(t.task for t in board.tasks) == ["depth[version=1]", "depth[version=2]"]
+    assert board.group(_task(board, "depth[version=2]"), "mae_t", "attentive").metrics["abs_rel"].mean == 0.10
+
+
 def test_records_that_agree_on_task_options_keep_the_task_name(lb):
     assert sorted(t.task for t in lb.tasks) == ["action", "depth"]

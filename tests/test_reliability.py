@@ -284,6 +284,7 @@ def test_record_says_how_it_was_made(shared):
     assert {"python", "torch", "numpy", "hydra-core", "scikit-learn", "safetensors"} <= set(record.versions)
     assert record.versions["torch"] == torch.__version__ and record.versions["numpy"] == np.__version__
     assert record.hardware["cpu_count"] == os.cpu_count() and "machine" in record.hardware
+    assert record.task_version == 1  # the task's version: the leaderboard never pools two versions
 
 
 # ---------------------------------------------------------------------------------------------
