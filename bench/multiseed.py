@@ -1,4 +1,5 @@
-"""Train the readouts of several seeds together, each exactly as ``bench.fit.fit`` trains it alone.
+"""Train the readouts of several seeds together, each exactly as ``bench.fit.fit`` trains it alone
+(``fit_readouts`` picks the configured solver).
 
 Seed k keeps its own initialisation (its readout is built right after ``torch.manual_seed(k)``),
 its own batch order (``np.random.default_rng(k)``) and its own AdamW state under the shared
@@ -21,7 +22,8 @@ from torch import nn
 from torch.func import functional_call
 from tqdm import tqdm
 
-from bench.fit import batches, check_finite, optimizer, total_steps
+from bench.errors import ConfigError
+from bench.fit import batches, check_finite, fit_closed_form, optimizer, total_steps
 from bench.task import Task
 
 
@@ -106,3 +108,20 @@ def fit_seeds(readouts: Sequence[nn.Module], task: Task, features: np.ndarray, t
     stack.write_back()
     history = torch.stack(losses).T.tolist() if losses else [[] for _ in seeds]
     return [check_finite(h, f"readout {task.name} seed {seed}") for h, seed in zip(history, seeds)]
+
+
+def fit_readouts(readouts: Sequence[nn.Module], task: Task, features: np.ndarray, targets: dict[str, np.ndarray],
+                 seeds: Sequence[int], solver: str = "sgd", epochs: int = 1, batch_size: int = 16, lr: float = 1e-3,
+                 weight_decay: float = 0.0, alpha: float = 1.0, device: str = "cpu") -> list[list[float]]:
+    """Fit every seed's readout by ``solver`` and return each seed's loss history: nothing for a
+    training-free readout (propagation), scikit-learn's closed form for ``'closed_form'`` (one
+    solution, the same for every seed), AdamW over the seeds together (``fit_seeds``) for ``'sgd'``."""
+    if not any(p.requires_grad for p in readouts[0].parameters()):
+        return [[] for _ in seeds]
+    if solver == "closed_form":
+        for readout in readouts:
+            fit_closed_form(readout, task, features, targets, alpha=alpha)
+        return [[] for _ in seeds]
+    if solver == "sgd":
+        return fit_seeds(readouts, task, features, targets, epochs, batch_size, lr, weight_decay, seeds, device=device)
+    raise ConfigError(f"readout.solver={solver!r}: expected 'sgd' or 'closed_form'")

@@ -115,6 +115,10 @@ class PropagationReadout(nn.Module):
         near = radius_mask((h, w), self.radius) if self.radius is not None else torch.ones(h * w, h * w, dtype=bool)
         self.register_buffer("near", near, persistent=False)
 
+    @classmethod
+    def from_task(cls, task: Task, feature_dim: int, **options: Any) -> PropagationReadout:
+        return cls(feature_dim, task, **options)
+
     def forward(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         feats = F.normalize(features.float(), dim=-1)
         labels = [self.task.seed_labels(batch).to(feats)]

@@ -17,6 +17,7 @@ The attentive readout has two protocols (``readout.protocol``):
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -117,6 +118,18 @@ class AttentiveReadout(nn.Module):
         self.mlp = Mlp(dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
         self.head = nn.Linear(dim, output_dim)
 
+    options: ClassVar[tuple[str, ...]] = ("num_heads", "dim", "protocol")  # readout.* keys it takes
+
+    @classmethod
+    def from_task(cls, task, feature_dim: int, num_heads: int = 8, dim: int | None = None,
+                  protocol: str = "frozen4d") -> AttentiveReadout:
+        """The readout of ``task`` on features ``feature_dim`` wide: its queries, output size, grid,
+        frame count and (frozen4d protocol) the places its queries attend around."""
+        spec = task.spec
+        return cls(feature_dim, spec.grid, task.queries(dim or feature_dim), task.output_dim, dim or feature_dim,
+                   num_heads, protocol=protocol, frames=spec.clip[0],
+                   query_positions=task.query_positions if task.has_query_positions else None)
+
     def forward(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.frames is not None:
             features = cubic_time_resize(features, self.frames)
@@ -175,6 +188,17 @@ class LinearReadout(nn.Module):
         self.queries = queries
         self.query_head = nn.Linear(query_dim, output_dim) if queries is not None else None
 
+    options: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_task(cls, task, feature_dim: int) -> LinearReadout:
+        """The probe of ``task``: per token or pooled (``clip_level``), query-conditioned through
+        the task's ``linear_pool`` when its queries carry inputs."""
+        conditioned = task.query_conditioned
+        return cls(feature_dim, task.output_dim, pool=task.clip_level,
+                   queries=task.queries(feature_dim) if conditioned else None, query_dim=feature_dim,
+                   pool_fn=task.linear_pool if conditioned else None)
+
     def forward(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x = self.norm(features)
         if self.pool_fn is not None:
@@ -187,25 +211,14 @@ class LinearReadout(nn.Module):
         return out
 
 
-def build_readout(kind: str, task, feature_dim: int, num_heads: int = 8, dim: int | None = None,
-                  protocol: str = "frozen4d", **options) -> nn.Module:
-    """The readout ``kind`` ('attentive' | 'linear') wired to a task's queries and output size; any
-    other registered kind is built as ``cls(feature_dim=..., task=..., **options)``."""
+def build_readout(kind: str, task, feature_dim: int, **options) -> nn.Module:
+    """The registered readout ``kind`` built for ``task`` by its ``from_task``, from the ``options``
+    it declares (others, e.g. a linear probe's ``num_heads``, do not apply to it and are dropped).
+    Tasks with ``zero_init_head`` start from a zero output: their "no change" prediction."""
     cls = READOUTS.get(kind)
-    spec = task.spec
-    if cls is AttentiveReadout:
-        dim = dim or feature_dim
-        readout = AttentiveReadout(feature_dim, spec.grid, task.queries(dim), task.output_dim, dim, num_heads,
-                                   protocol=protocol, frames=spec.clip[0],
-                                   query_positions=task.query_positions if task.has_query_positions else None)
-    elif cls is LinearReadout:
-        queries = task.queries(feature_dim) if task.query_conditioned else None
-        readout = LinearReadout(feature_dim, task.output_dim, pool=task.clip_level, queries=queries,
-                                query_dim=feature_dim, pool_fn=task.linear_pool if task.query_conditioned else None)
-    else:
-        return cls(feature_dim=feature_dim, task=task, **options)
+    readout = cls.from_task(task, feature_dim, **{k: v for k, v in options.items() if k in cls.options})
     if getattr(task, "zero_init_head", False):  # residual outputs: start from the task's "no change" prediction
-        for head in (readout.head, getattr(readout, "query_head", None)):
+        for head in (getattr(readout, "head", None), getattr(readout, "query_head", None)):
             if head is not None:
                 nn.init.zeros_(head.weight)
                 nn.init.zeros_(head.bias)

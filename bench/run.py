@@ -23,10 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 from bench.config import check_config, register_schemas
 from bench.errors import ConfigError, UserError
 from bench.features import cached_features, check_finite
-from bench.fit import fit_closed_form, fit_flags, flush_denormals, loss_tail, predict
+from bench.fit import fit_flags, flush_denormals, loss_tail, predict
 from bench.models.pixels import PixelEncoder
 from bench.models.zoo import build_encoder, register_configs
-from bench.multiseed import fit_seeds, seeded_readouts
+from bench.multiseed import fit_readouts, seeded_readouts
 from bench.readouts import build_readout
 from bench.registry import DATASETS, READOUTS, TASKS
 from bench.results import ResultRecord, environment, write_record
@@ -106,21 +106,10 @@ def read_out(cfg: DictConfig, task_cls: type[Task], train: Any, test: Any, train
     train_feats, test_feats, spec, sha = features_for(cfg, train, test)
     task = task_cls(spec, readout=ro.kind, meta=getattr(train, "meta", None), **task_kwargs)
     task.prepare(train_targets)
-    options = {k: ro[k] for k in getattr(READOUTS.get(ro.kind), "options", ())}  # e.g. propagation's topk
-    readouts = seeded_readouts(seeds, lambda: build_readout(ro.kind, task, spec.dim, num_heads=ro.num_heads,
-                                                            dim=ro.dim, protocol=ro.get("protocol", "frozen4d"),
-                                                            **options))
-    solver, histories = ro.get("solver", "sgd"), [[] for _ in seeds]  # 'closed_form': scikit-learn ridge / logistic
-    if not any(p.requires_grad for p in readouts[0].parameters()):
-        pass  # a training-free readout (propagation) has nothing to fit
-    elif solver == "closed_form":  # the same solution for every seed
-        for readout in readouts:
-            fit_closed_form(readout, task, train_feats, train_targets, alpha=ro.get("alpha", 1.0))
-    elif solver == "sgd":
-        histories = fit_seeds(readouts, task, train_feats, train_targets, ro.epochs, ro.batch_size, ro.lr,
-                              ro.weight_decay, seeds, device=cfg.device)
-    else:
-        raise ConfigError(f"readout.solver={solver!r}: expected 'sgd' or 'closed_form'")
+    options = {k: ro[k] for k in READOUTS.get(ro.kind).options}  # e.g. num_heads, dim; propagation's topk
+    readouts = seeded_readouts(seeds, lambda: build_readout(ro.kind, task, spec.dim, **options))
+    recipe = {k: ro[k] for k in ("solver", "epochs", "batch_size", "lr", "weight_decay", "alpha") if k in ro}
+    histories = fit_readouts(readouts, task, train_feats, train_targets, seeds, device=cfg.device, **recipe)
     seen_feats = train_feats[:len(next(iter(seen.values())))]
     return task, [SeedRun(seed, predict(r, task, seen_feats, seen, ro.batch_size, cfg.device),
                           predict(r, task, test_feats, test_targets, ro.batch_size, cfg.device), history)

@@ -72,8 +72,9 @@ class SupervisedModel(nn.Module):
     def __init__(self, encoder: VideoViT, tasks: dict[str, Task]):
         super().__init__()
         self.encoder, self.tasks = encoder, tasks
-        self.readouts = nn.ModuleDict({name: build_readout(task.readout, task, encoder.cfg.embed_dim, HEAD_HEADS,
-                                                           HEAD_WIDTH) for name, task in tasks.items()})
+        self.readouts = nn.ModuleDict({name: build_readout(task.readout, task, encoder.cfg.embed_dim,
+                                                           num_heads=HEAD_HEADS, dim=HEAD_WIDTH)
+                                       for name, task in tasks.items()})
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         batch = {**batch, "features": self.encoder(normalize_video(batch["features"]))}

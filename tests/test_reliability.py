@@ -31,7 +31,6 @@ import pytest
 import torch
 
 import bench.features as bf
-import bench.fit
 import bench.multiseed
 from bench.models.checkpoint import load_checkpoint, save_checkpoint, sidecar_path
 from bench.models.vit import ViTConfig, VideoViT, normalize_video
@@ -175,7 +174,7 @@ def test_inf_features_are_refused_before_training(shared, tmp_path, monkeypatch)
     save_checkpoint(model, shared / "ckpt" / "huge.safetensors")
     refuse = lambda *a, **k: pytest.fail("readout trained on non-finite features")  # noqa: E731
     monkeypatch.setattr(bench.multiseed, "fit_seeds", refuse)
-    monkeypatch.setattr(bench.fit, "fit_closed_form", refuse)
+    monkeypatch.setattr(bench.multiseed, "fit_closed_form", refuse)
     args = bench_args(shared / "cache", tmp_path / "results", tmp_path / "out", "model.name=huge", *TINY_WORLD)
     assert error_line(*run_here(*args)) == (
         "error: model 'huge' on synthetic/train: features of clip 0 contain NaN or Inf (encoder diverged or bad input)")
