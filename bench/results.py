@@ -187,13 +187,34 @@ def per_clip_problem(per_clip: Any, required: bool) -> str | None:
     return None
 
 
+def fields_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with the types of a record's identifying fields, or None."""
+    for name in ("task", "dataset", "split", "model", "readout", "primary_metric"):
+        if not isinstance(data[name], str) or not data[name]:
+            return f"field {name!r} is not a non-empty string"
+    for name in ("seed", "task_version"):
+        if not isinstance(data.get(name, 1), int) or isinstance(data.get(name), bool):
+            return f"{name} {data[name]!r} is not an integer"
+    if not isinstance(data["higher_is_better"], bool):
+        return f"higher_is_better {data['higher_is_better']!r} is not a boolean"
+    if not isinstance(data["directions"], dict) or not all(isinstance(v, bool) for v in data["directions"].values()):
+        return "directions is not a mapping of metric -> boolean"
+    flags = data.get("flags", [])
+    if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
+        return "flags is not a list of strings"
+    return None
+
+
 def record_problem(data: dict[str, Any]) -> str | None:
-    """What makes ``data`` (a record as a JSON object) not a valid record, or None."""
+    """What makes ``data`` (a record as a JSON object) not a valid record, or None: the one
+    validator of records, for ``write_record``, ``read_record`` and the leaderboard."""
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         return f"missing fields {missing}"
     if data.get("schema_version") not in READABLE_VERSIONS:
         return f"schema_version {data.get('schema_version')!r}, expected one of {list(READABLE_VERSIONS)}"
+    if problem := fields_problem(data):
+        return problem
     problem = numbers_problem("metrics", data["metrics"]) or numbers_problem("train_metrics",
                                                                              data.get("train_metrics", {}))
     if problem:
@@ -203,28 +224,33 @@ def record_problem(data: dict[str, Any]) -> str | None:
     return per_clip_problem(data.get("per_clip", {}), required=data["schema_version"] >= 2)
 
 
-def read_record(path: str | Path) -> ResultRecord:
-    """Parse and validate one record; raises RecordError naming the file and the problem."""
+def read_record(path: str | Path, name: str | None = None) -> ResultRecord:
+    """Parse and validate one record; raises RecordError naming the file (``name``, default its
+    file name) and the problem."""
     path = Path(path)
+    name = name or path.name
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RecordError(f"{path.name}: not valid JSON ({exc})") from exc
+        raise RecordError(f"{name}: not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
-        raise RecordError(f"{path.name}: expected a JSON object")
+        raise RecordError(f"{name}: expected a JSON object")
     problem = record_problem(data)
     if problem:
-        raise RecordError(f"{path.name}: {problem}")
+        raise RecordError(f"{name}: {problem}")
     known = set(ResultRecord.__dataclass_fields__)
     return ResultRecord(**{k: v for k, v in data.items() if k in known})
 
 
-def read_records(results_dir: str | Path) -> tuple[list[ResultRecord], list[str]]:
-    """Every valid record under ``results_dir`` (recursively, sorted by path) and the errors of the rest."""
+def read_records(results_dir: str | Path) -> tuple[list[tuple[str, ResultRecord]], list[str]]:
+    """Every valid record under ``results_dir`` (recursively, sorted by path) as (path relative to
+    ``results_dir``, record), and a one-line message naming each file that is not one and why."""
+    root = Path(results_dir)
     records, errors = [], []
-    for path in sorted(Path(results_dir).rglob("*.json")):
+    for path in sorted(root.rglob("*.json")):
+        rel = path.relative_to(root).as_posix()
         try:
-            records.append(read_record(path))
+            records.append((rel, read_record(path, rel)))
         except RecordError as exc:
             errors.append(str(exc))
     return records, errors

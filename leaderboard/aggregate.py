@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from bench.models.zoo import REFERENCE_FAMILIES, REFERENCE_MODELS, arch_for, parse_name, reference_kind
-from bench.results import RecordError, ResultRecord, is_number, read_record
+from bench.results import ResultRecord, is_number, read_records
 from leaderboard.intervals import Bootstrap, bootstrap, compare
 
 PARAM_KEYS = ("param_count", "num_params", "params", "n_params")
@@ -196,23 +196,6 @@ def summarize(values: list[float]) -> Stat:
     return Stat(mean, std, n)
 
 
-def validate(record: ResultRecord) -> str | None:
-    """What makes a parsed record unusable for the leaderboard, or None (``read_record`` has checked
-    its numbers)."""
-    for name in ("task", "dataset", "split", "model", "readout", "primary_metric"):
-        if not isinstance(getattr(record, name), str) or not getattr(record, name):
-            return f"field {name!r} is not a non-empty string"
-    if not isinstance(record.seed, int) or isinstance(record.seed, bool):
-        return f"seed {record.seed!r} is not an integer"
-    if not isinstance(record.higher_is_better, bool):
-        return f"higher_is_better {record.higher_is_better!r} is not a boolean"
-    if not isinstance(record.directions, dict) or not all(isinstance(v, bool) for v in record.directions.values()):
-        return "directions is not a mapping of metric -> boolean"
-    if not isinstance(record.flags, list) or not all(isinstance(f, str) for f in record.flags):
-        return "flags is not a list of strings"
-    return None
-
-
 def identity(r: ResultRecord) -> tuple[Any, ...]:
     """What one evaluation is: task, its options (compared as ``split_task_variants`` compares them),
     dataset, model, readout, seed."""
@@ -236,25 +219,9 @@ def deduplicate(records: list[tuple[str, ResultRecord]]) -> tuple[list[tuple[str
 
 def load(results_dir: str | Path) -> tuple[list[tuple[str, ResultRecord]], list[str]]:
     """Every usable record under ``results_dir`` (recursively, sorted by path; one per evaluation) as
-    (relative path, record), and one-line messages naming each file that was skipped and why."""
-    root = Path(results_dir)
-    records, errors = [], []
-    for path in sorted(root.rglob("*.json")):
-        rel = path.relative_to(root).as_posix()
-        try:
-            record = read_record(path)
-        except RecordError as exc:
-            msg = str(exc)
-            errors.append(f"{rel}: {msg[len(path.name) + 2:]}" if msg.startswith(f"{path.name}: ") else f"{rel}: {msg}")
-            continue
-        except Exception as exc:  # e.g. a JSON object whose fields do not fit the dataclass
-            errors.append(f"{rel}: not a valid record ({type(exc).__name__}: {exc})")
-            continue
-        problem = validate(record)
-        if problem:
-            errors.append(f"{rel}: {problem}")
-            continue
-        records.append((rel, record))
+    (relative path, record), and one-line messages naming each file that was skipped and why
+    (``bench.results.read_records``, the one reader and validator of records)."""
+    records, errors = read_records(results_dir)
     records, duplicates = deduplicate(records)
     return records, errors + duplicates
 
