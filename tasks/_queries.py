@@ -1,5 +1,8 @@
 """Shared pieces of the query-conditioned tasks (point and box tracking).
 
+* ``QueryTrackingTask``: their common base — Fourier queries replicated per time chunk, per-frame
+  outputs, query positions, the LinearReadout's pooling and the 3-frame plot; a subclass says what
+  a query encodes and decodes, scores and draws its own outputs.
 * ``fourier_features``: NeRF-style encoding of normalised coordinates.
 * ``FourierQueries``: the 4DS query encoder — Fourier features (16 bases) of a normalised
   input (a query point (t, y, x) or a first-frame box) → MLP(512) → one token per input,
@@ -14,14 +17,19 @@ Files starting with ``_`` are not registered as tasks.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from bench.errors import ConfigError
 from bench.readouts import token_positions
+from bench.task import FeatureSpec, Task
 
 Batch = dict[str, torch.Tensor]
 
@@ -91,3 +99,81 @@ def box_pool(features: torch.Tensor, boxes: torch.Tensor, grid_hw: tuple[int, in
     weights = weights / weights.sum(-1, keepdim=True)  # [B, M, N]
     out = torch.einsum("bmn,btnc->bmtc", weights.to(features.dtype), features)
     return rearrange(out, "b m t c -> b (m t) c")
+
+
+class QueryTrackingTask(Task):
+    """A task whose queries each follow one input (a point, a box) through the clip: query n is
+    ``FourierQueries`` of ``query_coords`` replicated per time chunk, so token (n, t') predicts
+    ``frame_dim`` numbers for every frame of chunk t' (a residual on the query: zero is "static")."""
+
+    query_conditioned = True
+    zero_init_head = True
+    has_query_positions = True
+    coord_dim: ClassVar[int]  # numbers per query input (the width of ``query_coords``)
+    frame_dim: ClassVar[int]  # readout outputs per query and frame
+    plot_legend: ClassVar[str]  # how ``draw_clip`` marks truth and prediction, for the plot titles
+
+    def __init__(self, spec: FeatureSpec, readout: str = "attentive", num_bases: int = 16, mlp_hidden: int = 512,
+                 **cfg: Any):
+        super().__init__(spec, readout, **cfg)
+        self.num_bases, self.mlp_hidden = num_bases, mlp_hidden
+        t, self.chunks = spec.clip[0], spec.grid[0]
+        if t % self.chunks:
+            raise ConfigError(f"{self.name}: {t} frames do not split into {self.chunks} feature time chunks")
+        self.chunk_len = t // self.chunks
+
+    @abstractmethod
+    def query_coords(self, batch: Batch) -> torch.Tensor:
+        """What each query encodes, normalised to [0, 1]: [B, Q, coord_dim]."""
+
+    @abstractmethod
+    def query_place(self, batch: Batch) -> torch.Tensor:
+        """Where each query sits in the image, normalised (y, x): [B, Q, 2]."""
+
+    @abstractmethod
+    def draw_clip(self, axes: Sequence[Any], frames: list[int], i: int, pred: dict[str, np.ndarray],
+                  target: dict[str, np.ndarray]) -> None:
+        """Overlay clip ``i``'s truth and prediction at ``frames`` on ``axes`` (one per frame)."""
+
+    def queries(self, dim: int) -> nn.Module:
+        return FourierQueries(self.query_coords, self.coord_dim, dim, num_chunks=self.chunks,
+                              num_bases=self.num_bases, hidden=self.mlp_hidden)
+
+    def query_positions(self, batch: Batch) -> torch.Tensor:
+        """Each query token at its query's place, in its time chunk: [B, Q·T', 3]."""
+        return chunk_positions(self.query_place(batch), self.chunks)
+
+    def linear_pool(self, features: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The token under the query's place (bilinear) in every time chunk: [B, Q·T', C]."""
+        return sample_tokens(features, self.query_place(batch), self.spec.grid[1:])
+
+    @property
+    def output_dim(self) -> int:
+        return self.frame_dim * self.chunk_len
+
+    def per_frame(self, out: torch.Tensor) -> torch.Tensor:
+        """Readout output [B, Q·T', frame_dim·L] -> [B, Q, T, frame_dim]."""
+        return rearrange(out, "b (q c) (l k) -> b q (c l) k", c=self.chunks, l=self.chunk_len, k=self.frame_dim)
+
+    def visualize(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray], out_dir: Path) -> list[str]:
+        """``<name>.png``: up to 3 clips × frames (0, T/2, T−1), ``draw_clip``'s overlays on the video
+        (``pred`` is ``decode``'s output, which holds each clip's ``query_valid``)."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        n_clips, (t, h, w) = min(3, len(pred["query_valid"])), self.spec.clip
+        frames = [0, t // 2, t - 1]
+        fig, axes = plt.subplots(n_clips, len(frames), figsize=(3 * len(frames), 3 * n_clips), squeeze=False)
+        for i in range(n_clips):
+            for ax, f in zip(axes[i], frames):
+                ax.imshow(target["video"][i, f] if "video" in target else np.zeros((h, w, 3), np.uint8))
+            self.draw_clip(axes[i], frames, i, pred, target)
+            for ax, f in zip(axes[i], frames):
+                ax.set_xlim(0, w), ax.set_ylim(h, 0)
+                ax.set_title(f"clip {i} t={f}  ({self.plot_legend})", fontsize=7)
+                ax.axis("off")
+        path = Path(out_dir) / f"{self.name}.png"
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        return [str(path)]

@@ -2,28 +2,25 @@
 
 Query: the first-frame box (x0, y0, x1, y1), normalised to [0, 1] by the image size, encoded with
 Fourier features (16 bases) → MLP(512), replicated per time chunk of the feature grid with a
-learned temporal embedding (the same layout as point tracking); query token (m, t') predicts the
-boxes of object m on the frames of chunk t' as (Δcx, Δcy, Δlog w, Δlog h) from the first-frame
-box, so boxes are always well formed and a zero output is the "static box" tracker.
+learned temporal embedding (``QueryTrackingTask``, shared with point tracking); query token
+(m, t') predicts the boxes of object m on the frames of chunk t' as (Δcx, Δcy, Δlog w, Δlog h)
+from the first-frame box, so boxes are always well formed and a zero output is the "static box"
+tracker.
 Only objects valid in frame 0 are queried; the others are masked out of loss and metric.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from einops import rearrange
-from torch import nn
 from torchvision.ops import generalized_box_iou_loss
 
 from bench.data.video_io import DatasetError
-from bench.errors import ConfigError
 from bench.registry import TASKS
-from bench.task import FeatureSpec, Task, register_task_config
-from tasks._queries import FourierQueries, box_pool, chunk_positions
+from bench.task import FeatureSpec, register_task_config
+from tasks._queries import QueryTrackingTask, box_pool
 
 MIN_SIZE = 1e-3  # normalised width/height floor of a query box (log-size parametrisation)
 
@@ -75,57 +72,42 @@ def box_tracking_metrics(pred_boxes: np.ndarray, gt_boxes: np.ndarray, box_valid
 
 @TASKS.register("box_tracking")
 @register_task_config
-class BoxTracking(Task):
+class BoxTracking(QueryTrackingTask):
     name = "box_tracking"
     requires = ("video", "boxes", "box_valid")
     primary_metric = "mean_iou"
     higher_is_better = True
-    clip_level = False
-    query_conditioned = True
-    zero_init_head = True
-    has_query_positions = True
+    coord_dim, frame_dim = 4, 4  # query: the first-frame box; per frame Δcx, Δcy, Δlog w, Δlog h
+    plot_legend = "— true, -- pred"
 
     def __init__(self, spec: FeatureSpec, readout: str = "attentive", num_bases: int = 16, mlp_hidden: int = 512,
                  l1_weight: float = 5.0, giou_weight: float = 2.0, smooth_l1_beta: float = 0.01,
                  include_query_frame: bool = False, **cfg: Any):
-        super().__init__(spec, readout, **cfg)
-        self.num_bases, self.mlp_hidden = num_bases, mlp_hidden
+        super().__init__(spec, readout, num_bases, mlp_hidden, **cfg)
         self.l1_weight, self.giou_weight, self.beta = l1_weight, giou_weight, smooth_l1_beta
         self.include_query_frame = include_query_frame
-        t, h, w = spec.clip
-        self.chunks = spec.grid[0]
-        if t % self.chunks:
-            raise ConfigError(f"box_tracking: {t} frames do not split into {self.chunks} feature time chunks")
-        self.chunk_len = t // self.chunks
+        _, h, w = spec.clip
         self.scale = torch.tensor([w, h, w, h], dtype=torch.float32)
 
-    def first_boxes(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def query_coords(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Normalised first-frame boxes [B, M, 4] (invalid objects: a zero box)."""
         box = batch["boxes"][:, :, 0].float() / self.scale.to(batch["boxes"].device)
         valid = batch["box_valid"][:, :, 0].bool()[..., None]
         return torch.where(valid, torch.nan_to_num(box), torch.zeros_like(box)).clamp(0, 1)
 
-    def queries(self, dim: int) -> nn.Module:
-        return FourierQueries(self.first_boxes, 4, dim, num_chunks=self.chunks, num_bases=self.num_bases,
-                              hidden=self.mlp_hidden)
-
-    def query_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Each query token at its first-frame box centre, in its time chunk: [B, M·T', 3]."""
-        x0, y0, x1, y1 = self.first_boxes(batch).unbind(-1)
-        return chunk_positions(torch.stack([(y0 + y1) / 2, (x0 + x1) / 2], dim=-1), self.chunks)
+    def query_place(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The first-frame box centre, normalised (y, x): [B, M, 2]."""
+        x0, y0, x1, y1 = self.query_coords(batch).unbind(-1)
+        return torch.stack([(y0 + y1) / 2, (x0 + x1) / 2], dim=-1)
 
     def linear_pool(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean of the tokens inside the first-frame box, in every time chunk: [B, M·T', C]."""
-        return box_pool(features, self.first_boxes(batch), self.spec.grid[1:])
-
-    @property
-    def output_dim(self) -> int:
-        return 4 * self.chunk_len
+        return box_pool(features, self.query_coords(batch), self.spec.grid[1:])
 
     def _boxes(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Readout output [B, M·T', 4·L] -> normalised boxes (x0, y0, x1, y1) [B, M, T, 4]."""
-        out = rearrange(out, "b (m c) (l k) -> b m (c l) k", c=self.chunks, l=self.chunk_len, k=4)
-        x0, y0, x1, y1 = self.first_boxes(batch).unsqueeze(2).unbind(-1)
+        out = self.per_frame(out)
+        x0, y0, x1, y1 = self.query_coords(batch).unsqueeze(2).unbind(-1)
         cx, cy = (x0 + x1) / 2 + out[..., 0], (y0 + y1) / 2 + out[..., 1]
         bw = (x1 - x0).clamp_min(MIN_SIZE) * out[..., 2].clamp(max=10).exp()
         bh = (y1 - y0).clamp_min(MIN_SIZE) * out[..., 3].clamp(max=10).exp()
@@ -148,7 +130,8 @@ class BoxTracking(Task):
         return self.l1_weight * l1 + self.giou_weight * giou
 
     def decode(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"boxes": self._boxes(out, batch) * self.scale.to(out.device), "query_valid": batch["box_valid"][:, :, 0]}
+        return {"boxes": self._boxes(out, batch) * self.scale.to(out.device),
+                "query_valid": batch["box_valid"][:, :, 0]}
 
     def metrics(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict[str, float]:
         return box_tracking_metrics(pred["boxes"], target["boxes"], target["box_valid"], self.include_query_frame)
@@ -161,29 +144,16 @@ class BoxTracking(Task):
         count = pairs.reshape(len(pairs), -1).sum(1).astype(np.float64)
         return iou.reshape(len(iou), -1).sum(1) / np.maximum(count, 1), count
 
-    def visualize(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray], out_dir: Path) -> list[str]:
-        import matplotlib
-        matplotlib.use("Agg")
+    def draw_clip(self, axes: Sequence[Any], frames: list[int], i: int, pred: dict[str, np.ndarray],
+                  target: dict[str, np.ndarray]) -> None:
+        """The boxes of the objects valid in frame 0 and the shown frame: truth solid, prediction dashed."""
         import matplotlib.pyplot as plt
         from matplotlib.patches import Rectangle
 
-        n_clips, (t, h, w) = min(3, len(pred["boxes"])), self.spec.clip
-        frames = [0, t // 2, t - 1]
-        fig, axes = plt.subplots(n_clips, len(frames), figsize=(3 * len(frames), 3 * n_clips), squeeze=False)
-        for i in range(n_clips):
-            valid = target["box_valid"][i] & target["box_valid"][i][:, :1]
-            colors = plt.cm.tab10(np.arange(valid.shape[0]) % 10)
-            for j, f in enumerate(frames):
-                ax = axes[i, j]
-                ax.imshow(target["video"][i, f] if "video" in target else np.zeros((h, w, 3), np.uint8))
-                for m in np.flatnonzero(valid[:, f]):
-                    for box, style in ((target["boxes"][i, m, f], "-"), (pred["boxes"][i, m, f], "--")):
-                        ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False,
-                                               ec=colors[m], ls=style, lw=1.2))
-                ax.set_xlim(0, w), ax.set_ylim(h, 0)
-                ax.set_title(f"clip {i} t={f}  (— true, -- pred)", fontsize=7)
-                ax.axis("off")
-        path = Path(out_dir) / "box_tracking.png"
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        return [str(path)]
+        valid = target["box_valid"][i] & target["box_valid"][i][:, :1]
+        colors = plt.cm.tab10(np.arange(valid.shape[0]) % 10)
+        for ax, f in zip(axes, frames):
+            for m in np.flatnonzero(valid[:, f]):
+                for box, style in ((target["boxes"][i, m, f], "-"), (pred["boxes"][i, m, f], "--")):
+                    ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False,
+                                           ec=colors[m], ls=style, lw=1.2))

@@ -14,20 +14,17 @@ query (never visible; occluded at a stride frame) are left out.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from einops import rearrange
-from torch import nn
 
 from bench.data.video_io import DatasetError
 from bench.errors import ConfigError
 from bench.registry import TASKS
-from bench.task import FeatureSpec, Task, register_task_config
-from tasks._queries import FourierQueries, chunk_positions, sample_tokens
+from bench.task import FeatureSpec, register_task_config
+from tasks._queries import QueryTrackingTask
 
 THRESHOLDS = (1, 2, 4, 8, 16)  # pixels, after scaling to 256×256
 
@@ -145,29 +142,22 @@ def tapvid_per_clip(query_points: np.ndarray, gt_occluded: np.ndarray, gt_tracks
 
 @TASKS.register("point_tracking")
 @register_task_config
-class PointTracking(Task):
+class PointTracking(QueryTrackingTask):
     name = "point_tracking"
     requires = ("video", "target_points", "occluded")
     primary_metric = "average_jaccard"
     higher_is_better = True
-    clip_level = False
-    query_conditioned = True
-    zero_init_head = True
-    has_query_positions = True
+    coord_dim, frame_dim = 3, 3  # query (t, y, x); per frame dx, dy, occlusion logit
+    plot_legend = "o/— true, x/-- pred"
 
     def __init__(self, spec: FeatureSpec, readout: str = "attentive", query_mode: Literal["first", "strided"] = "first",
                  query_stride: int = 5, num_bases: int = 16, mlp_hidden: int = 512, huber_delta: float = 4.0,
                  occlusion_weight: float = 1.0, **cfg: Any):
-        super().__init__(spec, readout, **cfg)
         self.check_options(query_mode=query_mode)
+        super().__init__(spec, readout, num_bases, mlp_hidden, **cfg)
         self.query_mode, self.query_stride = query_mode, query_stride
-        self.num_bases, self.mlp_hidden = num_bases, mlp_hidden
         self.huber_delta, self.occlusion_weight = huber_delta, occlusion_weight
-        t, h, w = spec.clip
-        self.chunks = spec.grid[0]
-        if t % self.chunks:
-            raise ConfigError(f"point_tracking: {t} frames do not split into {self.chunks} feature time chunks")
-        self.chunk_len = t // self.chunks
+        _, h, w = spec.clip
         self.size = torch.tensor([w, h], dtype=torch.float32)  # (x, y) normaliser
 
     # --- queries -------------------------------------------------------------------------
@@ -180,27 +170,14 @@ class PointTracking(Task):
         t, h, w = self.spec.clip
         return query / query.new_tensor([max(t - 1, 1), h, w])
 
-    def queries(self, dim: int) -> nn.Module:
-        return FourierQueries(self.query_coords, 3, dim, num_chunks=self.chunks, num_bases=self.num_bases,
-                              hidden=self.mlp_hidden)
-
-    def query_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Each query token at its query point, in its time chunk: [B, Q·T', 3]."""
-        return chunk_positions(self.query_coords(batch)[..., 1:], self.chunks)
-
-    def linear_pool(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The token under the query point (bilinear) in every time chunk: [B, Q·T', C]."""
-        yx = self.query_coords(batch)[..., 1:]
-        return sample_tokens(features, yx, self.spec.grid[1:])
-
-    @property
-    def output_dim(self) -> int:
-        return 3 * self.chunk_len  # per frame of the chunk: dx, dy, occlusion logit
+    def query_place(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The query point, normalised (y, x): [B, Q, 2]."""
+        return self.query_coords(batch)[..., 1:]
 
     # --- outputs -------------------------------------------------------------------------
     def _split(self, out: torch.Tensor, batch: dict[str, torch.Tensor]):
         """Readout output [B, Q·T', 3·L] -> normalised positions [B, Q, T, 2], occlusion logits [B, Q, T]."""
-        out = rearrange(out, "b (q c) (l k) -> b q (c l) k", c=self.chunks, l=self.chunk_len, k=3)
+        out = self.per_frame(out)
         start = self.query_coords(batch)[..., [2, 1]]  # (x, y) of the query point
         return start.unsqueeze(2) + out[..., :2], out[..., 2]
 
@@ -248,37 +225,23 @@ class PointTracking(Task):
     def directions(self) -> dict[str, bool]:
         return {"average_jaccard": True, "delta_avg": True, "occlusion_accuracy": True}
 
-    def visualize(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray], out_dir: Path) -> list[str]:
-        import matplotlib
-        matplotlib.use("Agg")
+    def draw_clip(self, axes: Sequence[Any], frames: list[int], i: int, pred: dict[str, np.ndarray],
+                  target: dict[str, np.ndarray]) -> None:
+        """Up to 12 valid tracks so far: truth solid (o where visible), prediction dashed (x where visible)."""
         import matplotlib.pyplot as plt
 
-        n_clips, (t, h, w) = min(3, len(pred["tracks"])), self.spec.clip
-        _, _, track = make_queries(target["target_points"][:1], target["occluded"][:1], self.query_mode,
+        _, _, track = make_queries(target["target_points"][i], target["occluded"][i], self.query_mode,
                                    self.query_stride)
-        frames = [0, t // 2, t - 1]
-        fig, axes = plt.subplots(n_clips, len(frames), figsize=(3 * len(frames), 3 * n_clips), squeeze=False)
-        for i in range(n_clips):
-            valid = pred["query_valid"][i]
-            gt = target["target_points"][i][track][valid]
-            occ = target["occluded"][i][track][valid]
-            pr, pr_occ = pred["tracks"][i][valid][:, :, :], pred["occluded"][i][valid]
-            shown = np.linspace(0, len(gt) - 1, min(12, len(gt))).astype(int) if len(gt) else []
-            colors = plt.cm.hsv(np.linspace(0, 1, max(len(shown), 1), endpoint=False))
-            for j, f in enumerate(frames):
-                ax = axes[i, j]
-                ax.imshow(target["video"][i, f] if "video" in target else np.zeros((h, w, 3), np.uint8))
-                for c, k in zip(colors, shown):
-                    ax.plot(gt[k, :f + 1, 0], gt[k, :f + 1, 1], "-", color=c, lw=1, alpha=0.9)
-                    ax.plot(pr[k, :f + 1, 0], pr[k, :f + 1, 1], "--", color=c, lw=1, alpha=0.9)
-                    if not occ[k, f]:
-                        ax.plot(gt[k, f, 0], gt[k, f, 1], "o", color=c, ms=4, mfc="none")
-                    if not pr_occ[k, f]:
-                        ax.plot(pr[k, f, 0], pr[k, f, 1], "x", color=c, ms=4)
-                ax.set_xlim(0, w), ax.set_ylim(h, 0)
-                ax.set_title(f"clip {i} t={f}  (o/— true, x/-- pred)", fontsize=7)
-                ax.axis("off")
-        path = Path(out_dir) / "point_tracking.png"
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        return [str(path)]
+        valid = pred["query_valid"][i]
+        gt, occ = target["target_points"][i][track][valid], target["occluded"][i][track][valid]
+        pr, pr_occ = pred["tracks"][i][valid], pred["occluded"][i][valid]
+        shown = np.linspace(0, len(gt) - 1, min(12, len(gt))).astype(int) if len(gt) else []
+        colors = plt.cm.hsv(np.linspace(0, 1, max(len(shown), 1), endpoint=False))
+        for ax, f in zip(axes, frames):
+            for c, k in zip(colors, shown):
+                ax.plot(gt[k, :f + 1, 0], gt[k, :f + 1, 1], "-", color=c, lw=1, alpha=0.9)
+                ax.plot(pr[k, :f + 1, 0], pr[k, :f + 1, 1], "--", color=c, lw=1, alpha=0.9)
+                if not occ[k, f]:
+                    ax.plot(gt[k, f, 0], gt[k, f, 1], "o", color=c, ms=4, mfc="none")
+                if not pr_occ[k, f]:
+                    ax.plot(pr[k, f, 0], pr[k, f, 1], "x", color=c, ms=4)
