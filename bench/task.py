@@ -38,6 +38,10 @@ class Task(ABC):
     # records carry it, and the leaderboard never pools records of two versions
     version: ClassVar[int] = 1
     requires: ClassVar[tuple[str, ...]]  # clip keys the task reads
+    # every metric's direction (True: higher is better), in report order; the first is the primary
+    # metric, the one the leaderboard ranks by (``primary_metric`` and ``higher_is_better`` are
+    # derived from it when the class is defined)
+    metric_directions: ClassVar[dict[str, bool]]
     primary_metric: ClassVar[str]
     higher_is_better: ClassVar[bool]
     clip_level: ClassVar[bool] = False  # True: one output per clip (LinearReadout mean-pools)
@@ -51,6 +55,13 @@ class Task(ABC):
     # True: ``query_positions`` places each query, and the frozen4d attentive readout attends
     # around that place first (a locality bias; see bench.readouts)
     has_query_positions: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "metric_directions" in vars(cls):
+            cls.primary_metric, cls.higher_is_better = next(iter(cls.metric_directions.items()))
+        elif "primary_metric" in vars(cls):  # a task that declares only its primary metric
+            cls.metric_directions = {cls.primary_metric: cls.higher_is_better}
 
     def __init__(self, spec: FeatureSpec, readout: str = "attentive", meta: dict[str, Any] | None = None,
                  **cfg: Any):
@@ -136,8 +147,8 @@ class Task(ABC):
                 raise ConfigError(f"task.{key}={values[key]!r}: expected one of {list(allowed)}")
 
     def directions(self) -> dict[str, bool]:
-        """{metric: higher_is_better}; override when a task has metrics of both directions."""
-        return {self.primary_metric: self.higher_is_better}
+        """{metric: higher_is_better} of every metric, primary first (``metric_directions``)."""
+        return dict(self.metric_directions)
 
     def visualize(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray], out_dir: Any) -> list[str]:
         """Write a few qualitative PNG/GIF files for a run; return their paths."""

@@ -53,8 +53,7 @@ def confusion_matrix(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> 
 class Action(Task):
     name = "action"
     requires = ("video", "label")
-    primary_metric = "top1"
-    higher_is_better = True
+    metric_directions = {"top1": True, "top5": True}
     clip_level = True
     query_conditioned = False
     closed_form = "logistic"
@@ -102,9 +101,6 @@ class Action(Task):
         scores = self.class_prior + 1e-6 * np.arange(self.num_classes, 0, -1)
         size = len(np.asarray(split["label"]).reshape(-1))
         return {"logits": np.tile(scores.astype(np.float32), (size, 1)), "label": np.full(size, scores.argmax())}
-
-    def directions(self) -> dict[str, bool]:
-        return {"top1": True, "top5": True}
 
     def visualize(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray], out_dir: Path) -> list[str]:
         """Confusion matrix with the class names, and per-class accuracy (PNG + JSON)."""

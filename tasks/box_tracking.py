@@ -75,8 +75,7 @@ def box_tracking_metrics(pred_boxes: np.ndarray, gt_boxes: np.ndarray, box_valid
 class BoxTracking(QueryTrackingTask):
     name = "box_tracking"
     requires = ("video", "boxes", "box_valid")
-    primary_metric = "mean_iou"
-    higher_is_better = True
+    metric_directions = {"mean_iou": True}
     coord_dim, frame_dim = 4, 4  # query: the first-frame box; per frame Δcx, Δcy, Δlog w, Δlog h
     plot_legend = "— true, -- pred"
 

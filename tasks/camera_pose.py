@@ -105,8 +105,9 @@ def camera_pose_metrics(pred12: np.ndarray, gt12: np.ndarray) -> dict[str, float
 class CameraPose(Task):
     name = "camera_pose"
     requires = ("video", "cam_to_world")
-    primary_metric = "rot_err_deg_mean"
-    higher_is_better = False
+    metric_directions = {"rot_err_deg_mean": False, "rot_err_deg_median": False, "trans_err_mean": False,
+                         "trans_err_median": False, "trans_dir_err_deg_mean": False,
+                         "trans_dir_err_deg_median": False, "auc30": True}
     clip_level = True
     query_conditioned = False
     closed_form = "ridge"
@@ -138,11 +139,6 @@ class CameraPose(Task):
 
     def metrics(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict[str, float]:
         return camera_pose_metrics(pred["pose"], pose_to_12(relative_pose(target["cam_to_world"])))
-
-    def directions(self) -> dict[str, bool]:
-        return {"rot_err_deg_median": False, "rot_err_deg_mean": False, "trans_err_median": False,
-                "trans_err_mean": False, "trans_dir_err_deg_median": False, "trans_dir_err_deg_mean": False,
-                "auc30": True}
 
     def visualize(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray], out_dir: Path) -> list[str]:
         """Left: each clip's camera trajectory (top view, x–z, in the first camera's frame) with the

@@ -144,8 +144,7 @@ def position_prior(train_depth: np.ndarray) -> np.ndarray:
 class Depth(Task):
     name = "depth"
     requires = ("video", "depth")
-    primary_metric = "abs_rel"
-    higher_is_better = False
+    metric_directions = {"abs_rel": False, "delta1": True, "rmse": False}
     has_query_positions = True
     zero_init_head = True
 
@@ -204,9 +203,6 @@ class Depth(Task):
 
     def per_clip(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         return depth_per_clip(pred["depth"], target["depth"], **self.scoring)
-
-    def directions(self) -> dict[str, bool]:
-        return {"abs_rel": False, "delta1": True, "rmse": False}
 
     def visualize(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray], out_dir: Path) -> list[str]:
         import matplotlib

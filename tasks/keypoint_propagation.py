@@ -65,8 +65,7 @@ def pck_counts(pred: np.ndarray, points: np.ndarray, occluded: np.ndarray, size:
 class KeypointPropagation(PropagationTask):
     name = "keypoint_propagation"
     requires = ("video", "target_points", "occluded")
-    primary_metric = "pck_0.1"
-    higher_is_better = True
+    metric_directions = {f"pck_{alpha}": True for alpha in ALPHAS}  # pck_0.1 first
 
     def __init__(self, spec: FeatureSpec, readout: str = "propagation", sigma: float = 0.5, decode_topk: int = 5,
                  **cfg: Any):
@@ -119,5 +118,3 @@ class KeypointPropagation(PropagationTask):
                                      self.spec.clip[1:], ALPHAS[0])
         return correct / np.maximum(scored, 1), scored
 
-    def directions(self) -> dict[str, bool]:
-        return {f"pck_{alpha}": True for alpha in ALPHAS}

@@ -94,8 +94,7 @@ def split_scores(gt: np.ndarray, pred: np.ndarray, bound_th: float = BOUND_TH) -
 class MaskPropagation(PropagationTask):
     name = "mask_propagation"
     requires = ("video", "segmentation")
-    primary_metric = "j_and_f"
-    higher_is_better = True
+    metric_directions = {"j_and_f": True, "j_mean": True, "f_mean": True}
 
     def __init__(self, spec: FeatureSpec, readout: str = "propagation", bound_th: float = BOUND_TH, **cfg: Any):
         super().__init__(spec, readout, **cfg)
@@ -134,5 +133,3 @@ class MaskPropagation(PropagationTask):
         values = np.array([np.mean((j + f) / 2) if len(j) else 0.0 for j, f in scores])
         return values, counts
 
-    def directions(self) -> dict[str, bool]:
-        return {"j_and_f": True, "j_mean": True, "f_mean": True}

@@ -145,8 +145,7 @@ def tapvid_per_clip(query_points: np.ndarray, gt_occluded: np.ndarray, gt_tracks
 class PointTracking(QueryTrackingTask):
     name = "point_tracking"
     requires = ("video", "target_points", "occluded")
-    primary_metric = "average_jaccard"
-    higher_is_better = True
+    metric_directions = {"average_jaccard": True, "delta_avg": True, "occlusion_accuracy": True}
     coord_dim, frame_dim = 3, 3  # query (t, y, x); per frame dx, dy, occlusion logit
     plot_legend = "o/— true, x/-- pred"
 
@@ -221,9 +220,6 @@ class PointTracking(QueryTrackingTask):
         values = tapvid_per_clip(*self._scored(pred, target))[self.primary_metric]
         defined = np.isfinite(values)
         return np.where(defined, values, 0.0), defined.astype(np.float64)
-
-    def directions(self) -> dict[str, bool]:
-        return {"average_jaccard": True, "delta_avg": True, "occlusion_accuracy": True}
 
     def draw_clip(self, axes: Sequence[Any], frames: list[int], i: int, pred: dict[str, np.ndarray],
                   target: dict[str, np.ndarray]) -> None:

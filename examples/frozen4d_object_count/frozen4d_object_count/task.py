@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.errors import ConfigError
 from bench.readouts import LearnedQueries
 from bench.registry import TASKS
 from bench.task import FeatureSpec, Task, register_task_config
@@ -42,8 +43,7 @@ def count_metrics(logits: np.ndarray, counts: np.ndarray) -> dict[str, float]:
 class ObjectCount(Task):
     name = "object_count"
     requires = ("video", "box_valid")  # the runner checks the dataset provides these
-    primary_metric = "accuracy"
-    higher_is_better = True
+    metric_directions = {"accuracy": True, "count_mae": False}
     clip_level = True  # one output per clip: LinearReadout mean-pools the tokens
     closed_form = "logistic"  # readout=linear +readout.solver=closed_form fits it with scikit-learn
 
@@ -51,7 +51,7 @@ class ObjectCount(Task):
         super().__init__(spec, readout, **cfg)  # cfg carries meta (the dataset's metadata)
         m = self.meta.get("max_objects", max_objects)
         if m is None:
-            raise ValueError("object_count: the dataset gives no 'max_objects' in its metadata; set task.max_objects")
+            raise ConfigError("object_count: the dataset gives no 'max_objects' in its metadata; set task.max_objects")
         self.num_classes = int(m) + 1
 
     def queries(self, dim: int) -> nn.Module:
@@ -72,9 +72,6 @@ class ObjectCount(Task):
 
     def metrics(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict[str, float]:
         return count_metrics(pred["logits"], object_counts(target["box_valid"]))
-
-    def directions(self) -> dict[str, bool]:
-        return {"accuracy": True, "count_mae": False}
 
 
 # the hydra node `task/object_count`: `task=object_count` composes {name: object_count, max_objects: null}
