@@ -55,10 +55,7 @@ class PropagationTask(Task):
             raise ConfigError(f"task {self.name!r} is training-free label propagation: use readout=propagation, "
                               f"not readout={readout}")
         super().__init__(spec, readout, **cfg)
-        t = spec.clip[0]
-        if t % spec.grid[0]:
-            raise ConfigError(f"{self.name}: {t} frames do not split into {spec.grid[0]} feature time chunks")
-        self.chunk_len = t // spec.grid[0]
+        self.chunk_len = self.frames_per_chunk()
 
     def seed_labels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The first frame's labels at feature resolution: [B, h·w, K] floats."""

@@ -70,6 +70,14 @@ class Task(ABC):
         self.meta = dict(meta or {})  # the dataset's metadata (e.g. 'label_names'), from the runner
         self.cfg = cfg
 
+    def frames_per_chunk(self) -> int:
+        """Frames of the clip per feature time chunk (T / T'), for tasks that predict per frame from
+        per-chunk features; a ConfigError when the chunks do not split the clip."""
+        t, chunks = self.spec.clip[0], self.spec.grid[0]
+        if t % chunks:
+            raise ConfigError(f"{self.name}: {t} frames do not split into {chunks} feature time chunks")
+        return t // chunks
+
     @abstractmethod
     def queries(self, dim: int) -> nn.Module:
         """Module mapping a batch dict to readout queries [B, Q, dim] (learned or from the batch)."""

@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from bench.errors import ConfigError
 from bench.readouts import token_positions
 from bench.task import FeatureSpec, Task
 
@@ -117,10 +116,7 @@ class QueryTrackingTask(Task):
                  **cfg: Any):
         super().__init__(spec, readout, **cfg)
         self.num_bases, self.mlp_hidden = num_bases, mlp_hidden
-        t, self.chunks = spec.clip[0], spec.grid[0]
-        if t % self.chunks:
-            raise ConfigError(f"{self.name}: {t} frames do not split into {self.chunks} feature time chunks")
-        self.chunk_len = t // self.chunks
+        self.chunks, self.chunk_len = spec.grid[0], self.frames_per_chunk()
 
     @abstractmethod
     def query_coords(self, batch: Batch) -> torch.Tensor:
