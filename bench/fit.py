@@ -35,11 +35,14 @@ def batches(features: np.ndarray, targets: dict[str, np.ndarray], batch_size: in
         yield {k: v.to(device) for k, v in batch.items()}
 
 
-def cosine_lr(step: int, total: int, warmup: int) -> float:
-    """Linear warmup to 1, then cosine decay to 0 (multiplier on the base learning rate)."""
+def cosine_with_warmup(step: int, total: int, warmup: int, min_ratio: float = 0.0) -> float:
+    """Multiplier of the peak learning rate at update ``step`` (0-based): linear warmup over
+    ``warmup`` steps, then cosine decay to ``min_ratio`` at ``total``. The readouts' schedule and
+    pretraining's (``pretrain.layerlock.Schedule.lr_at``)."""
     if step < warmup:
         return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def optimizer(readout: nn.Module, lr: float, weight_decay: float, total_steps: int,
@@ -47,7 +50,7 @@ def optimizer(readout: nn.Module, lr: float, weight_decay: float, total_steps: i
     """AdamW with linear warmup over ``warmup_frac`` of ``total_steps``, then cosine decay."""
     opt = torch.optim.AdamW(readout.parameters(), lr=lr, weight_decay=weight_decay)
     warmup = max(1, int(warmup_frac * total_steps))
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total_steps, warmup))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, total_steps, warmup))
 
 
 def train_step(readout: nn.Module, task: Task, opt: torch.optim.Optimizer,

@@ -31,6 +31,7 @@ the prediction of block ``b+1``; heads of past targets leave the optimizer with 
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,7 @@ from torch import nn
 
 from bench.errors import ConfigError
 from bench.models.vit import VideoViT, grid_coords
-from pretrain.layerlock import Phase
+from pretrain.layerlock import Phase, Schedule
 from pretrain.masking import gather_tokens, patchify
 
 
@@ -73,16 +74,17 @@ class PretrainModel(nn.Module):
 
     # ------------------------------------------------------------------ trainable sets
     def trainable_modules(self, phase: Phase) -> dict[str, bool]:
-        """{submodule / parameter name: trainable} for every unit that freezes or idles."""
+        """{submodule / parameter name: trainable} for every unit, as ``phase`` says (the decoding
+        tokens always train)."""
         enc = self.encoder
-        units = {"encoder.patch_embed": phase.frozen == 0, "mask_token": True,
-                 "pixel_head": phase.loss == "pixel"}
+        units = {"encoder.patch_embed": phase.trains_embedding, "mask_token": True,
+                 "pixel_head": phase.trains_pixel_head}
         if enc.pos_embed is not None:
-            units["encoder.pos_embed"] = phase.frozen == 0
+            units["encoder.pos_embed"] = phase.trains_embedding
         for i in range(enc.cfg.depth):
-            units[f"encoder.blocks.{i}"] = i >= phase.frozen
+            units[f"encoder.blocks.{i}"] = phase.trains_block(i)
         for b in range(len(self.latent_heads)):
-            units[f"latent_heads.{b}"] = b in phase.targets
+            units[f"latent_heads.{b}"] = phase.trains_latent_head(b)
         return units
 
     def set_phase(self, phase: Phase) -> None:
@@ -113,7 +115,7 @@ class PretrainModel(nn.Module):
         """(prediction, target) pairs: masked-patch pixels, or the latents of each target block."""
         enc = self.encoder
         depth, frozen = enc.cfg.depth, phase.frozen
-        with torch.set_grad_enabled(torch.is_grad_enabled() and frozen == 0):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and phase.trains_embedding):
             tokens, grid = enc.embed(video)
         coords = grid_coords(grid, video.device)
         batch, _, dim = tokens.shape
@@ -172,13 +174,9 @@ class PretrainModel(nn.Module):
         return pairs
 
 
-def build_pretrain_model(encoder: VideoViT, recipe: dict) -> PretrainModel:
-    """The wrapper a resolved recipe asks for (latent heads only where a latent loss can occur)."""
-    heads = 0
-    if recipe["objective"] == "layerlock" and recipe["freeze_target"] == "latent":
-        heads = recipe["max_frozen_blocks"]
-    elif recipe["objective"] == "latent_nofreeze":
-        heads = int(recipe["target_block"]) + 1
+def build_pretrain_model(encoder: VideoViT, recipe: Mapping[str, Any]) -> PretrainModel:
+    """The wrapper a resolved recipe asks for (latent heads only for blocks its schedule targets)."""
+    heads = Schedule.from_recipe(recipe).latent_heads
     return PretrainModel(encoder, decoder_depth=recipe["decoder_depth"], num_latent_heads=heads,
                          norm_pix_loss=recipe["norm_pix_loss"], latent_loss_on=recipe["latent_loss_on"],
                          latent_norm=recipe["latent_norm"], frozen_input=recipe["frozen_input"])

@@ -2,30 +2,27 @@
 
 A recipe is derived from the model name (family -> objective, size -> schedule scale) and every
 field can be overridden from the command line (``train.steps=500``, ``train.lr=3e-4`` ...).
-Schedule positions are stored as *fractions of the run* (``pixel_frac``, ``freeze_end_frac``)
-so that changing ``train.steps`` rescales the whole schedule; absolute ``pixel_steps`` /
-``freeze_interval`` overrides win when given. :func:`resolve_recipe` fills every derived field,
-and the resolved dict is what the checkpoint sidecar records.
+:func:`resolve_recipe` applies the overrides, checks them and fills the derived fields through
+:meth:`pretrain.layerlock.Schedule.resolve` (the whole LayerLock schedule and its paper shape are
+described there); the resolved dict is what the training state and the checkpoint sidecar record.
 
-Schedule shape (LayerLock paper, ViT-G): 160K pixel steps, then one block frozen every 10K
-steps until 32 of 48 blocks are frozen. We express it as fractions of a 500K-step run
-(pixel phase 32%, last freeze at 94%, 2/3 of the blocks frozen) and apply the same shape to
-every paper-scale size, so ``layerlock_g`` reproduces 160K / 10K / 32 exactly. Only the ViT-G
-shape is taken from the paper; total steps, batch sizes and learning rates of the other sizes
-are our choices (untuned). The CPU size ``t`` keeps the shape with a longer pixel phase
-(first half) and 600 steps at batch 8, so that the three recipes and the whole evaluation of
-``make demo`` fit in 30 minutes on two cores at 64x64x16 (one recipe alone: ~4 min for MAE at
-~0.38 s a step, up to ~6 min for the latent objectives, whose target pass runs the frozen
-prefix on all 512 tokens).
+Every paper-scale size (s to e) has the shape of the paper's ViT-G schedule (pixel phase 32% of
+the run, last freeze at 94%, 2/3 of the blocks frozen), so ``layerlock_g`` reproduces its 160K /
+10K / 32 exactly. Only the ViT-G shape is taken from the paper; total steps, batch sizes and
+learning rates of the other sizes are our choices (untuned). The CPU size ``t`` keeps the shape
+with a longer pixel phase (first half) and 600 steps at batch 8, so that the three recipes and
+the whole evaluation of ``make demo`` fit in 30 minutes on two cores at 64x64x16 (one recipe
+alone: ~4 min for MAE at ~0.38 s a step, up to ~6 min for the latent objectives, whose target
+pass runs the frozen prefix on all 512 tokens).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
 from bench.errors import ConfigError
 from bench.models.zoo import parse_name
+from pretrain.layerlock import Schedule
 
 OBJECTIVES = ("mae", "layerlock", "latent_nofreeze")
 
@@ -107,45 +104,19 @@ def recipe_for(name: str) -> Recipe:
 
 def resolve_recipe(name: str, depth: int, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Recipe of ``name`` for an encoder of ``depth`` blocks, with ``overrides`` (None values
-    ignored) applied and every derived field filled; returns a plain dict."""
-    recipe = asdict(recipe_for(name))
+    ignored) applied and every derived field filled; returns a plain dict (the record)."""
     known = {f.name for f in fields(Recipe)}
-    for key, value in (overrides or {}).items():
+    for key in overrides or {}:
         if key not in known:
             raise ConfigError(f"unknown recipe field train.{key}; known: {sorted(known)}")
-        if value is not None:
-            recipe[key] = value
+    recipe = replace(recipe_for(name), **{k: v for k, v in (overrides or {}).items() if v is not None})
     for key, choices in _CHOICES.items():
-        if recipe[key] not in choices:
-            raise ConfigError(f"train.{key}={recipe[key]!r}: expected one of {choices}")
-    r = recipe
-    steps = int(r["steps"])
-    if steps < 1 or r["batch_size"] < 1:
+        if getattr(recipe, key) not in choices:
+            raise ConfigError(f"train.{key}={getattr(recipe, key)!r}: expected one of {choices}")
+    if int(recipe.steps) < 1 or recipe.batch_size < 1:
         raise ConfigError("train.steps and train.batch_size must be positive")
-    k = int(r["decoder_depth"])
-    if not 1 <= k < depth:
-        raise ConfigError(f"train.decoder_depth={k} must be in [1, depth={depth})")
-    if r["warmup_steps"] is None:
-        r["warmup_steps"] = max(1, round(r["warmup_frac"] * steps))
-    # freezing schedule (used by layerlock; latent_nofreeze shares its pixel phase and re-warmup)
-    limit = depth - k - 1  # keep at least one trainable encoder block before the decoder
-    mf = float(r["max_frozen"])
-    blocks = int(mf) if mf > 1 else int(round(mf * depth))
-    r["max_frozen_blocks"] = max(1, min(blocks, limit)) if limit >= 1 else 0
-    if r["pixel_steps"] is None:
-        r["pixel_steps"] = int(round(r["pixel_frac"] * steps))
-    events = math.ceil(r["max_frozen_blocks"] / max(1, int(r["freeze_jump"]))) if r["max_frozen_blocks"] else 0
-    if r["freeze_interval"] is None:
-        span = int(round(r["freeze_end_frac"] * steps)) - r["pixel_steps"]
-        r["freeze_interval"] = max(1, span // (events - 1)) if events > 1 else max(1, steps - r["pixel_steps"])
-    if r["rewarmup_steps"] is None:
-        r["rewarmup_steps"] = max(1, int(r["freeze_interval"]) // 10)
-    if r["target_block"] is None:
-        r["target_block"] = max(0, r["max_frozen_blocks"] - 1)
-    if r["objective"] == "layerlock" and r["max_frozen_blocks"] < 1:
-        raise ConfigError(f"layerlock needs depth - decoder_depth >= 2 (depth={depth}, decoder_depth={k})")
-    if not 0 <= int(r["target_block"]) < depth - k:
-        raise ConfigError(f"train.target_block={r['target_block']} must be an encoder block (< {depth - k})")
-    if not 0.0 < float(r["mask_ratio"]) < 1.0:
+    if not 1 <= int(recipe.decoder_depth) < depth:
+        raise ConfigError(f"train.decoder_depth={int(recipe.decoder_depth)} must be in [1, depth={depth})")
+    if not 0.0 < float(recipe.mask_ratio) < 1.0:
         raise ConfigError("train.mask_ratio must be in (0, 1)")
-    return r
+    return asdict(replace(recipe, **asdict(Schedule.resolve(recipe, depth))))

@@ -6,9 +6,10 @@ training state, written atomically every ``ckpt_every`` steps, at the end and on
 ``metrics.jsonl``, ``metrics.png`` and ``summary.json``. Starting a run whose ``state.pt``
 exists resumes it exactly: model, optimizer (moments of trainable parameters only), phase
 (frozen blocks), data position, mask generator and global RNG states, step, and every rank's
-losses and step times since the last log record. The schedules (learning rate, freezing) are pure
-functions of the step. On CPU in fp32 a resumed run ends with the same weights, and logs the same
-``metrics.jsonl`` lines (but for the wall-clock ``step_time``), as an uninterrupted one, bit for bit.
+losses and step times since the last log record. The schedule (freezing, targets, learning rate:
+``pretrain.layerlock.Schedule``) is a pure function of the step. On CPU in fp32 a resumed run
+ends with the same weights, and logs the same ``metrics.jsonl`` lines (but for the wall-clock
+``step_time``), as an uninterrupted one, bit for bit.
 
 At the end, rank 0 exports the encoder to ``<paths.checkpoints>/<name>.safetensors`` with its
 sidecar (``train_config`` = the resolved recipe) through ``bench.models.checkpoint``.
@@ -40,13 +41,12 @@ from bench.models.zoo import arch_for, checkpoint_path
 from pretrain import distributed as D
 from pretrain.collapse import collapse_metrics
 from pretrain.data import BatchStream, open_videos
-from pretrain.layerlock import Phase, phase_at, switch_steps
+from pretrain.layerlock import Phase, Schedule
 from pretrain.masking import random_masking
 from pretrain.metrics_log import MetricsLog, Window, plot_metrics, read_metrics, saved_window
 from pretrain.model import PretrainModel, build_pretrain_model
 from pretrain.optim import build_optimizer, set_lr
 from pretrain.recipes import BOOKKEEPING, resolve_recipe
-from pretrain.schedule import lr_at
 from pretrain.state import atomic_torch_save, capture_rng, check_resumable, load_state, restore_rng
 
 STATE_VERSION = 1
@@ -91,12 +91,12 @@ class Trainer:
         self.arch_overrides = {k: v for k, v in (cfg.get("arch") or {}).items() if v is not None}
         self.arch = arch_for(self.name, **{"img_size": height, "num_frames": frames, **self.arch_overrides})
         self.recipe = resolve_recipe(self.name, self.arch.depth, cfg.get("train") or {})
+        self.schedule = Schedule.from_recipe(self.recipe)
         torch.manual_seed(self.seed)
         self.model: PretrainModel = build_pretrain_model(VideoViT(self.arch), self.recipe).to(self.device)
         self.num_tokens = math.prod(self.model.encoder.grid_for(frames, height, width))
         self.stream = BatchStream(videos, self.recipe["batch_size"], self.seed, self.dist.rank, self.dist.world_size)
         self.mask_gen = torch.Generator().manual_seed(self.seed + 1)
-        self.switches = switch_steps(self.recipe)
         probe = torch.from_numpy(np.array(videos[:min(len(videos), self.recipe["probe_size"])]))  # copy: memmaps are read-only
         self.probe = normalize_video(probe).to(self.device)
         self.step, self.phase = 0, None
@@ -109,14 +109,15 @@ class Trainer:
             self.load()
             self.resumed_from = self.step
         else:
-            self.enter_phase(phase_at(0, self.recipe))
+            self.enter_phase(self.schedule.phase_at(0))
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", self.resumed_from, enabled=self.dist.is_main)
         self._stop_requested = False
 
     # ------------------------------------------------------------------ phases
     def enter_phase(self, phase: Phase) -> None:
-        """Freeze / unfreeze per ``phase``, rebuild the optimizer over the trainable parameters
-        (carrying their moments, dropping the frozen ones'), and re-wrap DDP."""
+        """Apply ``phase`` (from the schedule, or a saved state): freeze / unfreeze as it says, rebuild
+        the optimizer over the trainable parameters (carrying their moments, dropping the frozen
+        ones'), and re-wrap DDP."""
         self.model.set_phase(phase)
         self.optimizer = build_optimizer(self.model, self.recipe, previous=self.optimizer)
         if self.dist.enabled:
@@ -139,10 +140,10 @@ class Trainer:
 
     def train_step(self) -> tuple[float, float]:
         """Run update ``self.step``; returns (local loss, lr)."""
-        phase = phase_at(self.step, self.recipe)
+        phase = self.schedule.phase_at(self.step)
         if phase != self.phase:
             self.enter_phase(phase)
-        lr = lr_at(self.step, self.recipe, self.switches)
+        lr = self.schedule.lr_at(self.step)
         set_lr(self.optimizer, lr)
         video = normalize_video(self.stream.next().to(self.device, non_blocking=True))
         keep, mask = random_masking(self.recipe["batch_size"], self.num_tokens, self.recipe["mask_ratio"],

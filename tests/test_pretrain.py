@@ -6,22 +6,24 @@ from __future__ import annotations
 import json
 import math
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from bench.errors import ConfigError
+from bench.fit import cosine_with_warmup, optimizer
 from bench.models.vit import ViTConfig, VideoViT, normalize_video
 from bench.models.zoo import FAMILIES, SIZES, arch_for, build_encoder
 from pretrain.collapse import effective_rank, feature_std
 from pretrain.data import BatchStream, MovingPatterns
 from pretrain.flops import schedule_flops, step_flops
-from pretrain.layerlock import PIXEL, Phase, freeze_steps, phase_at, switch_steps
+from pretrain.layerlock import PIXEL, Phase, Schedule
 from pretrain.masking import random_masking
 from pretrain.model import build_pretrain_model
-from pretrain.recipes import resolve_recipe
+from pretrain.recipes import recipe_for, resolve_recipe
 from pretrain.run import load_config
-from pretrain.schedule import cosine_with_warmup, lr_at
 from pretrain.state import atomic_torch_save, capture_rng, load_state, restore_rng
 from pretrain.train import Trainer
 
@@ -77,31 +79,53 @@ def test_paper_schedule_shape_vit_g_and_scaled_t():
 
 
 # ---------------------------------------------------------------------------- schedules
+def schedule(name: str, depth: int, **overrides) -> Schedule:
+    return Schedule.from_recipe(resolve_recipe(name, depth, overrides))
+
+
 def test_targets_switch_at_the_scheduled_steps_to_the_right_block():
-    r = resolve_recipe("layerlock_t", 8, {"steps": 100, "pixel_steps": 40, "freeze_interval": 10})
-    assert freeze_steps(r) == [40, 50, 60, 70, 80] == switch_steps(r)
-    assert phase_at(39, r) == PIXEL
-    assert phase_at(40, r) == Phase(1, "latent", (0,))
-    assert phase_at(59, r) == Phase(2, "latent", (1,))
-    assert phase_at(80, r) == phase_at(99, r) == Phase(5, "latent", (4,))
-    both = dict(r, latent_targets="all_frozen", freeze_jump=2)
-    assert phase_at(50, both) == Phase(4, "latent", (0, 1, 2, 3))
-    assert phase_at(60, both).frozen == 5  # capped at max_frozen_blocks
-    pixel = dict(r, freeze_target="pixel")
-    assert phase_at(70, pixel) == Phase(4, "pixel", ()) and switch_steps(pixel) == []
-    nofreeze = resolve_recipe("latent_nofreeze_t", 8, {"steps": 100, "pixel_steps": 40})
-    assert phase_at(39, nofreeze) == PIXEL and phase_at(40, nofreeze) == Phase(0, "latent", (4,))
-    assert switch_steps(nofreeze) == [40]
-    mae = resolve_recipe("mae_t", 8)
-    assert {phase_at(s, mae) for s in range(0, mae["steps"], 97)} == {PIXEL}
+    s = schedule("layerlock_t", 8, steps=100, pixel_steps=40, freeze_interval=10)
+    assert s.freeze_steps() == [40, 50, 60, 70, 80] == s.switch_steps()
+    assert s.phase_at(39) == PIXEL
+    assert s.phase_at(40) == Phase(1, "latent", (0,))
+    assert s.phase_at(59) == Phase(2, "latent", (1,))
+    assert s.phase_at(80) == s.phase_at(99) == Phase(5, "latent", (4,))
+    both = replace(s, latent_targets="all_frozen", freeze_jump=2)
+    assert both.phase_at(50) == Phase(4, "latent", (0, 1, 2, 3))
+    assert both.phase_at(60).frozen == 5  # capped at max_frozen_blocks
+    pixel = replace(s, freeze_target="pixel")
+    assert pixel.phase_at(70) == Phase(4, "pixel", ()) and pixel.switch_steps() == []
+    assert replace(s, freeze_jump=0).freeze_steps() == [] and replace(s, freeze_jump=0).phase_at(99) == PIXEL
+    nofreeze = schedule("latent_nofreeze_t", 8, steps=100, pixel_steps=40)
+    assert nofreeze.phase_at(39) == PIXEL and nofreeze.phase_at(40) == Phase(0, "latent", (4,))
+    assert nofreeze.switch_steps() == [40]
+    mae = schedule("mae_t", 8)
+    assert {mae.phase_at(step) for step in range(0, mae.steps, 97)} == {PIXEL}
+    assert s.segments() == [(0, 40, PIXEL), *[(a, a + 10, s.phase_at(a)) for a in (40, 50, 60, 70)],
+                            (80, 100, Phase(5, "latent", (4,)))]
+
+
+def test_the_recorded_recipe_holds_the_whole_schedule_and_bad_schedules_are_refused():
+    """The record (state, sidecar) gives back the schedule it was resolved from; a schedule that
+    cannot run is a ConfigError naming the key, before any step."""
+    recipe = replace(recipe_for("layerlock_t"), steps=100)
+    assert schedule("layerlock_t", 8, steps=100) == Schedule.resolve(recipe, 8)
+    for key, value, allowed in (("freeze_interval", 0, ">= 1"), ("freeze_jump", -1, ">= 0"),
+                                ("pixel_steps", -3, ">= 0")):
+        with pytest.raises(ConfigError, match=f"^train.{key}={value} must be {allowed}$"):
+            resolve_recipe("layerlock_t", 8, {key: value})
+    with pytest.raises(ConfigError, match=r"^train.target_block=6 must be an encoder block \(< 6\)$"):
+        resolve_recipe("latent_nofreeze_t", 8, {"target_block": 6})
+    with pytest.raises(ConfigError, match=r"^layerlock needs depth - decoder_depth >= 2 \(depth=4, decoder_depth=3\)$"):
+        resolve_recipe("layerlock_t", 4, {"decoder_depth": 3})
 
 
 def test_lr_warmup_cosine_and_rewarmup_shape():
-    r = resolve_recipe("layerlock_t", 8, {"steps": 200, "warmup_steps": 10, "pixel_steps": 100,
-                                          "freeze_interval": 20, "rewarmup_steps": 5, "min_lr_ratio": 0.0})
-    sw = switch_steps(r)
-    lrs = [lr_at(s, r, sw) for s in range(200)]
-    peak = r["lr"]
+    ll = schedule("layerlock_t", 8, steps=200, warmup_steps=10, pixel_steps=100, freeze_interval=20,
+                  rewarmup_steps=5, min_lr_ratio=0.0)
+    sw = ll.switch_steps()
+    lrs = [ll.lr_at(step) for step in range(200)]
+    peak = ll.lr
     assert lrs[0] == pytest.approx(peak / 10) and lrs[9] == pytest.approx(peak)   # linear warmup
     assert max(lrs) == pytest.approx(peak)
     assert lrs[-1] < 1e-3 * peak                                                   # cosine to ~0
@@ -112,6 +136,20 @@ def test_lr_warmup_cosine_and_rewarmup_shape():
         assert lrs[s - 1] > lrs[s]                                                   # drop at the switch
     # between switches the schedule is the plain cosine
     assert lrs[30] == pytest.approx(peak * cosine_with_warmup(30, 200, 10, 0.0))
+    floor = schedule("mae_t", 8, steps=200, warmup_steps=10, min_lr_ratio=0.1)
+    assert floor.lr_at(199) == pytest.approx(0.1 * floor.lr, rel=1e-3) and floor.lr_at(500) == 0.1 * floor.lr
+
+
+def test_readouts_and_pretraining_share_one_cosine():
+    """bench.fit's readout schedule is the same warmup + cosine, decaying to 0."""
+    opt, sched = optimizer(torch.nn.Linear(2, 2), lr=1.0, weight_decay=0.0, total_steps=50, warmup_frac=0.1)
+    lrs = []
+    for _ in range(51):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == [cosine_with_warmup(step, 50, 5) for step in range(51)]
+    assert lrs[0] == 0.2 and lrs[4] == 1.0 and lrs[50] == 0.0
 
 
 # ---------------------------------------------------------------------------- masking / model
