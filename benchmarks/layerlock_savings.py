@@ -41,7 +41,7 @@ from bench.models.vit import VideoViT, normalize_video
 from bench.models.zoo import arch_for
 from benchmarks.common import RESULTS, machine, write_json
 from pretrain.flops import schedule_flops, step_flops
-from pretrain.layerlock import PIXEL, Phase, phase_segments
+from pretrain.layerlock import PIXEL, Phase, Schedule
 from pretrain.masking import random_masking
 from pretrain.model import build_pretrain_model
 from pretrain.optim import build_optimizer
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.schedule:
         for variant, target in (("freeze+pixel", "pixel"), ("layerlock", "latent")):
             r = dict(recipe, freeze_target=target)
-            segs = phase_segments(r)
+            segs = Schedule.from_recipe(r).segments()
             run_time = sum((b - a) * results[key(variant, ph.frozen)]["step_time"] for a, b, ph in segs)
             pred = schedule_flops(arch, r, args.batch, tokens)["saving"]
             meas = 1 - run_time / (r["steps"] * mae["step_time"])

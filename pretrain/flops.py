@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 
 from bench.models.vit import ViTConfig
-from pretrain.layerlock import PIXEL, Phase, phase_segments
+from pretrain.layerlock import PIXEL, Phase, Schedule
 from pretrain.masking import num_visible
 
 
@@ -62,6 +62,6 @@ def step_flops(arch: ViTConfig, recipe: dict, phase: Phase, batch: int, num_toke
 def schedule_flops(arch: ViTConfig, recipe: dict, batch: int, num_tokens: int) -> dict[str, float]:
     """Total FLOPs of a run under its recipe vs the same number of MAE steps, and the saving."""
     total = sum((b - a) * step_flops(arch, recipe, ph, batch, num_tokens)["total"]
-                for a, b, ph in phase_segments(recipe))
+                for a, b, ph in Schedule.from_recipe(recipe).segments())
     mae = recipe["steps"] * step_flops(arch, recipe, PIXEL, batch, num_tokens)["total"]
     return {"run": total, "mae": mae, "saving": 1.0 - total / mae}

@@ -214,8 +214,3 @@ def spread_freezes(recipe: Recipe, steps: int, pixel_steps: int, most: int) -> i
     events = math.ceil(most / max(1, int(recipe.freeze_jump))) if most else 0
     span = int(round(recipe.freeze_end_frac * steps)) - pixel_steps
     return max(1, span // (events - 1)) if events > 1 else max(1, steps - pixel_steps)
-
-
-def phase_segments(recipe: Mapping[str, Any]) -> list[tuple[int, int, Phase]]:
-    """:meth:`Schedule.segments` of a resolved recipe record (``pretrain.flops``, benchmarks)."""
-    return Schedule.from_recipe(recipe).segments()
