@@ -30,18 +30,23 @@ class UnknownNameError(UserError, KeyError):
 class Registry(Generic[T]):
     """A named collection of constructors, filled by the ``register`` decorator."""
 
-    def __init__(self, kind: str, packages: tuple[str, ...] = ()):
+    def __init__(self, kind: str, packages: tuple[str, ...] = (), on_register: Callable[[T], Any] | None = None):
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._packages = packages  # every public module in these packages is a built-in
         self._loaded = False
+        self._on_register = on_register  # e.g. store a task's typed config node
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
+        """Decorator: register ``obj`` under ``name`` (default: its ``name`` attribute, else its
+        ``__name__``)."""
         def deco(obj: T) -> T:
             key = name or getattr(obj, "name", None) or obj.__name__
             if key in self._entries and self._entries[key] is not obj:
                 raise ValueError(f"{self.kind} {key!r} is registered twice")
             self._entries[key] = obj
+            if self._on_register is not None:
+                self._on_register(obj)
             return obj
 
         return deco
@@ -90,6 +95,11 @@ def load_plugins() -> dict[str, str]:
     return PLUGIN_ERRORS
 
 
-TASKS: Registry[Any] = Registry("task", packages=("tasks",))
+def _store_task_config(task_cls: Any) -> None:
+    """A registered task's typed hydra node ``task/<name>`` (imported here: bench.task imports this module)."""
+    importlib.import_module("bench.task").register_task_config(task_cls)
+
+
+TASKS: Registry[Any] = Registry("task", packages=("tasks",), on_register=_store_task_config)
 DATASETS: Registry[Any] = Registry("dataset", packages=("bench.data",))
 READOUTS: Registry[Any] = Registry("readout", packages=("bench.readouts",))

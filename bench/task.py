@@ -3,8 +3,8 @@
 A task is the only task-specific code in an evaluation (the 4DS design: one readout class
 serves every task). It supplies the readout's queries, the per-query output size, the loss
 and the published metrics; the harness does feature extraction, training and bookkeeping.
-Register a subclass with ``@TASKS.register("name")`` and store its default config as a
-hydra ConfigStore node in group ``task`` (see ``register_task_config``).
+Register a subclass with ``@TASKS.register()`` (under its ``name``): that also stores its typed
+config as the hydra ConfigStore node ``task/<name>`` (``register_task_config``).
 """
 from __future__ import annotations
 

@@ -69,7 +69,7 @@ def contract_config(task_cls: type[Task], clips: Clips, **options: Any) -> None:
     its ``__init__``, and its values build the task (what ``task=<name>`` does)."""
     rule, store = "config", ConfigStore.instance()
     _require(f"{task_cls.name}.yaml" in store.list("task"), task_cls, rule,
-             f"no hydra config node 'task/{task_cls.name}'; decorate the class with @register_task_config")
+             f"no hydra config node 'task/{task_cls.name}'; register the class with @TASKS.register() (or call bench.task.register_task_config)")
     node = store.load(f"task/{task_cls.name}.yaml").node
     keys, expected = set(node) - {"name"}, set(task_options(task_cls))
     _require(node.get("name") == task_cls.name and keys == expected, task_cls, rule,

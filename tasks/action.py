@@ -19,7 +19,7 @@ from bench.data.video_io import DatasetError
 from bench.errors import ConfigError
 from bench.readouts import LearnedQueries
 from bench.registry import TASKS
-from bench.task import FeatureSpec, Task, register_task_config
+from bench.task import FeatureSpec, Task
 
 
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -48,8 +48,7 @@ def confusion_matrix(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> 
     return cm
 
 
-@TASKS.register("action")
-@register_task_config
+@TASKS.register()
 class Action(Task):
     name = "action"
     requires = ("video", "label")

@@ -19,7 +19,7 @@ from torchvision.ops import generalized_box_iou_loss
 
 from bench.data.video_io import DatasetError
 from bench.registry import TASKS
-from bench.task import FeatureSpec, register_task_config
+from bench.task import FeatureSpec
 from tasks._queries import QueryTrackingTask, box_pool
 
 MIN_SIZE = 1e-3  # normalised width/height floor of a query box (log-size parametrisation)
@@ -70,8 +70,7 @@ def box_tracking_metrics(pred_boxes: np.ndarray, gt_boxes: np.ndarray, box_valid
     return {"mean_iou": float(iou.mean())}
 
 
-@TASKS.register("box_tracking")
-@register_task_config
+@TASKS.register()
 class BoxTracking(QueryTrackingTask):
     name = "box_tracking"
     requires = ("video", "boxes", "box_valid")

@@ -31,7 +31,7 @@ from torch import nn
 from bench.data.video_io import DatasetError
 from bench.readouts import LearnedQueries
 from bench.registry import TASKS
-from bench.task import FeatureSpec, Task, register_task_config
+from bench.task import FeatureSpec, Task
 
 IDENTITY12 = np.concatenate([np.eye(3).reshape(-1), np.zeros(3)]).astype(np.float32)
 
@@ -100,8 +100,7 @@ def camera_pose_metrics(pred12: np.ndarray, gt12: np.ndarray) -> dict[str, float
             "auc30": pose_auc(np.maximum(rot, direction))}
 
 
-@TASKS.register("camera_pose")
-@register_task_config
+@TASKS.register()
 class CameraPose(Task):
     name = "camera_pose"
     requires = ("video", "cam_to_world")

@@ -33,7 +33,7 @@ from bench.data.video_io import DatasetError
 from bench.errors import ConfigError
 from bench.readouts import LearnedQueries, token_positions
 from bench.registry import TASKS
-from bench.task import FeatureSpec, Task, register_task_config
+from bench.task import FeatureSpec, Task
 
 
 Average = Literal["pooled", "per_image"]  # how per-image means are weighted in the split mean
@@ -139,8 +139,7 @@ def position_prior(train_depth: np.ndarray) -> np.ndarray:
     return np.nan_to_num(np.nanmedian(valid, axis=0), nan=1.0).astype(np.float32)
 
 
-@TASKS.register("depth")
-@register_task_config
+@TASKS.register()
 class Depth(Task):
     name = "depth"
     requires = ("video", "depth")

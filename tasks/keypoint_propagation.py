@@ -27,7 +27,7 @@ from bench.data.video_io import DatasetError
 from bench.errors import ConfigError
 from bench.propagation import PropagationTask
 from bench.registry import TASKS
-from bench.task import FeatureSpec, register_task_config
+from bench.task import FeatureSpec
 
 ALPHAS = (0.1, 0.2)  # PCK thresholds reported (JHMDB tables give @0.1 and @0.2)
 BOX_SCALE = 0.6  # normaliser = 0.6 × the diagonal of the visible keypoints' box (CRW / UVC eval_pck.py)
@@ -60,8 +60,7 @@ def pck_counts(pred: np.ndarray, points: np.ndarray, occluded: np.ndarray, size:
     return correct.sum((1, 2)).astype(np.float64), scored.sum((1, 2)).astype(np.float64)
 
 
-@TASKS.register("keypoint_propagation")
-@register_task_config
+@TASKS.register()
 class KeypointPropagation(PropagationTask):
     name = "keypoint_propagation"
     requires = ("video", "target_points", "occluded")

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from bench.data.video_io import DatasetError
 from bench.propagation import PropagationTask, area_downsample
 from bench.registry import TASKS
-from bench.task import FeatureSpec, register_task_config
+from bench.task import FeatureSpec
 
 BOUND_TH = 0.008  # davis2017-evaluation ``db_eval_boundary`` default: a fraction of the image diagonal
 
@@ -89,8 +89,7 @@ def split_scores(gt: np.ndarray, pred: np.ndarray, bound_th: float = BOUND_TH) -
     return [clip_scores(np.asarray(g), np.asarray(p), bound_th) for g, p in zip(gt, pred)]
 
 
-@TASKS.register("mask_propagation")
-@register_task_config
+@TASKS.register()
 class MaskPropagation(PropagationTask):
     name = "mask_propagation"
     requires = ("video", "segmentation")

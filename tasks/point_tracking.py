@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from bench.data.video_io import DatasetError
 from bench.errors import ConfigError
 from bench.registry import TASKS
-from bench.task import FeatureSpec, register_task_config
+from bench.task import FeatureSpec
 from tasks._queries import QueryTrackingTask
 
 THRESHOLDS = (1, 2, 4, 8, 16)  # pixels, after scaling to 256×256
@@ -140,8 +140,7 @@ def tapvid_per_clip(query_points: np.ndarray, gt_occluded: np.ndarray, gt_tracks
     return per_clip
 
 
-@TASKS.register("point_tracking")
-@register_task_config
+@TASKS.register()
 class PointTracking(QueryTrackingTask):
     name = "point_tracking"
     requires = ("video", "target_points", "occluded")

@@ -198,8 +198,8 @@ def test_the_toy_task_keeps_the_whole_contract(clips):
 
 
 BROKEN = [
-    (contract_config, Unconfigured, r"the config rule: no hydra config node 'task/toy_unconfigured'; decorate the "
-                                    r"class with @register_task_config$"),
+    (contract_config, Unconfigured, r"the config rule: no hydra config node 'task/toy_unconfigured'; register the "
+                                    r"class with @TASKS.register\(\) \(or call bench.task.register_task_config\)$"),
     (contract_shapes, Unbatched, r"the shapes rule: decode\(\) under readout=attentive must return a dict of tensors "
                                  r"with the batch axis \(4 clips\) first; got \{'mean_depth': \(1,\)\}$"),
     (contract_shapes, Detached, r"the shapes rule: loss\(\) under readout=attentive does not depend on the readout "

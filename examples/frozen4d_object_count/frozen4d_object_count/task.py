@@ -19,7 +19,7 @@ from torch import nn
 from bench.errors import ConfigError
 from bench.readouts import LearnedQueries
 from bench.registry import TASKS
-from bench.task import FeatureSpec, Task, register_task_config
+from bench.task import FeatureSpec, Task
 
 
 def object_counts(box_valid):
@@ -38,8 +38,7 @@ def count_metrics(logits: np.ndarray, counts: np.ndarray) -> dict[str, float]:
     return {"accuracy": float(np.mean(pred == counts)), "count_mae": float(np.mean(np.abs(pred - counts)))}
 
 
-@TASKS.register("object_count")
-@register_task_config
+@TASKS.register()
 class ObjectCount(Task):
     name = "object_count"
     requires = ("video", "box_valid")  # the runner checks the dataset provides these
