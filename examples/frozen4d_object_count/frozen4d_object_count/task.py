@@ -71,6 +71,3 @@ class ObjectCount(Task):
 
     def metrics(self, pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict[str, float]:
         return count_metrics(pred["logits"], object_counts(target["box_valid"]))
-
-
-# the hydra node `task/object_count`: `task=object_count` composes {name: object_count, max_objects: null}
