@@ -106,7 +106,7 @@ def dataset_options(cls: type) -> dict[str, tuple[Any, Any]]:
         return {f.name: (hints[f.name], f.default) for f in dataclasses.fields(cls.config_class)}
     found: dict[str, tuple[Any, Any]] = {}
     for klass in reversed(cls.__mro__):
-        if "__init__" in vars(klass) and klass.__module__.startswith("bench."):
+        if "__init__" in vars(klass) and klass.__module__.split(".")[0] not in ("builtins", "torch", "typing"):
             found.update(options(klass.__init__, skip=("split", "root")))
     layout = getattr(cls, "layout", {})  # an adapter's file-layout keys (DAVIS, VIP, ...)
     found.update({k: (Any if v is None else type(v), v) for k, v in layout.items()})
@@ -123,6 +123,7 @@ def register_schemas() -> None:
     for name in DATASETS.names():
         node = signature_node(f"{name}_data", dataset_options(DATASETS.get(name)), name=name)
         cs.store(group="schema/data", name=name, node=node)
+
 
 Rule = tuple[Callable[[Any], bool], str]
 
