@@ -69,18 +69,20 @@ class ReadoutSchema:
 
 
 @dataclass
-class AttentiveSchema(ReadoutSchema):
-    protocol: str = MISSING
+class TrainedReadoutSchema(ReadoutSchema):
+    """Keys of a readout trained by AdamW (attentive, linear)."""
     epochs: int = MISSING
     lr: float = MISSING
     weight_decay: float = MISSING
 
 
 @dataclass
-class LinearSchema(ReadoutSchema):
-    epochs: int = MISSING
-    lr: float = MISSING
-    weight_decay: float = MISSING
+class AttentiveSchema(TrainedReadoutSchema):
+    protocol: str = MISSING
+
+
+@dataclass
+class LinearSchema(TrainedReadoutSchema):
     solver: str = MISSING
     alpha: float = MISSING
 
