@@ -83,7 +83,7 @@ def fit(readout: nn.Module, task: Task, features: np.ndarray, targets: dict[str,
             if bar.n % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
     bar.close()
-    return check_finite(torch.stack(losses).tolist() if losses else [], f"readout {task.name}")
+    return check_not_diverged(torch.stack(losses).tolist() if losses else [], f"readout {task.name}")
 
 
 def total_steps(clips: int, epochs: int, batch_size: int) -> int:
@@ -91,7 +91,7 @@ def total_steps(clips: int, epochs: int, batch_size: int) -> int:
     return epochs * math.ceil(clips / batch_size)
 
 
-def check_finite(history: list[float], what: str) -> list[float]:
+def check_not_diverged(history: list[float], what: str) -> list[float]:
     """``history`` as is, or FloatingPointError if its last loss is not finite (the fit diverged)."""
     if history and not math.isfinite(history[-1]):
         raise FloatingPointError(f"{what}: training loss became {history[-1]} (lower readout.lr)")

@@ -23,7 +23,7 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from bench.errors import ConfigError
-from bench.fit import batches, check_finite, fit_closed_form, optimizer, total_steps
+from bench.fit import batches, check_not_diverged, fit_closed_form, optimizer, total_steps
 from bench.task import Task
 
 
@@ -107,7 +107,7 @@ def fit_seeds(readouts: Sequence[nn.Module], task: Task, features: np.ndarray, t
     bar.close()
     stack.write_back()
     history = torch.stack(losses).T.tolist() if losses else [[] for _ in seeds]
-    return [check_finite(h, f"readout {task.name} seed {seed}") for h, seed in zip(history, seeds)]
+    return [check_not_diverged(h, f"readout {task.name} seed {seed}") for h, seed in zip(history, seeds)]
 
 
 def fit_readouts(readouts: Sequence[nn.Module], task: Task, features: np.ndarray, targets: dict[str, np.ndarray],
