@@ -38,8 +38,8 @@ def make_queries(target_points, occluded, mode: str = "first", stride: int = 5):
     'strided': Q = S·N laid out (s n) for frames 0, stride, …; valid = visible at that frame.
     """
     is_np = isinstance(target_points, np.ndarray)
-    pts = torch.as_tensor(np.asarray(target_points)) if is_np else target_points
-    occ = torch.as_tensor(np.asarray(occluded)) if is_np else occluded
+    pts = torch.from_numpy(np.array(target_points)) if is_np else target_points  # a copy: memmaps are read-only
+    occ = torch.from_numpy(np.array(occluded)) if is_np else occluded
     vis = ~occ.bool()
     n, t = vis.shape[-2:]
     if mode == "first":
@@ -191,8 +191,8 @@ class PointTracking(QueryTrackingTask):
         pos, logit = self._split(out, batch)
         gt, occ, valid = self._targets(batch)
         vis = ~occ & valid[..., None]
-        delta = self.huber_delta / 256.0
-        pos_loss = F.huber_loss(pos[vis], gt[vis], delta=delta) / delta if vis.any() else pos.sum() * 0
+        pos_loss = (F.huber_loss(pos[vis] * 256.0, gt[vis] * 256.0, delta=self.huber_delta) / self.huber_delta
+                    if vis.any() else pos.sum() * 0)
         occ_mask = valid[..., None].expand_as(occ)
         occ_loss = (F.binary_cross_entropy_with_logits(logit[occ_mask], occ[occ_mask].float())
                     if occ_mask.any() else logit.sum() * 0)

@@ -1,4 +1,6 @@
 """TAP-Vid metrics against hand-computed cases, TAP-Vid query sampling, and the task's layout."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -212,3 +214,17 @@ def test_visualize_writes_a_png(tmp_path):
     target["video"] = np.zeros((2, 4, 32, 32, 3), np.uint8)
     (path,) = task.visualize(pred, target, tmp_path)
     assert (tmp_path / "point_tracking.png").stat().st_size > 0 and path.endswith("point_tracking.png")
+
+
+def test_loss_is_huber_in_256_pixel_units_over_delta_plus_occlusion_bce():
+    """One query visible in frames 0..3 of a 32-px clip; the readout places it 2 px (16 px at
+    256×256) right of the truth in frame 1 and exactly elsewhere, with occlusion logits 0.
+    Huber(δ=4) on x in frame 1: 4·(16 − 2) = 56; averaged over the 4 visible frames (the query
+    frame too) × 2 coords: 7; divided by δ: 7/4. BCE of logit 0 against "visible": ln 2."""
+    task = PointTracking(SPEC, huber_delta=4.0, occlusion_weight=1.0)
+    track = torch.tensor([[10.0, 12.0]] * 4)  # static (x, y) px
+    batch = {"target_points": track[None, None], "occluded": torch.zeros(1, 1, 4, dtype=torch.bool)}
+    per_frame = torch.zeros(1, 1, 4, 3)
+    per_frame[0, 0, 1, 0] = 2.0 / 32  # Δx of frame 1, normalised
+    out = per_frame.reshape(1, 1, 2, 6).reshape(1, 2, 6)  # (q c) (l k)
+    torch.testing.assert_close(task.loss(out, batch), torch.tensor(7 / 4 + math.log(2)))
