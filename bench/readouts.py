@@ -10,6 +10,10 @@ The attentive readout has two protocols (``readout.protocol``):
   attend with a Gaussian locality bias around it, −½·γ_h·‖Δ‖² in token units with a learned
   width per head (initial σ from half a token to the whole grid), so a few hundred steps suffice
   to route each query to its tokens instead of learning the routing from N(0, 0.02) queries;
+  and queries that follow something (a point, a box: ``Task.query_appearance``) also get its
+  features — the token under the point, the tokens of the box, in the time chunk where it is
+  given — through a learned projection, so attention can look for it (TAP-Net / TAPIR start from
+  the features at the query point; a position-only query cannot know what it tracks);
 - ``4ds``: exactly the released 4DS readout — features resized in time to the clip's frame
   count by cubic interpolation (``cubic_time_resize``), a learned temporal embedding per frame,
   no spatial position (4DS encoders carry learned absolute positions).
@@ -90,7 +94,8 @@ class AttentiveReadout(nn.Module):
 
     def __init__(self, feature_dim: int, grid: tuple[int, int, int], queries: nn.Module, output_dim: int,
                  dim: int | None = None, num_heads: int = 8, mlp_ratio: float = 4.0,
-                 protocol: str = "frozen4d", frames: int | None = None, query_positions=None):
+                 protocol: str = "frozen4d", frames: int | None = None, query_positions=None,
+                 query_appearance=None):
         super().__init__()
         dim = dim or feature_dim
         if dim % num_heads:
@@ -111,6 +116,8 @@ class AttentiveReadout(nn.Module):
             self.locality = nn.Parameter(gamma + torch.log(-torch.expm1(-gamma)))  # softplus⁻¹(γ)
             self.register_buffer("token_pos", token_positions(grid), persistent=False)
             self.register_buffer("grid_scale", torch.tensor(grid, dtype=torch.float32), persistent=False)
+        self.query_appearance = query_appearance if protocol == "frozen4d" else None
+        self.appearance = nn.Linear(feature_dim, dim) if self.query_appearance is not None else None
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(feature_dim, 2 * dim)
         self.attn_out = nn.Linear(dim, dim)
@@ -128,7 +135,8 @@ class AttentiveReadout(nn.Module):
         spec = task.spec
         return cls(feature_dim, spec.grid, task.queries(dim or feature_dim), task.output_dim, dim or feature_dim,
                    num_heads, protocol=protocol, frames=spec.clip[0],
-                   query_positions=task.query_positions if task.has_query_positions else None)
+                   query_positions=task.query_positions if task.has_query_positions else None,
+                   query_appearance=task.query_appearance if task.has_query_appearance else None)
 
     def forward(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.frames is not None:
@@ -138,6 +146,8 @@ class AttentiveReadout(nn.Module):
             tokens = tokens + self.space_code
         tokens = rearrange(tokens, "b t n c -> b (t n) c")
         query = self.queries(batch)
+        if self.appearance is not None:  # sampled from the frozen features, then normalised: no gradient to sample
+            query = query + self.appearance(self.norm(self.query_appearance(features, batch)))
         q = rearrange(project_once(self.q, query), "b q (h d) -> b h q d", h=self.num_heads)
         k, v = rearrange(self.kv(tokens), "b n (two h d) -> two b h n d", two=2, h=self.num_heads)
         attn = self.attend(q, k, v, batch)

@@ -55,6 +55,9 @@ class Task(ABC):
     # True: ``query_positions`` places each query, and the frozen4d attentive readout attends
     # around that place first (a locality bias; see bench.readouts)
     has_query_positions: ClassVar[bool] = False
+    # True: ``query_appearance`` gives each query the features of what it follows (the token under
+    # a query point, the tokens of a box), which the frozen4d attentive readout adds to the query
+    has_query_appearance: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -103,6 +106,11 @@ class Task(ABC):
         """Where each readout query looks first: normalised (t, y, x) in [0, 1], [B or 1, Q, 3]
         in the queries' order (tasks with ``has_query_positions``)."""
         raise NotImplementedError(f"task {self.name!r} does not place its queries")
+
+    def query_appearance(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What each query follows, as features: [B, Q, C] in the queries' order, from features
+        [B, T', h*w, C] (tasks with ``has_query_appearance``)."""
+        raise NotImplementedError(f"task {self.name!r} gives its queries no appearance")
 
     def linear_pool(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """LinearReadout input of query-conditioned tasks: the features each query reads, [B, Q, C]

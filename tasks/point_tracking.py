@@ -172,6 +172,10 @@ class PointTracking(QueryTrackingTask):
         """The query point, normalised (y, x): [B, Q, 2]."""
         return self.query_coords(batch)[..., 1:]
 
+    def query_chunk(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The time chunk of each query point's frame: [B, Q]."""
+        return torch.nan_to_num(self._queries(batch)[0][..., 0]).long() // self.chunk_len
+
     # --- outputs -------------------------------------------------------------------------
     def _split(self, out: torch.Tensor, batch: dict[str, torch.Tensor]):
         """Readout output [B, Q·T', 3·L] -> normalised positions [B, Q, T, 2], occlusion logits [B, Q, T]."""

@@ -206,6 +206,32 @@ def test_linear_readout_reads_the_token_under_the_query():
     assert read[0, 0].abs().sum() == 0 and read[0, 1, 0] == pytest.approx(1.0)
 
 
+def test_query_appearance_is_the_token_under_the_point_in_the_chunk_of_its_frame():
+    """Two tracks at the same place, one first visible in frame 0 (chunk 0), one in frame 2
+    (chunk 1): each query token of a track, in every chunk, reads its own chunk's token."""
+    task = PointTracking(SPEC)
+    feats = torch.zeros(1, 2, 16, 32)
+    feats[0, 1, 2 * 4 + 3] = 1.0  # chunk 1, token row 2 col 3 (centre y=20, x=28 px)
+    occ = torch.zeros(1, 2, 4, dtype=torch.bool)
+    occ[0, 1, :2] = True  # track 1 appears in frame 2
+    batch = {"features": feats, "target_points": torch.full((1, 2, 4, 2), 20.0).index_fill(-1, torch.tensor([0]), 28.0),
+             "occluded": occ}
+    read = task.query_appearance(feats, batch)
+    assert read.shape == (1, 2 * 2, 32)  # (q t')
+    assert read[0, :2].abs().sum() == 0  # track 0: chunk 0's token, in both query chunks
+    torch.testing.assert_close(read[0, 2:, 0], torch.ones(2))  # track 1: chunk 1's token, in both
+
+
+def test_frozen4d_readout_adds_query_appearance_and_4ds_does_not():
+    task = PointTracking(SPEC)
+    frozen, exact = (build_readout("attentive", task, 32, num_heads=4, protocol=p) for p in ("frozen4d", "4ds"))
+    assert frozen.appearance is not None and exact.appearance is None
+    batch = tiny_batch()
+    frozen.head.weight.data.normal_()  # past the zero init, so the output depends on the query
+    task.loss(frozen(batch["features"], batch), batch).backward()
+    assert frozen.appearance.weight.grad.abs().sum() > 0
+
+
 def test_visualize_writes_a_png(tmp_path):
     task = PointTracking(SPEC)
     batch = tiny_batch(b=2)
