@@ -79,9 +79,9 @@ def contract_config(task_cls: type[Task], clips: Clips, **options: Any) -> None:
 
 
 def contract_shapes(task_cls: type[Task], clips: Clips, **options: Any) -> None:
-    """Under each readout it is checked with: query positions fit the queries, the readout output is
-    [N, Q, output_dim], the loss is a finite scalar that reaches the readout's parameters, and
-    ``decode`` gives batched tensors laid out the same way whatever the readout."""
+    """Under each readout it is checked with: query positions and appearance fit the queries, the
+    readout output is [N, Q, output_dim], the loss is a finite scalar that reaches the readout's
+    parameters, and ``decode`` gives batched tensors laid out the same way whatever the readout."""
     rule, layouts = "shapes", {}
     for kind in readout_kinds(task_cls):
         task, targets = _prepared(task_cls, clips, kind, options)
@@ -89,6 +89,8 @@ def contract_shapes(task_cls: type[Task], clips: Clips, **options: Any) -> None:
         readout = _readout(task)
         if kind == "attentive" and task.has_query_positions:
             _check_positions(task, batch)
+        if kind == "attentive" and task.has_query_appearance:
+            _check_appearance(task, batch)
         out = readout(batch["features"], batch)
         if trains(readout):
             _require(out.ndim == 3 and out.shape[0] == len(clips) and out.shape[2] == task.output_dim, task, rule,
@@ -349,6 +351,14 @@ def _check_positions(task: Task, batch: dict[str, torch.Tensor]) -> None:
              and bool(((pos >= 0) & (pos <= 1)).all()), task, "shapes",
              f"query_positions() gives shape {tuple(pos.shape)} (range [{pos.min():.3g}, {pos.max():.3g}]); expected "
              f"[N or 1, {queries} queries, 3] normalised (t, y, x) in [0, 1]")
+
+
+def _check_appearance(task: Task, batch: dict[str, torch.Tensor]) -> None:
+    """``query_appearance``: one feature vector, as wide as the features, per attentive query."""
+    queries, feats = task.queries(DIM)(batch).shape[1], batch["features"]
+    look = task.query_appearance(feats, batch)
+    _require(tuple(look.shape) == (len(feats), queries, feats.shape[-1]), task, "shapes",
+             f"query_appearance() gives shape {tuple(look.shape)}; expected [N, {queries} queries, {feats.shape[-1]}]")
 
 
 def _check_loss(task: Task, readout: torch.nn.Module, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
