@@ -10,10 +10,10 @@ The attentive readout has two protocols (``readout.protocol``):
   attend with a Gaussian locality bias around it, −½·γ_h·‖Δ‖² in token units with a learned
   width per head (initial σ from half a token to the whole grid), so a few hundred steps suffice
   to route each query to its tokens instead of learning the routing from N(0, 0.02) queries;
-  and queries that follow something (a point, a box: ``Task.query_appearance``) also get its
-  features — the token under the point, the tokens of the box, in the time chunk where it is
-  given — through a learned projection, so attention can look for it (TAP-Net / TAPIR start from
-  the features at the query point; a position-only query cannot know what it tracks);
+  and queries that follow something (a query point: ``Task.query_appearance``) also get its
+  features — the token under the point in the time chunk of its query frame — through a learned
+  projection, so attention can look for it (TAP-Net / TAPIR start from the features at the query
+  point; a position-only query cannot know what it tracks);
 - ``4ds``: exactly the released 4DS readout — features resized in time to the clip's frame
   count by cubic interpolation (``cubic_time_resize``), a learned temporal embedding per frame,
   no spatial position (4DS encoders carry learned absolute positions).

@@ -108,7 +108,6 @@ class QueryTrackingTask(Task):
     query_conditioned = True
     zero_init_head = True
     has_query_positions = True
-    has_query_appearance = True
     coord_dim: ClassVar[int]  # numbers per query input (the width of ``query_coords``)
     frame_dim: ClassVar[int]  # readout outputs per query and frame
     plot_legend: ClassVar[str]  # how ``draw_clip`` marks truth and prediction, for the plot titles
@@ -128,10 +127,6 @@ class QueryTrackingTask(Task):
         """Where each query sits in the image, normalised (y, x): [B, Q, 2]."""
 
     @abstractmethod
-    def query_chunk(self, batch: Batch) -> torch.Tensor:
-        """The feature time chunk of each query's own frame (where its input is given): [B, Q] int."""
-
-    @abstractmethod
     def draw_clip(self, axes: Sequence[Any], frames: list[int], i: int, pred: dict[str, np.ndarray],
                   target: dict[str, np.ndarray]) -> None:
         """Overlay clip ``i``'s truth and prediction at ``frames`` on ``axes`` (one per frame)."""
@@ -147,15 +142,6 @@ class QueryTrackingTask(Task):
     def linear_pool(self, features: torch.Tensor, batch: Batch) -> torch.Tensor:
         """The token under the query's place (bilinear) in every time chunk: [B, Q·T', C]."""
         return sample_tokens(features, self.query_place(batch), self.spec.grid[1:])
-
-    def query_appearance(self, features: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """What ``linear_pool`` reads for each query in the chunk of its own frame, given to every
-        query token of that query: [B, Q·T', C], laid out (q t'). A tracker must know what it follows
-        to find it again (TAP-Net and TAPIR start from the features at the query point)."""
-        per_chunk = rearrange(self.linear_pool(features, batch), "b (q t) c -> b q t c", t=self.chunks)
-        chunk = self.query_chunk(batch).long().clamp(0, self.chunks - 1)
-        own = per_chunk.gather(2, chunk[..., None, None].expand(-1, -1, 1, per_chunk.shape[-1]))
-        return rearrange(own.expand(-1, -1, self.chunks, -1), "b q t c -> b (q t) c")
 
     @property
     def output_dim(self) -> int:

@@ -98,10 +98,6 @@ class BoxTracking(QueryTrackingTask):
         x0, y0, x1, y1 = self.query_coords(batch).unbind(-1)
         return torch.stack([(y0 + y1) / 2, (x0 + x1) / 2], dim=-1)
 
-    def query_chunk(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Boxes are given in frame 0: chunk 0 for every query, [B, M]."""
-        return torch.zeros(batch["boxes"].shape[:2], dtype=torch.long, device=batch["boxes"].device)
-
     def linear_pool(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean of the tokens inside the first-frame box, in every time chunk: [B, M·T', C]."""
         return box_pool(features, self.query_coords(batch), self.spec.grid[1:])

@@ -19,6 +19,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from bench.data.video_io import DatasetError
 from bench.errors import ConfigError
@@ -146,6 +147,7 @@ class PointTracking(QueryTrackingTask):
     requires = ("video", "target_points", "occluded")
     metric_directions = {"average_jaccard": True, "delta_avg": True, "occlusion_accuracy": True}
     coord_dim, frame_dim = 3, 3  # query (t, y, x); per frame dx, dy, occlusion logit
+    has_query_appearance = True
     plot_legend = "o/— true, x/-- pred"
 
     def __init__(self, spec: FeatureSpec, readout: str = "attentive", query_mode: Literal["first", "strided"] = "first",
@@ -172,9 +174,14 @@ class PointTracking(QueryTrackingTask):
         """The query point, normalised (y, x): [B, Q, 2]."""
         return self.query_coords(batch)[..., 1:]
 
-    def query_chunk(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The time chunk of each query point's frame: [B, Q]."""
-        return torch.nan_to_num(self._queries(batch)[0][..., 0]).long() // self.chunk_len
+    def query_appearance(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The token under each query point (``linear_pool``) in the time chunk of its query frame,
+        given to every query token of that point: [B, Q·T', C], laid out (q t'). A tracker must know
+        what it follows to find it again (TAP-Net and TAPIR start from the features at the query point)."""
+        per_chunk = rearrange(self.linear_pool(features, batch), "b (q t) c -> b q t c", t=self.chunks)
+        chunk = (torch.nan_to_num(self._queries(batch)[0][..., 0]).long() // self.chunk_len).clamp(0, self.chunks - 1)
+        own = per_chunk.gather(2, chunk[..., None, None].expand(-1, -1, 1, per_chunk.shape[-1]))
+        return rearrange(own.expand(-1, -1, self.chunks, -1), "b q t c -> b (q t) c")
 
     # --- outputs -------------------------------------------------------------------------
     def _split(self, out: torch.Tensor, batch: dict[str, torch.Tensor]):

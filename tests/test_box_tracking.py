@@ -117,17 +117,6 @@ def test_linear_readout_pools_inside_the_first_box():
     assert task.linear_pool(feats, batch)[0, 2, 0].item() == 3.0
 
 
-def test_query_appearance_is_the_first_box_in_chunk_0_for_every_chunk():
-    task = BoxTracking(SPEC)
-    feats = torch.zeros(1, 2, 16, 32)
-    feats[0, 0, 1, 0] = 3.0  # chunk 0, token (0, 1): centre (12, 4) px
-    feats[0, 1, 1, 0] = 7.0  # the same token in chunk 1: not what the box holds in frame 0
-    boxes = torch.zeros(1, 1, 4, 4)
-    boxes[0, 0, 0] = torch.tensor([11, 3, 13, 5])
-    batch = {"features": feats, "boxes": boxes, "box_valid": torch.ones(1, 1, 4, dtype=torch.bool)}
-    assert task.query_appearance(feats, batch)[0, :, 0].tolist() == [3.0, 3.0]
-
-
 def test_visualize_writes_a_png(tmp_path):
     task = BoxTracking(SPEC)
     batch = tiny_batch()
