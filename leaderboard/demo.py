@@ -56,18 +56,21 @@ COMMITTED = Path(__file__).resolve().parent / "checkpoints"  # fp16 checkpoints 
 # probe (seed 0) where it has a closed form (ridge / logistic: pose, action). The one-query clip-level
 # readouts sit on a loss plateau for their first few hundred steps and box tracking keeps improving
 # past 4 epochs, so they get the epochs that let the references (pixels) leave the blind answer;
-# the dense readouts, 10-20x dearer per step, keep 4 (docs/performance.md). The supervised control
+# the dense readouts, 10-20x dearer per step, keep 4 for depth; point tracking trains 8 epochs on
+# 2048 clips (``task_data``: the same world, twice the clips), because its readout overfits the
+# references at 1024 (pixels: train AJ 0.208, test 0.189, under the static tracker's 0.192; docs/
+# performance.md). The supervised control
 # trains on a 4096-clip train split of the same world (its first 1024 clips are the study's train
 # split; the test split is never seen). Recorded in every result's config and the checkpoint sidecar.
 FULL = dict(seeds=(0,), data=["data.train_size=1024", "data.test_size=512"], pretrain=[],
-            control=["data.train_size=4096"],
+            control=["data.train_size=4096"], task_data={"point_tracking": ["data.train_size=2048"]},
             readout=["readout.dim=64", "readout.num_heads=4"],
-            epochs={"depth": 4, "point_tracking": 4, "box_tracking": 16, "camera_pose": 20, "action": 20},
+            epochs={"depth": 4, "point_tracking": 8, "box_tracking": 16, "camera_pose": 20, "action": 20},
             linear=None, results="leaderboard/results", out="leaderboard", work=".", readme="README.md",
             committed=COMMITTED)
 TINY_DATA = ["data.train_size=16", "data.test_size=8", "data.num_frames=4", "data.resolution=32"]
 FAST = dict(seeds=(0,), data=TINY_DATA, pretrain=["train.steps=6", "train.batch_size=2", "train.log_every=2"],
-            control=[], readout=["readout.batch_size=8", "readout.dim=32", "readout.num_heads=2"],
+            control=[], task_data={}, readout=["readout.batch_size=8", "readout.dim=32", "readout.num_heads=2"],
             epochs=dict.fromkeys(TASK_NAMES, 1),
             linear=["readout.epochs=1", "readout.batch_size=8"],
             results="outputs/demo-fast/results", out="outputs/demo-fast/leaderboard", work="outputs/demo-fast",
@@ -120,17 +123,19 @@ def install_checkpoint(name: str, plan: dict) -> bool:
 def evaluations(model: str, plan: dict) -> list[list[str]]:
     """The overrides of every evaluation of ``model``: attentive x seeds, then the linear probe (seed 0)
     where the plan has one for the task (FULL: the closed-form fits of the clip-level tasks).
-    ``blind`` trains nothing: one record per readout table, so that each table has its reference."""
+    ``blind`` trains nothing: one record per readout table, so that each table has its reference.
+    A task's own data overrides (``task_data``) come with each of its runs."""
     runs = []
     for task in TASK_NAMES:
         readouts = ["attentive", *(["linear"] if linear_probe(task, plan) is not None else [])]
+        common = [f"model={model}", f"task={task}", *plan["task_data"].get(task, [])]
         if model == "blind":
-            runs += [[f"model={model}", f"task={task}", "seed=0", f"readout={r}"] for r in readouts]
+            runs += [[*common, "seed=0", f"readout={r}"] for r in readouts]
             continue
-        runs += [[f"model={model}", f"task={task}", f"seed={s}", *plan["readout"],
-                  f"readout.epochs={plan['epochs'][task]}"] for s in plan["seeds"]]
+        runs += [[*common, f"seed={s}", *plan["readout"], f"readout.epochs={plan['epochs'][task]}"]
+                 for s in plan["seeds"]]
         if "linear" in readouts:
-            runs.append([f"model={model}", f"task={task}", "seed=0", "readout=linear", *linear_probe(task, plan)])
+            runs.append([*common, "seed=0", "readout=linear", *linear_probe(task, plan)])
     return runs
 
 
@@ -147,18 +152,25 @@ def study(plan: dict) -> list[list[str]]:
     return [runs for model in MODELS for runs in evaluations(model, plan)]
 
 
-def run_evaluation(overrides: list[str], plan: dict) -> None:
-    """One evaluation, composed as the CLI composes it; writes one result record."""
+def evaluation_config(overrides: list[str], plan: dict):
+    """The config of one evaluation, composed as the CLI composes it; its own overrides come after
+    the study's data, so that a task's data overrides win."""
     work = Path(plan["work"])
-    evaluate(composed("bench", [*overrides, "visualize=false", *plan["data"], f"paths.cache={work / 'cache'}",
-                                f"paths.checkpoints={work / 'checkpoints'}", f"paths.results={plan['results']}"]))
+    return composed("bench", [*plan["data"], *overrides, "visualize=false", f"paths.cache={work / 'cache'}",
+                              f"paths.checkpoints={work / 'checkpoints'}", f"paths.results={plan['results']}"])
+
+
+def run_evaluation(overrides: list[str], plan: dict) -> None:
+    """One evaluation; writes one result record."""
+    evaluate(evaluation_config(overrides, plan))
 
 
 def prepare_world(plan: dict) -> None:
-    """Open (and so generate) both splits every evaluation opens, once, here, so that the workers
+    """Open (and so generate) every split an evaluation opens, once, here, so that the workers
     only memory-map them."""
-    load_datasets(composed("bench", [*plan["data"], f"paths.cache={Path(plan['work']) / 'cache'}"]),
-                  TASKS.get(TASK_NAMES[0]))
+    for task_data in [[], *plan["task_data"].values()]:
+        load_datasets(composed("bench", [*plan["data"], *task_data, f"paths.cache={Path(plan['work']) / 'cache'}"]),
+                      TASKS.get(TASK_NAMES[0]))
 
 
 def start_worker(threads: int) -> None:

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from leaderboard.demo import FULL, MODELS, REFERENCES, TRAINED, evaluations, label, schedule, study
+from leaderboard.demo import FULL, MODELS, REFERENCES, TRAINED, evaluation_config, evaluations, label, schedule, study
 
 
 def flatten(jobs, after=None):
@@ -34,6 +34,18 @@ def test_schedule_covers_the_study_once_and_orders_each_model_after_its_pretrain
 
 def test_the_study_carries_every_reference_row():
     assert set(REFERENCES) <= set(MODELS) and {"blind", "pixels", "random_t", "supervised_t"} == set(REFERENCES)
+
+
+def test_a_tasks_own_data_overrides_win_over_the_studys():
+    """Point tracking trains on 2048 clips of the study's world; the other tasks on its 1024."""
+    sizes = {}
+    for run in study(FULL):
+        values = dict(o.split("=", 1) for o in run)
+        if values["model"] == "pixels" and values.get("readout", "attentive") == "attentive":
+            cfg = evaluation_config(run, FULL)
+            sizes[values["task"]] = (cfg.data.train_size, cfg.data.test_size)
+    assert sizes.pop("point_tracking") == (2048, 512)
+    assert set(sizes.values()) == {(1024, 512)} and len(sizes) == 4
 
 
 @pytest.mark.slow

@@ -570,27 +570,30 @@ def _ci_better(a, b, higher_is_better: bool) -> bool:
     return a.ci[0] > b.ci[1] if higher_is_better else a.ci[1] < b.ci[0]
 
 
-# Tasks on which the committed study can see. Point tracking cannot yet: at 64x64 the TAP-Vid
-# thresholds (1-16 px at 256x256) are 0.25-4 px, and no readout beats the static tracker (README).
-CAN_SEE = ("depth", "box_tracking", "camera_pose", "action")
+TASKS_SEEN = ("depth", "point_tracking", "box_tracking", "camera_pose", "action")
+# pixels leaves the static tracker by a paired margin (AJ 0.201 against 0.192) inside overlapping
+# intervals: half the points move under 2 px at 64x64, so standing still is a strong answer (README)
+PIXELS_NARROW = ("point_tracking",)
 
 
-def test_committed_positive_controls_beat_the_references_where_the_benchmark_can_see():
+def test_committed_positive_controls_beat_the_references_on_every_task():
     """DESIGN.md §8: a benchmark whose positive controls do not beat its blind reference cannot
-    rank anything. In the committed leaderboard (attentive readout), on every task of ``CAN_SEE``:
-    ``supervised_t``'s 95% interval clears both ``blind``'s and ``random_t``'s, and ``pixels``'s
-    clears ``blind``'s, and both are significantly better than ``blind`` (paired bootstrap); a change
-    that blinds the harness on these tasks fails here once the leaderboard is regenerated."""
+    rank anything. In the committed leaderboard (attentive readout), on every task:
+    ``supervised_t``'s 95% interval clears both ``blind``'s and ``random_t``'s, and ``pixels`` is
+    significantly better than ``blind`` (paired bootstrap), its interval clear of blind's too but
+    on ``PIXELS_NARROW``; a change that blinds the harness fails here once the leaderboard is
+    regenerated."""
     board = _committed_board()
     tasks = {t.task: t for t in board.tasks}
-    for name in CAN_SEE:
+    for name in TASKS_SEEN:
         task = tasks[name]
         group = {m: board.group(task, m, "attentive") for m in ("supervised_t", "pixels", "blind", "random_t")}
-        for control, references in (("supervised_t", ("blind", "random_t")), ("pixels", ("blind",))):
+        higher = task.higher[task.primary]
+        for control in ("supervised_t", "pixels"):
             assert "blind" in group[control].beats, f"{name}: {control}"
-            for reference in references:
-                assert _ci_better(group[control], group[reference], task.higher[task.primary]), \
-                    f"{name}: {control} vs {reference}"
+        for reference in ("blind", "random_t"):
+            assert _ci_better(group["supervised_t"], group[reference], higher), f"{name}: supervised_t vs {reference}"
+        assert name in PIXELS_NARROW or _ci_better(group["pixels"], group["blind"], higher), f"{name}: pixels vs blind"
 
 
 def test_records_scored_under_other_task_options_get_their_own_column(tmp_path):
