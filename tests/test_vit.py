@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from bench.models.vit import RoPE3D, ViTConfig, VideoViT, grid_coords, normalize_video
+from bench.models.vit import IMAGENET_MEAN, IMAGENET_STD, RoPE3D, ViTConfig, VideoViT, grid_coords, normalize_video
 from bench.models.zoo import SIZES, arch_for
 
 
@@ -16,6 +16,16 @@ def test_output_shape_at_several_resolutions(pos, frames, size):
     out = model(x)
     assert out.shape == (2, frames // 2, (size // 8) ** 2, 32)
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float64])
+def test_normalize_video_is_imagenet_normalisation_channels_first_and_contiguous(dtype):
+    """Bit-identical to the textbook ((x / 255) − mean) / std in float32, moved to [B, 3, T, H, W]."""
+    video = torch.randint(0, 256, (2, 4, 8, 8, 3), dtype=torch.uint8).to(dtype)
+    x = video.float() / 255.0
+    expected = ((x - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)).permute(0, 4, 1, 2, 3)
+    out = normalize_video(video)
+    assert out.dtype == torch.float32 and out.is_contiguous() and torch.equal(out, expected)
 
 
 def test_readout_depth_095_of_12_blocks_reads_the_input_of_block_10_as_4ds():

@@ -71,11 +71,16 @@ OPTIONAL_FIELDS = {"mlp_act": "gelu", "norm_eps": 1e-6, "rope_theta": 100.0, "ro
 
 
 def normalize_video(video: torch.Tensor) -> torch.Tensor:
-    """uint8 (or [0,255] float) video [B,T,H,W,3] -> ImageNet-normalised float [B,3,T,H,W]."""
-    x = video.float().div_(255.0) if video.dtype == torch.uint8 else video.float() / 255.0
-    mean = x.new_tensor(IMAGENET_MEAN)
-    std = x.new_tensor(IMAGENET_STD)
-    return rearrange((x - mean) / std, "b t h w c -> b c t h w")
+    """uint8 (or [0,255] float) video [B,T,H,W,3] -> ImageNet-normalised float32 [B,3,T,H,W],
+    contiguous: one strided copy into the output layout, then (x/255 − mean)/std in place — the
+    same roundings as three out-of-place ops, at half their cost, and a contiguous input that the
+    tubelet convolution reads faster than a permuted view."""
+    b, t, h, w, c = video.shape
+    x = torch.empty((b, c, t, h, w), dtype=torch.float32, device=video.device)
+    x.copy_(video.permute(0, 4, 1, 2, 3))
+    mean = x.new_tensor(IMAGENET_MEAN).view(c, 1, 1, 1)
+    std = x.new_tensor(IMAGENET_STD).view(c, 1, 1, 1)
+    return x.div_(255.0).sub_(mean).div_(std)
 
 
 def tubelet_grid(patch_size: tuple[int, int, int], frames: int, height: int, width: int) -> tuple[int, int, int]:
