@@ -1,13 +1,14 @@
 """Harness overhead of feature extraction: ``bench.features.cached_features`` vs a bare ``encoder(x)``.
 
-    python -m benchmarks.harness_overhead            # ViT-S and size t, 16 clips of 16x64x64
+    python -m benchmarks.harness_overhead            # sizes t, s (ViT-S) and b, 64 clips of 16x64x64
     python -m benchmarks.harness_overhead --quick
 
 The harness side is the real path of ``bench.run``: read uint8 clips from the memory-mapped
 synthetic world, normalise, encode batch by batch, convert to fp16 and write a fresh cache entry
 (temp directory, fsync, rename) under a temporary cache root. The bare side calls the same
-encoder on the same batches already normalised in memory. Goal: the harness keeps >= 95% of
-the bare clips/s.
+encoder on the same batches already normalised in memory. Goal: the harness keeps >= 97% of
+the bare clips/s. The sides alternate round by round; per-round times are reported so that the
+spread (about ±5% on a shared 2-core machine) can be read against the gap.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from bench.models.zoo import build_encoder
 from benchmarks.common import interleave, median, parser, report, table, world
 
 NAME = "harness_overhead"
-GOAL = 0.95
+GOAL = 0.97
 
 
 def harness_side(model: torch.nn.Module, dataset: Any, root: Path, batch_size: int) -> Callable[[], None]:
@@ -50,9 +51,9 @@ def bare_side(model: torch.nn.Module, dataset: Any, batch_size: int) -> Callable
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser(__doc__)
-    p.add_argument("--clips", type=int, default=16)
+    p.add_argument("--clips", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=8, help="the harness default (features.batch_size)")
-    p.add_argument("--sizes", default="s,t")
+    p.add_argument("--sizes", default="t,s,b")
     args = p.parse_args(argv)
     clips, frames, res, repeats = (4, 4, 32, 1) if args.quick else (args.clips, 16, 64, args.repeats)
     rows = []
