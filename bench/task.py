@@ -55,8 +55,8 @@ class Task(ABC):
     # True: ``query_positions`` places each query, and the frozen4d attentive readout attends
     # around that place first (a locality bias; see bench.readouts)
     has_query_positions: ClassVar[bool] = False
-    # True: ``query_appearance`` gives each query the features of what it follows (the token under
-    # a query point, the tokens of a box), which the frozen4d attentive readout adds to the query
+    # True: ``query_appearance`` gives each query the features of what it follows (point tracking:
+    # the token under the query point), which the frozen4d attentive readout adds to the query
     has_query_appearance: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

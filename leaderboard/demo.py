@@ -59,9 +59,8 @@ COMMITTED = Path(__file__).resolve().parent / "checkpoints"  # fp16 checkpoints 
 # the dense readouts, 10-20x dearer per step, keep 4 for depth; point tracking trains 8 epochs on
 # 2048 clips (``task_data``: the same world, twice the clips), because its readout overfits the
 # references at 1024 (pixels: train AJ 0.208, test 0.189, under the static tracker's 0.192; docs/
-# performance.md). The supervised control
-# trains on a 4096-clip train split of the same world (its first 1024 clips are the study's train
-# split; the test split is never seen). Recorded in every result's config and the checkpoint sidecar.
+# performance.md). The supervised control trains on a 4096-clip train split of the same world (its
+# first 1024 clips are the study's train split; the test split is never seen). Recorded in every result's config and the checkpoint sidecar.
 FULL = dict(seeds=(0,), data=["data.train_size=1024", "data.test_size=512"], pretrain=[],
             control=["data.train_size=4096"], task_data={"point_tracking": ["data.train_size=2048"]},
             readout=["readout.dim=64", "readout.num_heads=4"],
