@@ -156,7 +156,6 @@ class AttentiveReadout(nn.Module):
         token = token + self.mlp(self.norm_mlp(token))
         return self.head(token)
 
-
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Multi-head cross-attention [B, H, Q, d], with the locality bias −½·γ_h·‖p_q − p_n‖² (token
         units) when queries are placed. The bias enters as 4 extra channels of q and k —

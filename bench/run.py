@@ -33,7 +33,6 @@ from bench.results import ResultRecord, environment, write_record
 from bench.task import FeatureSpec, Task
 
 
-
 def load_datasets(cfg: DictConfig, task_cls: type[Task]) -> tuple[Any, Any]:
     """Train and test datasets, after checking they provide every key the task needs."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
