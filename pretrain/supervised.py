@@ -44,6 +44,7 @@ from bench.readouts import build_readout
 from bench.registry import DATASETS, TASKS
 from bench.task import FeatureSpec, Task
 from pretrain.collapse import collapse_metrics
+from pretrain.correspondence import TEMPERATURE, correspondence_loss
 from pretrain.metrics_log import MetricsLog, Window, saved_window
 from pretrain.state import atomic_torch_save, check_resumable, load_state
 
@@ -53,7 +54,7 @@ HEADS = {"camera_pose": "attentive", "action": "attentive"}  # the other tasks: 
 HEAD_WIDTH, HEAD_HEADS = 64, 4  # the attentive heads' width and heads (the study readout's)
 DEFAULTS = dict(steps=4000, batch_size=8, lr=3e-4, weight_decay=0.05, warmup_steps=200, log_every=100,
                 ckpt_every=250, scale_batches=8)
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the correspondence loss (its loss scale)
 PROBE_CLIPS = 8  # train clips of the collapse monitors (as pretrain.recipes' probe_size)
 
 
@@ -67,19 +68,23 @@ def recipe(train: dict[str, Any]) -> dict[str, Any]:
 
 
 class SupervisedModel(nn.Module):
-    """Encoder + one head per task (``HEADS``); ``forward`` returns each task's loss."""
+    """Encoder + one head per task (``HEADS``); ``forward`` returns each task's loss and, for the
+    head-less propagation tasks, the ``correspondence`` loss of the features themselves."""
 
-    def __init__(self, encoder: VideoViT, tasks: dict[str, Task]):
+    def __init__(self, encoder: VideoViT, tasks: dict[str, Task], spec: FeatureSpec):
         super().__init__()
-        self.encoder, self.tasks = encoder, tasks
+        self.encoder, self.tasks, self.spec = encoder, tasks, spec
         self.readouts = nn.ModuleDict({name: build_readout(task.readout, task, encoder.cfg.embed_dim,
                                                            num_heads=HEAD_HEADS, dim=HEAD_WIDTH)
                                        for name, task in tasks.items()})
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         batch = {**batch, "features": self.encoder(normalize_video(batch["features"]))}
-        return {name: task.loss(self.readouts[name](batch["features"], batch), batch)
-                for name, task in self.tasks.items()}
+        losses = {name: task.loss(self.readouts[name](batch["features"], batch), batch)
+                  for name, task in self.tasks.items()}
+        losses["correspondence"] = correspondence_loss(batch["features"], batch["target_points"], batch["occluded"],
+                                                       self.spec.grid[1:], self.spec.clip)
+        return losses
 
 
 class SupervisedTrainer:
@@ -108,7 +113,7 @@ class SupervisedTrainer:
                  for n in TASK_NAMES}
         for task in tasks.values():
             task.prepare(self.arrays)
-        self.model = SupervisedModel(encoder, tasks)
+        self.model = SupervisedModel(encoder, tasks, spec)
         r = self.recipe
         self.opt, self.sched = optimizer(self.model, r["lr"], r["weight_decay"], r["steps"],
                                          warmup_frac=r["warmup_steps"] / r["steps"])
@@ -186,6 +191,7 @@ class SupervisedTrainer:
         its readout-depth features, as the self-supervised runs record them) and a summary."""
         path = checkpoint_path(self.name, self.cfg["paths"]["checkpoints"])
         train_config = {"model": self.name, "objective": "supervised", "tasks": list(TASK_NAMES),
+                        "correspondence": {"temperature": TEMPERATURE},
                         "recipe": self.recipe, "data": self.cfg["data"], "seed": self.seed,
                         "loss_scale": self.scale}
         probe = normalize_video(torch.from_numpy(np.array(self.videos[:PROBE_CLIPS])))

@@ -63,6 +63,8 @@ def test_sidecar_records_the_recipe_and_the_collapse_monitors(uninterrupted):
     recipe = meta["train_config"]["recipe"]
     assert recipe["lr"] == DEFAULTS["lr"] and recipe["steps"] == 4 and recipe["batch_size"] == 2
     assert meta["train_config"]["tasks"] == ["depth", "point_tracking", "box_tracking", "camera_pose", "action"]
+    assert meta["train_config"]["correspondence"] == {"temperature": 0.1}  # the propagation tasks' objective
+    assert set(meta["train_config"]["loss_scale"]) == {*meta["train_config"]["tasks"], "correspondence"}
     monitors = meta["pretrain"]
     assert monitors["steps"] == 4 and monitors["feat_std"] > 0 and 1 <= monitors["eff_rank"] <= 32
 
