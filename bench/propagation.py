@@ -121,19 +121,26 @@ class PropagationReadout(nn.Module):
         labels = [self.task.seed_labels(batch).to(feats)]
         for t in range(1, feats.shape[1]):
             ctx = context_chunks(t, self.context)
-            labels.append(self.step(feats[:, t], feats[:, ctx], torch.stack([labels[c] for c in ctx], 1)))
+            chunks = sorted(set(ctx))  # chunk 0 first; its copies are counted, not repeated
+            counts = torch.tensor([ctx[1:].count(c) for c in chunks], device=feats.device)
+            labels.append(self.step(feats[:, t], feats[:, chunks], torch.stack([labels[c] for c in chunks], 1), counts))
         return torch.cat(labels, 1)
 
-    def step(self, target: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tensor) -> torch.Tensor:
-        """Labels [B, N, K] of a target chunk [B, N, C] from context chunks [B, S, N, C] with labels
-        [B, S, N, K]: softmax over the top-k affinities / temperature, the recent chunks (all but
-        the first) only within the radius."""
+    def step(self, target: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tensor,
+             counts: torch.Tensor) -> torch.Tensor:
+        """Labels [B, N, K] of a target chunk [B, N, C] from distinct context chunks [B, S, N, C]
+        with labels [B, S, N, K], the first being chunk 0: softmax over the top-k affinities /
+        temperature of the context as ``context_chunks`` lists it, where chunk s appears once
+        unrestricted if it is the first and ``counts[s]`` times within the radius. A token seen
+        m times fills up to m of the k slots (as its m copies would), at 1/S-th of the cost."""
         aff = torch.einsum("bqc,bsnc->bqsn", target, keys) / self.temperature
-        allowed = torch.ones_like(aff, dtype=torch.bool)
-        allowed[:, :, 1:] = self.near[None, :, None]
-        aff = aff.masked_fill(~allowed, float("-inf")).flatten(2)  # [B, N, S·N]
-        weights, index = aff.topk(min(self.topk, aff.shape[-1]), dim=-1)
-        weights = weights.softmax(-1)  # the first chunk is never masked: every row has a finite entry
+        mult = counts.to(aff)[None, :, None] * self.near[:, None].to(aff)  # [N, S, N]
+        mult[:, 0] += 1
+        aff = aff.masked_fill(mult == 0, float("-inf")).flatten(2)  # [B, N, S·N]
+        values, index = aff.topk(min(self.topk, aff.shape[-1]), dim=-1)
+        seen = torch.gather(mult.flatten(1).expand(aff.shape[0], -1, -1), 2, index)  # multiplicities
+        slots = torch.minimum(seen, (self.topk - (seen.cumsum(-1) - seen)).clamp_min(0))  # copies among the top k
+        weights = (values + slots.log()).softmax(-1)  # the first chunk is never masked: a finite entry per row
         flat = key_labels.flatten(1, 2)  # [B, S·N, K]
         picked = torch.gather(flat, 1, index.flatten(1)[..., None].expand(-1, -1, flat.shape[-1]))
         return torch.einsum("bqk,bqkl->bql", weights, picked.view(*index.shape, -1))

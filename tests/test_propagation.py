@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from bench.fit import predict
 from bench.propagation import PropagationReadout, context_chunks, radius_mask
@@ -139,10 +140,38 @@ def test_topk_and_radius_are_respected():
     feats[0, 0, 15, :] = torch.tensor([1.0, 1, 0, 0, 0, 0, 0, 0])  # the best match of every target token...
     feats[0, 1, :, :2] = 1.0  # ... is token 15: allowed in the first chunk, out of radius in its copy
     labels = torch.eye(16)[None]
-    out = readout.step(feats[:, 1], feats[:, [0, 0]], torch.stack([labels, labels], 1))
+    out = readout.step(feats[:, 1], feats[:, [0]], labels[:, None], torch.tensor([1]))  # chunk 0 and a copy
     assert (out.argmax(-1) == 15).all() and torch.allclose(out.sum(-1), torch.ones(1, 16))
     readout = PropagationReadout(8, task, topk=3)
-    assert readout.step(feats[:, 1], feats[:, [0]], labels[:, None]).gt(0).sum(-1).max() <= 3
+    assert readout.step(feats[:, 1], feats[:, [0]], labels[:, None], torch.tensor([0])).gt(0).sum(-1).max() <= 3
+
+
+def propagate_with_copies(readout: PropagationReadout, feats: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
+    """The protocol as CRW and RVM run it: every context slot a tensor of its own (chunk 0 repeated)."""
+    feats, labels = F.normalize(feats, dim=-1), [seed]
+    for t in range(1, feats.shape[1]):
+        ctx = context_chunks(t, readout.context)
+        aff = torch.einsum("bqc,bsnc->bqsn", feats[:, t], feats[:, ctx]) / readout.temperature
+        allowed = torch.ones_like(aff, dtype=torch.bool)
+        allowed[:, :, 1:] = readout.near[None, :, None]
+        values, index = aff.masked_fill(~allowed, float("-inf")).flatten(2).topk(readout.topk, dim=-1)
+        flat = torch.stack([labels[c] for c in ctx], 1).flatten(1, 2)
+        picked = torch.gather(flat, 1, index.flatten(1)[..., None].expand(-1, -1, flat.shape[-1]))
+        labels.append(torch.einsum("bqk,bqkl->bql", values.softmax(-1), picked.view(*index.shape, -1)))
+    return torch.cat(labels, 1)
+
+
+@pytest.mark.parametrize("context, topk, radius", [(20, 7, 20.0), (2, 5, 12.0), (3, 1, None), (20, 40, 30.0)])
+def test_counted_copies_of_the_first_chunk_equal_the_repeated_ones(context, topk, radius):
+    """The readout counts chunk 0's copies instead of repeating them: the same labels."""
+    task = MaskPropagation(FeatureSpec(grid=(6, 8, 8), dim=16, clip=(12, 64, 64)))
+    readout = PropagationReadout(16, task, context=context, topk=topk, radius=radius, temperature=0.1)
+    feats = torch.randn(2, 6, 64, 16)
+    feats[:, 1:] += 3 * feats[:, :1]  # later chunks resemble the first: its copies win many slots
+    seed = torch.rand(2, 64, 3).softmax(-1)
+    batch = {"segmentation": torch.zeros(2, 12, 64, 64, dtype=torch.uint8)}
+    task.seed_labels = lambda _: seed
+    torch.testing.assert_close(readout(feats, batch), propagate_with_copies(readout, feats, seed), atol=1e-5, rtol=1e-5)
 
 
 def test_readout_has_no_parameters_and_refuses_other_tasks():
