@@ -38,6 +38,7 @@ from tqdm import tqdm
 from bench import CONFIG_DIR as BENCH_CONFIG_DIR
 from bench.models.checkpoint import load_checkpoint, save_checkpoint, sidecar_path
 from bench.models.zoo import checkpoint_path, register_configs
+from bench.propagation import PropagationTask
 from bench.registry import TASKS
 from bench.run import evaluate, load_datasets
 from leaderboard.build import publish
@@ -48,7 +49,8 @@ PRETRAINED = ("mae_t", "layerlock_t", "latent_nofreeze_t")
 TRAINED = ("supervised_t", *PRETRAINED)  # encoders the study trains (or takes from COMMITTED)
 REFERENCES = ("blind", "pixels", "random_t", "supervised_t")
 MODELS = (*PRETRAINED, *(r for r in REFERENCES if r not in PRETRAINED))
-TASK_NAMES = ("depth", "point_tracking", "box_tracking", "camera_pose", "action")
+TASK_NAMES = ("depth", "point_tracking", "box_tracking", "camera_pose", "action", "mask_propagation",
+              "keypoint_propagation")
 COMMITTED = Path(__file__).resolve().parent / "checkpoints"  # fp16 checkpoints of TRAINED at the FULL world
 
 # The study: a world of 1024 train / 512 test clips (16 x 64 x 64); the attentive readout
@@ -60,9 +62,15 @@ COMMITTED = Path(__file__).resolve().parent / "checkpoints"  # fp16 checkpoints 
 # 2048 clips (``task_data``: the same world, twice the clips), because its readout overfits the
 # references at 1024 (pixels: train AJ 0.208, test 0.189, under the static tracker's 0.192; docs/
 # performance.md). The supervised control trains on a 4096-clip train split of the same world (its
-# first 1024 clips are the study's train split; the test split is never seen). Recorded in every result's config and the checkpoint sidecar.
+# first 1024 clips are the study's train split; the test split is never seen). The training-free
+# propagation tasks run on the same world at 128x128 (16x16 tokens; at 64x64 copying the first
+# frame's masks on the 8x8 token grid alone loses half of J&F, docs/propagation.md): 128 test clips,
+# and 16 train clips for the train-split scores. Recorded in every result's config and the checkpoint sidecar.
+PROPAGATION_DATA = ["data.resolution=128", "data.train_size=16", "data.test_size=128"]
 FULL = dict(seeds=(0,), data=["data.train_size=1024", "data.test_size=512"], pretrain=[],
-            control=["data.train_size=4096"], task_data={"point_tracking": ["data.train_size=2048"]},
+            control=["data.train_size=4096"],
+            task_data={"point_tracking": ["data.train_size=2048"], "mask_propagation": PROPAGATION_DATA,
+                       "keypoint_propagation": PROPAGATION_DATA},
             readout=["readout.dim=64", "readout.num_heads=4"],
             epochs={"depth": 4, "point_tracking": 8, "box_tracking": 16, "camera_pose": 20, "action": 20},
             linear=None, results="leaderboard/results", out="leaderboard", work=".", readme="README.md",
@@ -121,13 +129,17 @@ def install_checkpoint(name: str, plan: dict) -> bool:
 
 def evaluations(model: str, plan: dict) -> list[list[str]]:
     """The overrides of every evaluation of ``model``: attentive x seeds, then the linear probe (seed 0)
-    where the plan has one for the task (FULL: the closed-form fits of the clip-level tasks).
-    ``blind`` trains nothing: one record per readout table, so that each table has its reference.
-    A task's own data overrides (``task_data``) come with each of its runs."""
+    where the plan has one for the task (FULL: the closed-form fits of the clip-level tasks); the
+    training-free tasks one label propagation. ``blind`` trains nothing: one record per readout
+    table, so that each table has its reference. A task's own data overrides (``task_data``) come
+    with each of its runs."""
     runs = []
     for task in TASK_NAMES:
         readouts = ["attentive", *(["linear"] if linear_probe(task, plan) is not None else [])]
         common = [f"model={model}", f"task={task}", *plan["task_data"].get(task, [])]
+        if issubclass(TASKS.get(task), PropagationTask):
+            runs.append([*common, "seed=0", "readout=propagation"])
+            continue
         if model == "blind":
             runs += [[*common, "seed=0", f"readout={r}"] for r in readouts]
             continue

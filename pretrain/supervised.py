@@ -7,6 +7,8 @@ tasks, its one-query attentive readout for pose and action, which a mean-pooled 
 learns too slowly — and the encoder learns through all of them at once: the loss is the sum of
 the tasks' own losses, each divided by its mean over the first ``scale_batches`` batches before
 training (for the residual tasks, the "no change" answer's loss) so that no task's units dominate.
+The training-free propagation tasks have no head: their ground truth, the world's tracks, trains
+the features' own affinity (``pretrain.correspondence``), the one thing label propagation reads.
 Linear dense heads are the cheap choice on a CPU and the demanding one: the features must hold
 each answer where its token is. A benchmark on which this encoder does not beat the input-blind
 and untrained references cannot see.

@@ -19,8 +19,8 @@ def flatten(jobs, after=None):
 def test_schedule_covers_the_study_once_and_orders_each_model_after_its_pretraining(train):
     jobs = list(flatten(schedule(FULL, train)))
     evals = [arg for kind, arg, _ in jobs if kind == "evaluate"]
-    # 6 encoders x (5 tasks attentive + 2 closed-form linear probes), and blind once per table
-    assert sorted(map(tuple, evals)) == sorted(map(tuple, study(FULL))) and len(evals) == 6 * 7 + 7
+    # 6 encoders x (5 tasks attentive + 2 closed-form linear probes + 2 propagations), blind once per table
+    assert sorted(map(tuple, evals)) == sorted(map(tuple, study(FULL))) and len(evals) == 6 * 9 + 9
     assert [arg for kind, arg, after in jobs if kind == "pretrain"] == [m for m in reversed(TRAINED) if m in train]
     for kind, arg, after in jobs:
         if kind == "evaluate":  # a model's first evaluation (it caches the features) comes before the others
@@ -37,15 +37,17 @@ def test_the_study_carries_every_reference_row():
 
 
 def test_a_tasks_own_data_overrides_win_over_the_studys():
-    """Point tracking trains on 2048 clips of the study's world; the other tasks on its 1024."""
+    """Point tracking trains on 2048 clips of the study's world; the propagation tasks see 128 test
+    clips of it at 128x128; the other tasks train on its 1024."""
     sizes = {}
     for run in study(FULL):
         values = dict(o.split("=", 1) for o in run)
-        if values["model"] == "pixels" and values.get("readout", "attentive") == "attentive":
+        if values["model"] == "pixels" and values.get("readout", "attentive") in ("attentive", "propagation"):
             cfg = evaluation_config(run, FULL)
-            sizes[values["task"]] = (cfg.data.train_size, cfg.data.test_size)
-    assert sizes.pop("point_tracking") == (2048, 512)
-    assert set(sizes.values()) == {(1024, 512)} and len(sizes) == 4
+            sizes[values["task"]] = (cfg.data.train_size, cfg.data.test_size, cfg.data.resolution)
+    assert sizes.pop("point_tracking") == (2048, 512, 64)
+    assert sizes.pop("mask_propagation") == sizes.pop("keypoint_propagation") == (16, 128, 128)
+    assert set(sizes.values()) == {(1024, 512, 64)} and len(sizes) == 4
 
 
 @pytest.mark.slow
@@ -55,7 +57,8 @@ def test_demo_fast_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "outputs" / "demo-fast"
     records = sorted((out / "results").glob("*.json"))
-    assert len(records) == len(MODELS) * 5 * 2  # models x tasks x (attentive, linear), one seed (FAST probes all)
+    # models x (5 tasks x (attentive, linear) + 2 propagation tasks), one seed (FAST probes all)
+    assert len(records) == len(MODELS) * (5 * 2 + 2)
     for f in ("leaderboard.md", "leaderboard.csv", "index.html"):
         assert (out / "leaderboard" / f).stat().st_size > 0
     for model in ("mae_t", "layerlock_t", "latent_nofreeze_t"):
