@@ -118,6 +118,12 @@ class Leaderboard:
     def task_readouts(self, task: TaskColumn) -> list[str]:
         return sorted({g.readout for g in self.groups if (g.task, g.dataset) == task.key})
 
+    def readout_tasks(self, readout: str) -> list[TaskColumn]:
+        """The task columns with results under ``readout`` (a training-free task has no attentive
+        column, and the trained tasks none under ``propagation``)."""
+        keys = {(g.task, g.dataset) for g in self.groups if g.readout == readout}
+        return [t for t in self.tasks if t.key in keys]
+
     def reference_order(self, models: Iterable[str]) -> list[str]:
         """The references among ``models``: blind, pixels, random_*, supervised_*, then by name."""
         refs = [m for m in models if m in self.references]
@@ -148,7 +154,7 @@ class Leaderboard:
         rows = []
         for model in sorted({g.model for g in self.groups if g.readout == readout}):
             primary, model_ranks = {}, {}
-            for t in self.tasks:
+            for t in self.readout_tasks(readout):
                 g = self.group(t, model, readout)
                 if g is not None and t.primary in g.metrics:
                     primary[t.key] = g.metrics[t.primary]

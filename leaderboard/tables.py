@@ -133,13 +133,13 @@ def overview_tables(lb: Leaderboard) -> list[Table]:
     tables = []
     collapse_keys = sorted({k for v in lb.collapse.values() for k in v})
     for readout in lb.readouts:
-        rows_data = lb.overview(readout)
+        rows_data, tasks = lb.overview(readout), lb.readout_tasks(readout)
         models = [r.model for r in rows_data]
         show_params = any(m in lb.params for m in models)
         columns = [Column("model")]
         if show_params:
             columns.append(Column("params", numeric=True))
-        for t in lb.tasks:
+        for t in tasks:
             hib = t.higher[t.primary]
             columns.append(Column(f"{task_label(lb, t)}: {t.primary} {arrow(hib)}", numeric=True, higher_is_better=hib))
         columns.append(Column(f"mean rank {DOWN}", numeric=True, higher_is_better=False))
@@ -153,13 +153,13 @@ def overview_tables(lb: Leaderboard) -> list[Table]:
             if show_params:
                 p = lb.params.get(r.model)
                 row.append(Cell(fmt_params(p), float(p)) if p is not None else Cell("—"))
-            for t in lb.tasks:
+            for t in tasks:
                 group = lb.group(t, r.model, readout)
                 row.append(stat_cell(lb, group, t.primary, t.primary) if group is not None else Cell("—"))
             if r.mean_rank is None:
                 row.append(Cell("—"))
             else:
-                partial = f" ({len(r.ranks)}/{len(lb.tasks)} tasks)" if len(r.ranks) < len(lb.tasks) else ""
+                partial = f" ({len(r.ranks)}/{len(tasks)} tasks)" if len(r.ranks) < len(tasks) else ""
                 row.append(Cell(f"{r.mean_rank:.2f}{partial}", r.mean_rank))
             for k in shown_collapse:
                 v = lb.collapse.get(r.model, {}).get(k)
