@@ -1,6 +1,7 @@
 """Label propagation: J&F and PCK against hand-computed cases, the propagation readout's invariants,
-the blind reference, one ``bench.run`` per task, and the positive control (the ``pixels`` encoder
-beats copying the first frame on the synthetic world)."""
+the blind reference, one ``bench.run`` per task, and the positive controls on the synthetic world:
+features made of each token's true 3-D position beat copying the first frame on both tasks (the
+probe can see), and the ``pixels`` encoder does on masks."""
 from __future__ import annotations
 
 import json
@@ -225,6 +226,40 @@ def pixel_world(tmp_path_factory):
     feats = cached_features(model, meta["sha256"], world, cache, batch_size=8)
     spec = FeatureSpec(grid=model.grid_for(16, 128, 128), dim=model.cfg.embed_dim, clip=(16, 128, 128))
     return world, feats, spec
+
+
+def geometry_features(world, clips: slice, channels: int = 96, bandwidth: float = 4.0) -> torch.Tensor:
+    """Features that hold the correspondence: per pixel, random Fourier features of its world
+    position (from depth and camera: a scene point keeps its code while the camera moves) and its
+    object's one-hot id, averaged over each 2×8×8 tubelet: [B, T', h·w, 2·channels + ids]."""
+    a = {k: torch.from_numpy(np.array(v[clips])) for k, v in
+         world.arrays(["depth", "intrinsics", "cam_to_world", "segmentation"]).items()}
+    b, t, h, w = a["depth"].shape
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    k = a["intrinsics"][:, None, :, :, None, None]
+    cam = torch.stack([(xs - k[:, :, 0, 2]) / k[:, :, 0, 0], (ys - k[:, :, 1, 2]) / k[:, :, 1, 1],
+                       torch.ones(b, 1, h, w)], -1) * a["depth"][..., None]
+    pose = a["cam_to_world"][:, :, None, None]
+    xyz = (pose[..., :3, :3] @ cam[..., None])[..., 0] + pose[..., :3, 3]
+    z = xyz @ (torch.randn(3, channels, generator=torch.Generator().manual_seed(0)) * bandwidth)
+    ids = F.one_hot(a["segmentation"].long(), world.cfg.max_objects + 1).float() * 3
+    f = torch.cat([z.sin(), z.cos(), ids], -1).view(b, t // 2, 2, h // 8, 8, w // 8, 8, -1).mean((2, 4, 6))
+    return f.reshape(b, t // 2, (h // 8) * (w // 8), -1)
+
+
+@pytest.mark.parametrize("cls, keys", [(MaskPropagation, ["segmentation"]),
+                                       (KeypointPropagation, ["target_points", "occluded"])])
+def test_positive_control_true_geometry_beats_copying_the_first_frame(pixel_world, cls, keys):
+    """With features that hold each point's identity, the probe at its published defaults must
+    beat the input-blind answer by a wide margin (on 128 clips: J&F 0.670 against 0.478, PCK@0.1
+    0.821 against 0.660, docs/propagation.md), or it cannot rank representations."""
+    world, _, spec = pixel_world
+    task = cls(spec)
+    target = {k: np.asarray(v) for k, v in world.arrays(keys).items()}
+    pred = predict(PropagationReadout(1, task), task, geometry_features(world, slice(None)).numpy(), target, 8)
+    score = task.metrics(pred, target)[task.primary_metric]
+    blind = task.metrics(task.blind(target), target)[task.primary_metric]
+    assert score > blind + 0.08, (cls.name, score, blind)
 
 
 @pytest.mark.parametrize("cls, keys", [
