@@ -113,6 +113,24 @@ def test_parallel_generation_is_byte_identical(tmp_path):
         assert a.read_bytes() == b.read_bytes(), key
 
 
+def test_a_larger_split_copies_the_clips_a_smaller_one_cached(train, tmp_path, monkeypatch):
+    """Clip i does not depend on the split's size: a 9-clip split renders clips 6-8 only, and its
+    files are byte-identical to a fresh 9-clip build; another world's splits are never copied."""
+    rendered = []
+
+    def counted(cfg, split, index):
+        rendered.append(index)
+        return render_clip(cfg, split, index)
+
+    monkeypatch.setattr(world, "render_clip", counted)
+    SyntheticWorld(dataclasses.replace(CFG, seed=1, train_size=2), "train", root=tmp_path, workers=1)
+    larger = SyntheticWorld(dataclasses.replace(CFG, train_size=9), "train", root=tmp_path, workers=1)
+    assert rendered == [0, 1, 6, 7, 8]
+    fresh = SyntheticWorld(dataclasses.replace(CFG, train_size=9), "train", root=tmp_path / "fresh", workers=1)
+    for key in world.ARRAY_KEYS:
+        assert (larger.directory / f"{key}.npy").read_bytes() == (fresh.directory / f"{key}.npy").read_bytes(), key
+
+
 def test_bad_split_and_option():
     with pytest.raises(ValueError, match="'val'"):
         render_clip(CFG, "val", 0)

@@ -22,9 +22,10 @@ import torch
 from pycocotools import mask as mask_utils
 
 from bench.data import raycast as rc
-from bench.data.world_cache import default_workers, load_or_build
+from bench.data.world_cache import MANIFEST, default_workers, load_or_build, open_cache
 from bench.errors import ConfigError
 from bench.registry import DATASETS
+from bench.staging import BadEntry
 
 GENERATOR_VERSION = "frozen4d-world-2"
 SPLITS = {"train": 0, "test": 1}
@@ -86,9 +87,12 @@ def split_id(split: str) -> int:
     return SPLITS[split]
 
 
+SIZE_KEYS = ("train_size", "test_size", "workers")  # WorldConfig fields that leave every clip's bytes unchanged
+
+
 def fingerprint(cfg: WorldConfig, split: str) -> str:
     """sha256 of everything that determines the split's bytes: the cache key."""
-    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("train_size", "test_size", "workers")}
+    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SIZE_KEYS}
     payload = {"version": GENERATOR_VERSION, "split": split, "clips": cfg.size(split), "config": config}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -480,7 +484,28 @@ class SyntheticWorld(torch.utils.data.Dataset):
         self.directory = Path(root) / "world" / self.fingerprint
         self._arrays = load_or_build(self.directory, partial(render_clip, self.cfg, split), self.cfg.size(split),
                                      default_workers(self.cfg.workers), f"world {split} {self.fingerprint[:8]}",
-                                     {"version": GENERATOR_VERSION, **self.meta})
+                                     {"version": GENERATOR_VERSION, **self.meta}, prefix=self.smaller_split)
+
+    def smaller_split(self) -> dict[str, np.ndarray] | None:
+        """The largest complete cached split of this world with fewer clips, or None: clip i is a
+        pure function of (seed, split, i), so its clips are this split's first ones."""
+        same = {k: v for k, v in dataclasses.asdict(self.cfg).items() if k not in SIZE_KEYS}
+        found = []
+        for manifest in self.directory.parent.glob(f"*/{MANIFEST}"):
+            try:
+                meta = json.loads(manifest.read_text())
+                config = {k: v for k, v in meta["config"].items() if k not in SIZE_KEYS}
+                if (meta["version"], meta["split"], config) == (GENERATOR_VERSION, self.split, same):
+                    found.append((int(meta["clips"]), manifest.parent))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue  # not a world split of this version: ignored
+        for clips, directory in sorted(found, key=lambda f: -f[0]):
+            if clips < len(self):
+                try:
+                    return open_cache(directory)
+                except BadEntry:
+                    continue
+        return None
 
     @cached_property
     def fingerprint(self) -> str:

@@ -5,13 +5,15 @@ into place only once complete (leftovers of crashed runs are never read); its ``
 records every array's shape, dtype, size and sha256, and a directory that does not match is
 removed and rendered again. A full disk is a ``DatasetError`` naming the directory. Worker
 processes render clips in parallel but results are written in index order, so the files are
-byte-identical to a serial run.
+byte-identical to a serial run. A split whose first clips are already cached in a smaller one
+(``prefix``) copies them and renders only the rest.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
 from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -33,12 +35,14 @@ def default_workers(requested: int = 0) -> int:
 
 
 def load_or_build(directory: str | Path, render: Render, size: int, workers: int = 1, desc: str = "world",
-                  meta: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+                  meta: Mapping[str, Any] | None = None,
+                  prefix: Callable[[], Mapping[str, np.ndarray] | None] | None = None) -> dict[str, np.ndarray]:
     """The cached split in ``directory`` (clips ``render(0..size-1)``), generated first if absent
-    or damaged."""
+    or damaged; ``prefix()``, asked only then, may give arrays holding its first clips already."""
     if size < 1:
         raise ValueError(f"cannot cache an empty split ({Path(directory).name})")
-    build = partial(_write, render=render, size=size, workers=workers, desc=desc, meta=dict(meta or {}))
+    build = partial(_write, render=render, size=size, workers=workers, desc=desc, meta=dict(meta or {}),
+                    prefix=prefix)
     return _by_key(cached_entry(directory, MANIFEST, size, build, DatasetError)[1])
 
 
@@ -52,11 +56,16 @@ def _by_key(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name.removesuffix(".npy"): array for name, array in arrays.items()}
 
 
-def _write(entry: EntryWriter, render: Render, size: int, workers: int, desc: str,
-           meta: dict[str, Any]) -> dict[str, Any]:
-    """Render every clip into one stacked ``<key>.npy`` per key in ``entry``; return the manifest."""
+def _write(entry: EntryWriter, render: Render, size: int, workers: int, desc: str, meta: dict[str, Any],
+           prefix: Callable[[], Mapping[str, np.ndarray] | None] | None = None) -> dict[str, Any]:
+    """Render every clip (copying those ``prefix`` holds) into one stacked ``<key>.npy`` per key in
+    ``entry``; return the manifest."""
+    cached = (prefix() if prefix else None) or {}
+    start = min(size, len(next(iter(cached.values())))) if cached else 0
+    copied = ({k: a[i] for k, a in cached.items()} for i in range(start))
     out: dict[str, NpyWriter] = {}
-    for i, clip in enumerate(tqdm(_clips(render, size, workers), total=size, desc=desc, unit="clip")):
+    clips = chain(copied, _clips(render, range(start, size), workers))
+    for i, clip in enumerate(tqdm(clips, total=size, desc=desc, unit="clip")):
         if not out:
             out = {k: entry.array(f"{k}.npy", (size, *np.shape(v)), np.asarray(v).dtype) for k, v in clip.items()}
         for k, array in out.items():
@@ -64,11 +73,12 @@ def _write(entry: EntryWriter, render: Render, size: int, workers: int, desc: st
     return {"keys": list(out), "clips": size, **meta}
 
 
-def _clips(render: Render, size: int, workers: int) -> Iterator[Mapping[str, Any]]:
+def _clips(render: Render, indices: range, workers: int) -> Iterator[Mapping[str, Any]]:
     """render(i) for i in order, in a process pool when that pays off."""
-    if workers <= 1 or size < 2 * workers:
-        yield from map(render, range(size))
+    n = len(indices)
+    if workers <= 1 or n < 2 * workers:
+        yield from map(render, indices)
         return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with multiprocessing.get_context(method).Pool(workers) as pool:
-        yield from pool.imap(render, range(size), chunksize=max(1, min(8, size // (4 * workers))))
+        yield from pool.imap(render, indices, chunksize=max(1, min(8, n // (4 * workers))))
