@@ -5,7 +5,8 @@ Features are computed once per (weights, data, readout depth, transforms) under
 Entries are ``bench.staging`` cache entries: written in a temp directory and renamed into place
 when complete, checked against the shape, dtype, size and sha256 their ``meta.json`` records
 before they are served (a damaged one is removed and recomputed), and a full disk is a
-``FeatureError`` naming the entry.
+``FeatureError`` naming the entry. A dataset whose first clips are a smaller cached split
+(``smaller_splits``: the synthetic world) copies those clips' cached features and encodes the rest.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 from bench.errors import UserError
 from bench.models.vit import VideoViT, normalize_video
-from bench.staging import EntryWriter, NpyWriter, cached_entry
+from bench.staging import BadEntry, EntryWriter, NpyWriter, cached_entry, open_entry
 
 META, FEATURES = "meta.json", "features.npy"
 
@@ -48,11 +49,11 @@ def check_finite(features: np.ndarray, what: str, chunk: int = 64) -> None:
 
 @torch.inference_mode()
 def extract(model: VideoViT, videos: np.ndarray, out: np.ndarray | NpyWriter, batch_size: int = 8,
-            device: str = "cpu", desc: str = "features") -> None:
-    """Encode uint8 clips [N,T,H,W,3] into ``out`` [N,T',h*w,C] (an array or an NpyWriter),
-    batch by batch in clip order."""
+            device: str = "cpu", desc: str = "features", first: int = 0) -> None:
+    """Encode uint8 clips [N,T,H,W,3] from clip ``first`` on into ``out`` [N,T',h*w,C] (an array
+    or an NpyWriter), batch by batch in clip order."""
     model.eval().to(device)
-    for start in tqdm(range(0, len(videos), batch_size), desc=desc, unit="batch", leave=False):
+    for start in tqdm(range(first, len(videos), batch_size), desc=desc, unit="batch", leave=False):
         clip = torch.from_numpy(np.array(videos[start:start + batch_size])).to(device)  # a writable copy
         feats = model(normalize_video(clip))
         out[start:start + len(clip)] = feats.to("cpu", torch.float16).numpy()
@@ -63,17 +64,37 @@ def cached_features(model: VideoViT, weights_sha: str, dataset: Any, cache_root:
                     device: str = "cpu") -> np.ndarray:
     """Features of every clip of ``dataset`` as a read-only fp16 memmap, computed on a miss
     (or when the cached entry fails its checks)."""
-    key = cache_key(weights_sha, dataset.fingerprint, model, transforms or {})
-    build = partial(_build, model, dataset, key, batch_size, device)
-    _, arrays = cached_entry(Path(cache_root) / "features" / key, META, len(dataset), build, FeatureError)
+    root, transforms = Path(cache_root) / "features", transforms or {}
+    key = cache_key(weights_sha, dataset.fingerprint, model, transforms)
+    prefix = [root / cache_key(weights_sha, directory.name, model, transforms)
+              for _, directory in getattr(dataset, "smaller_splits", list)()]
+    build = partial(_build, model, dataset, key, batch_size, device, prefix)
+    _, arrays = cached_entry(root / key, META, len(dataset), build, FeatureError)
     return arrays[FEATURES]
 
 
-def _build(model: VideoViT, dataset: Any, key: str, batch_size: int, device: str, entry: EntryWriter) -> dict:
-    """Extract into ``entry``; return the rest of its metadata."""
+def cached_prefix(entries: list[Path]) -> np.ndarray | None:
+    """The features of the first of ``entries`` (feature cache entries of smaller splits whose
+    clips are this split's first ones) that is complete and sound, or None."""
+    for entry in entries:
+        try:
+            return open_entry(entry, META)[1][FEATURES]
+        except BadEntry:
+            continue
+    return None
+
+
+def _build(model: VideoViT, dataset: Any, key: str, batch_size: int, device: str, prefix: list[Path],
+           entry: EntryWriter) -> dict:
+    """Extract into ``entry`` (copying the clips a smaller split's entry holds); return the rest of
+    its metadata."""
     videos = dataset.arrays(["video"])["video"]
     _, frames, height, width, _ = videos.shape
     grid = model.grid_for(frames, height, width)
     out = entry.array(FEATURES, (len(videos), grid[0], grid[1] * grid[2], model.cfg.embed_dim), np.float16)
-    extract(model, videos, out, batch_size, device, desc=f"features {dataset.fingerprint[:8]}")
+    cached = cached_prefix(prefix)
+    first = 0 if cached is None else min(len(cached), len(videos))
+    for start in range(0, first, 256):
+        out[start:min(first, start + 256)] = cached[start:min(first, start + 256)]
+    extract(model, videos, out, batch_size, device, desc=f"features {dataset.fingerprint[:8]}", first=first)
     return {"key": key, "clips": len(videos), "grid": grid}

@@ -46,3 +46,30 @@ def test_nan_features_are_refused_before_training():
     feats[3, 1, 0, 2] = np.inf
     with pytest.raises(FeatureError, match="clip 3 contain NaN or Inf"):
         check_finite(feats, "model x")
+
+
+def test_a_larger_world_split_reuses_the_features_of_a_smaller_one(tmp_path, monkeypatch):
+    """Clip i of the world does not depend on the split's size: features of a 7-clip split copy the
+    4 clips a cached 4-clip split holds, encode the other 3, and equal a fresh extraction."""
+    import bench.features as bf
+    from bench.data.world import SyntheticWorld
+    from bench.models.vit import ViTConfig, VideoViT
+
+    torch.manual_seed(0)
+    model = VideoViT(ViTConfig(embed_dim=32, depth=2, num_heads=2, mlp_dim=64, patch_size=(2, 8, 8), img_size=32,
+                               num_frames=4)).eval()
+    cfg = dict(num_frames=4, resolution=32, num_points=4, test_size=1, workers=1)
+    small = SyntheticWorld(split="train", root=tmp_path, train_size=4, **cfg)
+    cached_features(model, "sha", small, tmp_path, batch_size=2)
+    encoded, real = [], bf.extract
+
+    def counted(model, videos, *args, first=0, **kwargs):
+        encoded.append(first)
+        real(model, videos, *args, first=first, **kwargs)
+    monkeypatch.setattr(bf, "extract", counted)
+    larger = cached_features(model, "sha", SyntheticWorld(split="train", root=tmp_path, train_size=7, **cfg), tmp_path,
+                             batch_size=2)
+    fresh = cached_features(model, "sha", SyntheticWorld(split="train", root=tmp_path / "b", train_size=7, **cfg),
+                            tmp_path / "b", batch_size=2)
+    assert encoded == [4, 0]
+    np.testing.assert_array_equal(larger, fresh)

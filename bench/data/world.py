@@ -486,9 +486,10 @@ class SyntheticWorld(torch.utils.data.Dataset):
                                      default_workers(self.cfg.workers), f"world {split} {self.fingerprint[:8]}",
                                      {"version": GENERATOR_VERSION, **self.meta}, prefix=self.smaller_split)
 
-    def smaller_split(self) -> dict[str, np.ndarray] | None:
-        """The largest complete cached split of this world with fewer clips, or None: clip i is a
-        pure function of (seed, split, i), so its clips are this split's first ones."""
+    def smaller_splits(self) -> list[tuple[int, Path]]:
+        """(clips, directory) of every cached split of this world with fewer clips, largest first:
+        clip i is a pure function of (seed, split, i), so their clips are this split's first ones
+        (the feature cache reuses them too; ``bench.features``)."""
         same = {k: v for k, v in dataclasses.asdict(self.cfg).items() if k not in SIZE_KEYS}
         found = []
         for manifest in self.directory.parent.glob(f"*/{MANIFEST}"):
@@ -499,12 +500,15 @@ class SyntheticWorld(torch.utils.data.Dataset):
                     found.append((int(meta["clips"]), manifest.parent))
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue  # not a world split of this version: ignored
-        for clips, directory in sorted(found, key=lambda f: -f[0]):
-            if clips < len(self):
-                try:
-                    return open_cache(directory)
-                except BadEntry:
-                    continue
+        return sorted((f for f in found if f[0] < len(self)), key=lambda f: -f[0])
+
+    def smaller_split(self) -> dict[str, np.ndarray] | None:
+        """The arrays of the largest complete cached split of ``smaller_splits``, or None."""
+        for _, directory in self.smaller_splits():
+            try:
+                return open_cache(directory)
+            except BadEntry:
+                continue
         return None
 
     @cached_property
