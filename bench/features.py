@@ -14,7 +14,7 @@ import hashlib
 import json
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -66,16 +66,22 @@ def cached_features(model: VideoViT, weights_sha: str, dataset: Any, cache_root:
     (or when the cached entry fails its checks)."""
     root, transforms = Path(cache_root) / "features", transforms or {}
     key = cache_key(weights_sha, dataset.fingerprint, model, transforms)
-    prefix = [root / cache_key(weights_sha, directory.name, model, transforms)
-              for _, directory in getattr(dataset, "smaller_splits", list)()]
-    build = partial(_build, model, dataset, key, batch_size, device, prefix)
+    smaller = partial(smaller_entries, root, weights_sha, dataset, model, transforms)
+    build = partial(_build, model, dataset, key, batch_size, device, smaller)
     _, arrays = cached_entry(root / key, META, len(dataset), build, FeatureError)
     return arrays[FEATURES]
 
 
+def smaller_entries(root: Path, weights_sha: str, dataset: Any, model: VideoViT,
+                    transforms: dict[str, Any]) -> list[Path]:
+    """The feature cache entries of the dataset's smaller cached splits (``smaller_splits``, the
+    synthetic world's: their clips are its first ones), largest first."""
+    return [root / cache_key(weights_sha, directory.name, model, transforms)
+            for _, directory in getattr(dataset, "smaller_splits", list)()]
+
+
 def cached_prefix(entries: list[Path]) -> np.ndarray | None:
-    """The features of the first of ``entries`` (feature cache entries of smaller splits whose
-    clips are this split's first ones) that is complete and sound, or None."""
+    """The features of the first of ``entries`` that is complete and sound, or None."""
     for entry in entries:
         try:
             return open_entry(entry, META)[1][FEATURES]
@@ -84,15 +90,15 @@ def cached_prefix(entries: list[Path]) -> np.ndarray | None:
     return None
 
 
-def _build(model: VideoViT, dataset: Any, key: str, batch_size: int, device: str, prefix: list[Path],
-           entry: EntryWriter) -> dict:
+def _build(model: VideoViT, dataset: Any, key: str, batch_size: int, device: str,
+           smaller: Callable[[], list[Path]], entry: EntryWriter) -> dict:
     """Extract into ``entry`` (copying the clips a smaller split's entry holds); return the rest of
     its metadata."""
     videos = dataset.arrays(["video"])["video"]
     _, frames, height, width, _ = videos.shape
     grid = model.grid_for(frames, height, width)
     out = entry.array(FEATURES, (len(videos), grid[0], grid[1] * grid[2], model.cfg.embed_dim), np.float16)
-    cached = cached_prefix(prefix)
+    cached = cached_prefix(smaller())
     first = 0 if cached is None else min(len(cached), len(videos))
     for start in range(0, first, 256):
         out[start:min(first, start + 256)] = cached[start:min(first, start + 256)]
