@@ -220,18 +220,6 @@ def schedule(plan: dict, train: tuple[str, ...] = TRAINED) -> list[tuple]:
     return [("pretrain", m, [chain(m)]) for m in train] + [chain(m) for m in MODELS if m not in train]
 
 
-def priority(entry: tuple) -> int:
-    """When a ready job starts (lowest first): pretraining, then the jobs others wait for (a model's
-    first evaluation), then point tracking, the longest (half the study's worker time, docs/
-    performance.md), then the rest; so the study does not end on one long job beside idle workers."""
-    kind, arg, follow = entry
-    if kind == "pretrain":
-        return 0
-    if follow:
-        return 1
-    return 2 if dict(o.split("=", 1) for o in arg)["task"] == "point_tracking" else 3
-
-
 def run_study(plan: dict, jobs: int, threads: int, retrain: bool = False) -> None:
     """Every job of the study on ``jobs`` worker processes; stops at the first failure, naming its log."""
     logs = Path(plan["work"]) / "outputs" / "demo-logs"
@@ -248,14 +236,8 @@ def run_study(plan: dict, jobs: int, threads: int, retrain: bool = False) -> Non
             log.unlink(missing_ok=True)  # the worker creates it when the job starts
             pending[pool.submit(job, kind, arg, plan, str(log))] = (kind, arg, follow, log)
 
-        ready = list(entries)
-
-        def start_ready() -> None:  # a job is handed to the pool only when a worker is free for it
-            ready.sort(key=priority)
-            while ready and len(pending) < jobs:
-                submit(*ready.pop(0))
-
-        start_ready()
+        for entry in entries:
+            submit(*entry)
         while pending:
             running = [label(kind, arg) for kind, arg, _, log in pending.values() if log.exists()]
             bar.set_postfix_str(f"running {', '.join(running)}")
@@ -267,8 +249,8 @@ def run_study(plan: dict, jobs: int, threads: int, retrain: bool = False) -> Non
                     raise RuntimeError(f"demo job {label(kind, arg)} failed: {future.exception()} (log: {log})")
                 bar.update()
                 bar.write(f"demo: done {label(kind, arg)} ({bar.format_interval(bar.format_dict['elapsed'])})")
-                ready.extend(follow)
-            start_ready()
+                for entry in follow:
+                    submit(*entry)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,8 +5,7 @@ import sys
 
 import pytest
 
-from leaderboard.demo import (FULL, MODELS, REFERENCES, TRAINED, evaluation_config, evaluations, label, priority,
-                              schedule, study)
+from leaderboard.demo import FULL, MODELS, REFERENCES, TRAINED, evaluation_config, evaluations, label, schedule, study
 
 
 def flatten(jobs, after=None):
@@ -31,22 +30,6 @@ def test_schedule_covers_the_study_once_and_orders_each_model_after_its_pretrain
                 assert after == (f"pretrain-{model}" if model in train else None)
             else:
                 assert after == label("evaluate", first)
-
-
-def test_jobs_start_pretraining_first_then_what_others_wait_for_then_the_longest():
-    def entries(jobs):
-        for entry in jobs:
-            yield entry
-            yield from entries(entry[2])
-    jobs = list(entries(schedule(FULL, ("mae_t",))))
-    order = [(kind, dict(o.split("=", 1) for o in arg)["task"] if kind == "evaluate" else arg, bool(follow))
-             for kind, arg, follow in sorted(jobs, key=priority)]
-    assert order[0] == ("pretrain", "mae_t", True)
-    firsts = [o for o in order if o[0] == "evaluate" and o[2]]
-    assert order[1:1 + len(firsts)] == firsts and {o[1] for o in firsts} == {"depth"}
-    rest = order[1 + len(firsts):]
-    assert {o[1] for o in rest[:len(MODELS)]} == {"point_tracking"}
-    assert "point_tracking" not in {o[1] for o in rest[len(MODELS):]}
 
 
 def test_the_study_carries_every_reference_row():
