@@ -61,14 +61,15 @@ COMMITTED = Path(__file__).resolve().parent / "checkpoints"  # fp16 checkpoints 
 # the dense readouts, 10-20x dearer per step, keep 4 for depth; point tracking trains 8 epochs on
 # 2048 clips (``task_data``: the same world, twice the clips), because its readout overfits the
 # references at 1024 (pixels: train AJ 0.208, test 0.189, under the static tracker's 0.192; docs/
-# performance.md). The supervised control trains on a 4096-clip train split of the same world (its
-# first 1024 clips are the study's train split; the test split is never seen). The training-free
+# performance.md). Every trained encoder (the supervised control and the three self-supervised
+# ones) trains on a 4096-clip train split of the same world (its first 1024 clips are the study's
+# train split; the test split is never seen). The training-free
 # propagation tasks run on the same world at 128x128 (16x16 tokens; at 64x64 copying the first
 # frame's masks on the 8x8 token grid alone loses half of J&F, docs/propagation.md): 128 test clips,
 # and 16 train clips for the train-split scores. Recorded in every result's config and the checkpoint sidecar.
 PROPAGATION_DATA = ["data.resolution=128", "data.train_size=16", "data.test_size=128"]
 FULL = dict(seeds=(0,), data=["data.train_size=1024", "data.test_size=512"], pretrain=[],
-            control=["data.train_size=4096"],
+            train_data=["data.train_size=4096"],
             task_data={"point_tracking": ["data.train_size=2048"], "mask_propagation": PROPAGATION_DATA,
                        "keypoint_propagation": PROPAGATION_DATA},
             readout=["readout.dim=64", "readout.num_heads=4"],
@@ -77,7 +78,7 @@ FULL = dict(seeds=(0,), data=["data.train_size=1024", "data.test_size=512"], pre
             committed=COMMITTED)
 TINY_DATA = ["data.train_size=16", "data.test_size=8", "data.num_frames=4", "data.resolution=32"]
 FAST = dict(seeds=(0,), data=TINY_DATA, pretrain=["train.steps=6", "train.batch_size=2", "train.log_every=2"],
-            control=[], task_data={}, readout=["readout.batch_size=8", "readout.dim=32", "readout.num_heads=2"],
+            train_data=[], task_data={}, readout=["readout.batch_size=8", "readout.dim=32", "readout.num_heads=2"],
             epochs=dict.fromkeys(TASK_NAMES, 1),
             linear=["readout.epochs=1", "readout.batch_size=8"],
             results="outputs/demo-fast/results", out="outputs/demo-fast/leaderboard", work="outputs/demo-fast",
@@ -90,14 +91,18 @@ def composed(config: str, overrides: list[str]):
         return compose(config_name=config, overrides=overrides)
 
 
+def pretrain_config(name: str, plan: dict):
+    """The pretraining config of ``name`` in the study: its CPU recipe on the plan's training split."""
+    work = Path(plan["work"])
+    return composed("pretrain", [f"model={name}", *plan["data"], *plan["train_data"], *plan["pretrain"],
+                                 f"paths.cache={work / 'cache'}", f"paths.checkpoints={work / 'checkpoints'}",
+                                 f"paths.runs={work / 'outputs' / 'pretrain'}"])
+
+
 def pretrain(name: str, plan: dict) -> None:
     """Train ``name`` with its CPU recipe (resuming any earlier run) and export its checkpoint."""
     work = Path(plan["work"])
-    control = plan["control"] if name in REFERENCES else []
-    cfg = composed("pretrain", [f"model={name}", *plan["data"], *control, *plan["pretrain"],
-                                f"paths.cache={work / 'cache'}", f"paths.checkpoints={work / 'checkpoints'}",
-                                f"paths.runs={work / 'outputs' / 'pretrain'}"])
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(pretrain_config(name, plan))
     try:
         if trainer.fit() != "done":
             raise RuntimeError(f"pretraining {name} was stopped before the end; re-run to resume")

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from leaderboard.demo import FULL, MODELS, REFERENCES, TRAINED, evaluation_config, evaluations, label, schedule, study
+from leaderboard.demo import (FULL, MODELS, REFERENCES, TRAINED, evaluation_config, evaluations, label,
+                             pretrain_config, schedule, study)
 
 
 def flatten(jobs, after=None):
@@ -48,6 +49,14 @@ def test_a_tasks_own_data_overrides_win_over_the_studys():
     assert sizes.pop("point_tracking") == (2048, 512, 64)
     assert sizes.pop("mask_propagation") == sizes.pop("keypoint_propagation") == (16, 128, 128)
     assert set(sizes.values()) == {(1024, 512, 64)} and len(sizes) == 4
+
+
+def test_every_trained_encoder_learns_from_the_same_4096_clip_split():
+    """The self-supervised encoders see the supervised control's data: the same world, 4096 train
+    clips (the study's 1024 first), never its test split."""
+    for name in TRAINED:
+        data = pretrain_config(name, FULL).data
+        assert (data.train_size, data.test_size, data.resolution, data.seed) == (4096, 512, 64, 0), name
 
 
 @pytest.mark.slow
