@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from bench.errors import UserError
 from bench.models.vit import VideoViT, normalize_video
-from bench.staging import BadEntry, EntryWriter, NpyWriter, cached_entry, open_entry
+from bench.staging import EntryWriter, NpyWriter, cached_entry, first_open, open_entry
 
 META, FEATURES = "meta.json", "features.npy"
 
@@ -80,16 +80,6 @@ def smaller_entries(root: Path, weights_sha: str, dataset: Any, model: VideoViT,
             for _, directory in getattr(dataset, "smaller_splits", list)()]
 
 
-def cached_prefix(entries: list[Path]) -> np.ndarray | None:
-    """The features of the first of ``entries`` that is complete and sound, or None."""
-    for entry in entries:
-        try:
-            return open_entry(entry, META)[1][FEATURES]
-        except BadEntry:
-            continue
-    return None
-
-
 def _build(model: VideoViT, dataset: Any, key: str, batch_size: int, device: str,
            smaller: Callable[[], list[Path]], entry: EntryWriter) -> dict:
     """Extract into ``entry`` (copying the clips a smaller split's entry holds); return the rest of
@@ -98,7 +88,7 @@ def _build(model: VideoViT, dataset: Any, key: str, batch_size: int, device: str
     _, frames, height, width, _ = videos.shape
     grid = model.grid_for(frames, height, width)
     out = entry.array(FEATURES, (len(videos), grid[0], grid[1] * grid[2], model.cfg.embed_dim), np.float16)
-    cached = cached_prefix(smaller())
+    cached = first_open(smaller(), lambda e: open_entry(e, META)[1][FEATURES])
     first = 0 if cached is None else min(len(cached), len(videos))
     for start in range(0, first, 256):
         out[start:min(first, start + 256)] = cached[start:min(first, start + 256)]

@@ -28,10 +28,12 @@ import uuid
 import warnings
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 from numpy.lib import format as npy_format
+
+T = TypeVar("T")
 
 _VERIFIED: set[tuple[int, int, int, int]] = set()  # versions of files whose sha256 this process has checked
 
@@ -246,6 +248,17 @@ def open_entry(directory: str | Path, meta_name: str,
     if not isinstance(records, dict) or not records:
         raise BadEntry(f"{path}: records no arrays (damaged, or written by an older frozen4d)")
     return meta, {name: _open_array(path.parent / name, record, rows) for name, record in records.items()}
+
+
+def first_open(directories: Iterable[Path], open_fn: Callable[[Path], T]) -> T | None:
+    """``open_fn`` of the first of ``directories`` whose entry is complete and sound (it raises no
+    BadEntry), or None: where a cache looks for a smaller entry to reuse."""
+    for directory in directories:
+        try:
+            return open_fn(directory)
+        except BadEntry:
+            continue
+    return None
 
 
 def _open_array(path: Path, record: Any, rows: int | None) -> np.ndarray:

@@ -25,7 +25,7 @@ from bench.data import raycast as rc
 from bench.data.world_cache import MANIFEST, default_workers, load_or_build, open_cache
 from bench.errors import ConfigError
 from bench.registry import DATASETS
-from bench.staging import BadEntry
+from bench.staging import first_open
 
 GENERATOR_VERSION = "frozen4d-world-2"
 SPLITS = {"train": 0, "test": 1}
@@ -504,12 +504,7 @@ class SyntheticWorld(torch.utils.data.Dataset):
 
     def smaller_split(self) -> dict[str, np.ndarray] | None:
         """The arrays of the largest complete cached split of ``smaller_splits``, or None."""
-        for _, directory in self.smaller_splits():
-            try:
-                return open_cache(directory)
-            except BadEntry:
-                continue
-        return None
+        return first_open((directory for _, directory in self.smaller_splits()), open_cache)
 
     @cached_property
     def fingerprint(self) -> str:
