@@ -7,6 +7,9 @@ at CPU size, with the reference rows that bracket them (``blind``, ``pixels``, `
                                           tables -> leaderboard/)
 ``python -m leaderboard.demo --retrain``  the same after retraining the four encoders (and refreshing
                                           the committed fp16 checkpoints); resumes an interrupted run
+``python -m leaderboard.demo --models latent_nofreeze_t``
+                                          redo one row's records (e.g. after retraining it), keep the
+                                          others', rebuild the leaderboard
 ``python -m leaderboard.demo --fast``     a smoke run of the same pipeline on a tiny world (~1 min),
                                           training everything, under outputs/demo-fast
 
@@ -100,7 +103,8 @@ def pretrain_config(name: str, plan: dict):
 
 
 def pretrain(name: str, plan: dict) -> None:
-    """Train ``name`` with its CPU recipe (resuming any earlier run) and export its checkpoint."""
+    """Train ``name`` with its CPU recipe (resuming any earlier run) and export its checkpoint; where
+    the plan commits checkpoints, the study then evaluates the committed fp16 copy, as a plain run would."""
     work = Path(plan["work"])
     trainer = build_trainer(pretrain_config(name, plan))
     try:
@@ -110,6 +114,7 @@ def pretrain(name: str, plan: dict) -> None:
         trainer.close()
     if plan["committed"] is not None:
         publish_checkpoint(name, work / "checkpoints", plan["committed"])
+        install_checkpoint(name, plan)
 
 
 def publish_checkpoint(name: str, trained: Path, committed: Path) -> None:
@@ -163,9 +168,9 @@ def linear_probe(task: str, plan: dict) -> list[str] | None:
     return plan["linear"]
 
 
-def study(plan: dict) -> list[list[str]]:
-    """Every evaluation of the study."""
-    return [runs for model in MODELS for runs in evaluations(model, plan)]
+def study(plan: dict, models: tuple[str, ...] = MODELS) -> list[list[str]]:
+    """Every evaluation of the study's rows ``models``."""
+    return [runs for model in models for runs in evaluations(model, plan)]
 
 
 def evaluation_config(overrides: list[str], plan: dict):
@@ -214,23 +219,25 @@ def label(kind: str, arg: str | list[str]) -> str:
     return f"{values['task']}-{values['model']}-{values.get('readout', 'attentive')}-seed{values['seed']}"
 
 
-def schedule(plan: dict, train: tuple[str, ...] = TRAINED) -> list[tuple]:
-    """The study as jobs (kind, arg, follow-ups): each pretraining (of the encoders in ``train``,
-    longest first) is followed by its model's first evaluation (which extracts and caches its
-    features), and that one by the model's other evaluations."""
+def schedule(plan: dict, train: tuple[str, ...] = TRAINED, models: tuple[str, ...] = MODELS) -> list[tuple]:
+    """The study of the rows ``models`` as jobs (kind, arg, follow-ups): each pretraining (of the
+    encoders in ``train``, longest first) is followed by its model's first evaluation (which
+    extracts and caches its features), and that one by the model's other evaluations."""
     def chain(model: str) -> tuple:
         first, *rest = evaluations(model, plan)
         return ("evaluate", first, [("evaluate", r, []) for r in rest])
-    train = [m for m in reversed(TRAINED) if m in train]
-    return [("pretrain", m, [chain(m)]) for m in train] + [chain(m) for m in MODELS if m not in train]
+    train = [m for m in reversed(TRAINED) if m in train and m in models]
+    return [("pretrain", m, [chain(m)]) for m in train] + [chain(m) for m in MODELS if m in models and m not in train]
 
 
-def run_study(plan: dict, jobs: int, threads: int, retrain: bool = False) -> None:
-    """Every job of the study on ``jobs`` worker processes; stops at the first failure, naming its log."""
+def run_study(plan: dict, jobs: int, threads: int, retrain: bool = False, models: tuple[str, ...] = MODELS) -> None:
+    """Every job of the study's rows ``models`` on ``jobs`` worker processes; stops at the first
+    failure, naming its log."""
     logs = Path(plan["work"]) / "outputs" / "demo-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    entries = schedule(plan, tuple(m for m in TRAINED if retrain or not install_checkpoint(m, plan)))
-    total = sum(kind == "pretrain" for kind, _, _ in entries) + len(study(plan))
+    train = tuple(m for m in TRAINED if m in models and (retrain or not install_checkpoint(m, plan)))
+    entries = schedule(plan, train, models)
+    total = sum(kind == "pretrain" for kind, _, _ in entries) + len(study(plan, models))
     print(f"demo: {total} jobs on {jobs} workers x {threads} torch thread(s); each job logs (progress bars too) "
           f"to {logs}/<job>.log, e.g. tail -f {logs}/pretrain-mae_t.log", flush=True)
     pending: dict[Future, tuple] = {}
@@ -258,6 +265,14 @@ def run_study(plan: dict, jobs: int, threads: int, retrain: bool = False) -> Non
                     submit(*entry)
 
 
+def remove_records(results: str | Path, models: tuple[str, ...]) -> None:
+    """Delete the records of ``models`` under ``results`` (an earlier study's, which would mix with
+    this one's); the other rows' records stay."""
+    for stale in Path(results).glob("*__*__*__*.json"):  # ResultRecord.filename: task__dataset__model__...
+        if stale.name.split("__")[2] in models:
+            stale.unlink()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leaderboard.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--fast", action="store_true", help="tiny smoke run of the whole pipeline")
@@ -265,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="train the encoders instead of using leaderboard/checkpoints (and refresh those)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="worker processes (default: one per CPU core, each with one torch thread)")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), metavar="MODEL",
+                        help=f"only these rows (of {', '.join(MODELS)}): their records are redone, the "
+                             "others' kept, and the leaderboard rebuilt from all of them (default: every row)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs={args.jobs}: expected at least 1")
@@ -273,15 +291,15 @@ def main(argv: list[str] | None = None) -> int:
     TASKS.names()
     register_configs()
     start = time.time()
-    for stale in Path(plan["results"]).glob("*.json"):  # records of an earlier study would mix with this one's
-        stale.unlink()
+    models = tuple(args.models)
+    remove_records(plan["results"], models)
     prepare_world(plan)
     try:
-        run_study(plan, args.jobs, threads, retrain=args.retrain)
+        run_study(plan, args.jobs, threads, retrain=args.retrain, models=models)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"\ndemo: pretraining and {len(study(plan))} evaluations in {(time.time() - start) / 60:.1f} min")
+    print(f"\ndemo: pretraining and {len(study(plan, models))} evaluations in {(time.time() - start) / 60:.1f} min")
     publish(plan["results"], plan["out"], plan["readme"])
     return 0
 

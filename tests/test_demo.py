@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from leaderboard.demo import (FULL, MODELS, REFERENCES, TRAINED, evaluation_config, evaluations, label,
-                             pretrain_config, schedule, study)
+                             pretrain_config, remove_records, schedule, study)
 
 
 def flatten(jobs, after=None):
@@ -31,6 +31,25 @@ def test_schedule_covers_the_study_once_and_orders_each_model_after_its_pretrain
                 assert after == (f"pretrain-{model}" if model in train else None)
             else:
                 assert after == label("evaluate", first)
+
+
+def test_a_subset_of_rows_schedules_only_their_jobs():
+    """``--models``: only the named rows' evaluations, and a pretraining only for a named encoder."""
+    rows = ("layerlock_t", "blind")
+    jobs = list(flatten(schedule(FULL, TRAINED, rows)))
+    assert [arg for kind, arg, _ in jobs if kind == "pretrain"] == ["layerlock_t"]
+    evals = [tuple(arg) for kind, arg, _ in jobs if kind == "evaluate"]
+    assert sorted(evals) == sorted(map(tuple, study(FULL, rows))) and len(evals) == 9 + 9
+
+
+def test_remove_records_deletes_only_the_named_rows(tmp_path):
+    names = ["depth__synthetic__mae_t__attentive__seed0.json", "depth__synthetic__random_t__attentive__seed0.json",
+             "action__synthetic__mae_t__linear__seed0.json", "notes.json"]
+    for name in names:
+        (tmp_path / name).write_text("{}")
+    remove_records(tmp_path, ("mae_t", "blind"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["depth__synthetic__random_t__attentive__seed0.json",
+                                                          "notes.json"]
 
 
 def test_the_study_carries_every_reference_row():
@@ -74,3 +93,12 @@ def test_demo_fast_end_to_end(tmp_path):
         assert f"| {model} |" in proc.stdout
     for model in REFERENCES:
         assert f"| {model} (reference) |" in proc.stdout
+    # one row again: its records are redone, the others' stay as they were, the board keeps every row
+    kept = {p.name: p.stat().st_mtime_ns for p in records if "__random_t__" not in p.name}
+    proc = subprocess.run([sys.executable, "-m", "leaderboard.demo", "--fast", "--models", "random_t"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = sorted((out / "results").glob("*.json"))
+    assert [p.name for p in again] == [p.name for p in records]
+    assert {p.name: p.stat().st_mtime_ns for p in again if "__random_t__" not in p.name} == kept
+    assert "| layerlock_t |" in proc.stdout and "| random_t (reference) |" in proc.stdout
