@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     TASKS.names()
     register_configs()
     start = time.time()
-    models = tuple(args.models)
+    models = tuple(dict.fromkeys(args.models))  # named twice, run once
     remove_records(plan["results"], models)
     prepare_world(plan)
     try:
