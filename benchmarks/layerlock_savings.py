@@ -4,9 +4,10 @@
     python -m benchmarks.layerlock_savings --size s --resolution 224 --batch 4 --device cuda
     python -m benchmarks.layerlock_savings --quick         # smoke: 2 configurations, tiny clips
 
-Every configuration runs in its own subprocess (peak memory on CPU is the ``ru_maxrss`` delta
-from just before the first step; on CUDA ``max_memory_allocated`` minus the memory held before
-the first step), on the same architecture (the ``layerlock_<size>`` ViT with 3D RoPE), with
+Every configuration runs in its own subprocess (peak memory on CPU: the peak resident set
+(``VmHWM``), reset just before the first step, minus the resident set then — a plain
+``ru_maxrss`` delta reads 0 whenever start-up peaked higher than the steps; on CUDA
+``max_memory_allocated`` minus the memory held before the first step), on the same architecture (the ``layerlock_<size>`` ViT with 3D RoPE), with
 the same masks and batches:
 
 - ``mae``           SimpleMAE step (nothing frozen);
@@ -28,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import statistics
 import subprocess
 import sys
@@ -61,6 +61,20 @@ def setup(spec: dict):
     return arch, recipe
 
 
+def proc_status(field: str) -> int:
+    """A memory field of /proc/self/status (``VmRSS``, ``VmHWM``), in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field} (peak memory on CPU needs Linux)")
+
+
+def reset_peak_rss() -> int:
+    """Reset this process's peak resident set to its current one (Linux ``clear_refs`` 5); return it."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return proc_status("VmRSS")
+
+
 def worker(spec: dict) -> dict:
     """Time ``spec['steps']`` training steps of one phase; report time, memory and FLOPs."""
     device = torch.device(spec["device"])
@@ -90,7 +104,7 @@ def worker(spec: dict) -> dict:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        base = reset_peak_rss()
     times = []
     for i in range(spec["warmup"] + spec["steps"]):
         sync()
@@ -102,7 +116,7 @@ def worker(spec: dict) -> dict:
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        peak = proc_status("VmHWM") - base
     return {"step_time": statistics.median(times), "peak_mem_bytes": int(peak),
             "flops": step_flops(arch, recipe, phase, batch, tokens)["total"],
             "trainable_params": sum(p.numel() for g in opt.param_groups for p in g["params"])}

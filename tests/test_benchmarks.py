@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 LIGHT = ("harness_overhead", "cached_vs_online", "world_generation", "mfu", "readout_mfu", "demo_workers")
 ROW_FIELDS = {
@@ -40,3 +41,16 @@ def test_quick_benchmarks_write_their_json(tmp_path):
 @pytest.mark.slow
 def test_quick_layerlock_savings_writes_its_json(tmp_path):
     run_quick(tmp_path, ("layerlock_savings",))
+
+
+def test_cpu_peak_memory_counts_the_steps_even_after_a_higher_start_up_peak():
+    """The savings benchmark's CPU peak: reset before the steps, so an earlier, higher peak (the
+    start-up's) does not hide them, as a ``ru_maxrss`` delta does."""
+    from benchmarks.layerlock_savings import proc_status, reset_peak_rss
+    start_up = torch.ones(80_000_000)  # 320 MB, then freed: the process's peak so far
+    del start_up
+    base = reset_peak_rss()
+    step = torch.ones(25_000_000)  # 100 MB, touched
+    peak = proc_status("VmHWM") - base
+    del step
+    assert 90 * 2**20 <= peak <= 250 * 2**20
