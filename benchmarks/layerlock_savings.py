@@ -7,8 +7,8 @@
 Every configuration runs in its own subprocess (peak memory on CPU: the peak resident set
 (``VmHWM``), reset just before the first step, minus the resident set then — a plain
 ``ru_maxrss`` delta reads 0 whenever start-up peaked higher than the steps; on CUDA
-``max_memory_allocated`` minus the memory held before the first step), on the same architecture (the ``layerlock_<size>`` ViT with 3D RoPE), with
-the same masks and batches:
+``max_memory_allocated`` minus the memory held before the first step), on the same
+architecture (the ``layerlock_<size>`` ViT with 3D RoPE), with the same masks and batches:
 
 - ``mae``           SimpleMAE step (nothing frozen);
 - ``freeze+pixel``  progressive freezing with the pixel loss (the accelerated MAE of the paper's

@@ -13,9 +13,9 @@ learning rates of the other sizes are our choices (untuned). The CPU size ``t`` 
 with a longer pixel phase (first half) and 2400 steps at batch 8 (``make demo`` trains it on a
 4096-clip split): the 600 steps it had before left ``mae_t`` at effective rank 10 and every
 self-supervised row at or below the untrained encoder (docs/reproduction.md). ``make demo``
-evaluates the committed checkpoints; one recipe took 52 (MAE) to 68 (LayerLock) minutes on one
-core beside another (1.2-1.7 s a step; the latent objectives' target pass runs the frozen prefix
-on all 512 tokens).
+evaluates the committed checkpoints; one recipe took 31 to 68 minutes on one core beside another,
+by the hour and the objective (0.8-1.7 s a step; the latent objectives' target pass runs the
+frozen prefix on all 512 tokens).
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ class Recipe:
 # fields that may differ between a saved state and a resumed run
 BOOKKEEPING = ("log_every", "ckpt_every", "probe_size", "throttle_s")
 
-# Per-size schedule scale. t: CPU (about an hour on one core); the rest: paper-scale, shape of ViT-G.
+# Per-size schedule scale. t: CPU (30-70 min on one core); the rest: paper-scale, shape of ViT-G.
 PAPER_SHAPE = dict(pixel_frac=0.32, freeze_end_frac=0.94, decoder_depth=4, warmup_frac=0.02)
 SIZE_RECIPES: dict[str, dict[str, Any]] = {
     "t": dict(steps=2400, batch_size=8, lr=1e-3, warmup_steps=120, pixel_frac=0.5, freeze_end_frac=0.9,
