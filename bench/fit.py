@@ -35,6 +35,17 @@ def batches(features: np.ndarray, targets: dict[str, np.ndarray], batch_size: in
         yield {k: v.to(device) for k, v in batch.items()}
 
 
+def training_batches(task: Task, features: np.ndarray, targets: dict[str, np.ndarray], epochs: int,
+                     batch_size: int, seed: int, device: str = "cpu") -> Iterator[dict[str, torch.Tensor]]:
+    """Every training batch of seed ``seed``: each epoch the clips in a fresh order drawn from
+    ``default_rng(seed)``, each batch as ``task.train_view`` trains on it (its draws from a second
+    generator, ``default_rng([seed, 1])``, so they never change the clip order)."""
+    order_rng, view_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
+    for _ in range(epochs):
+        for batch in batches(features, targets, batch_size, order_rng.permutation(len(features)), device):
+            yield task.train_view(batch, view_rng)
+
+
 def cosine_with_warmup(step: int, total: int, warmup: int, min_ratio: float = 0.0) -> float:
     """Multiplier of the peak learning rate at update ``step`` (0-based): linear warmup over
     ``warmup`` steps, then cosine decay to ``min_ratio`` at ``total``. The readouts' schedule and
@@ -69,19 +80,17 @@ def fit(readout: nn.Module, task: Task, features: np.ndarray, targets: dict[str,
         warmup_frac: float = 0.1, device: str = "cpu") -> list[float]:
     """Train ``readout`` with AdamW + warmup/cosine; return the loss of every step."""
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
     readout.to(device).train()
     total = total_steps(len(features), epochs, batch_size)
     opt, sched = optimizer(readout, lr, weight_decay, total, warmup_frac)
     losses: list[torch.Tensor] = []
     bar = tqdm(total=total, desc=f"readout {task.name}", unit="step", leave=False)
-    for _ in range(epochs):
-        for batch in batches(features, targets, batch_size, rng.permutation(len(features)), device):
-            loss = train_step(readout, task, opt, sched, batch)
-            losses.append(loss)
-            bar.update()
-            if bar.n % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+    for batch in training_batches(task, features, targets, epochs, batch_size, seed, device):
+        loss = train_step(readout, task, opt, sched, batch)
+        losses.append(loss)
+        bar.update()
+        if bar.n % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
     bar.close()
     return check_not_diverged(torch.stack(losses).tolist() if losses else [], f"readout {task.name}")
 

@@ -2,7 +2,7 @@
 (``fit_readouts`` picks the configured solver).
 
 Seed k keeps its own initialisation (its readout is built right after ``torch.manual_seed(k)``),
-its own batch order (``np.random.default_rng(k)``) and its own AdamW state under the shared
+its own batch order and training views (``bench.fit.training_batches``) and its own AdamW state under the shared
 warmup/cosine schedule. The seeds' parameters live stacked, one [K, ...] tensor per parameter,
 updated by one AdamW (elementwise, so each slice follows its own seed's update); seed k's forward
 is its own readout run on the k-th slices (``torch.func.functional_call``), with the same kernels
@@ -23,7 +23,7 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from bench.errors import ConfigError
-from bench.fit import batches, check_not_diverged, fit_closed_form, optimizer, total_steps
+from bench.fit import check_not_diverged, fit_closed_form, optimizer, total_steps, training_batches
 from bench.task import Task
 
 
@@ -92,18 +92,15 @@ def fit_seeds(readouts: Sequence[nn.Module], task: Task, features: np.ndarray, t
     if len(readouts) != len(seeds) or not seeds:
         raise ValueError(f"fit_seeds: {len(readouts)} readouts for seeds {list(seeds)}")
     stack = SeedStack([r.to(device).train() for r in readouts])
-    rngs = [np.random.default_rng(seed) for seed in seeds]
     total = total_steps(len(features), epochs, batch_size)
     opt, sched = optimizer(stack, lr, weight_decay, total, warmup_frac)
     losses: list[torch.Tensor] = []
     bar = tqdm(total=total, desc=f"readout {task.name} seeds {list(seeds)}", unit="step", leave=False)
-    for _ in range(epochs):
-        orders = [batches(features, targets, batch_size, rng.permutation(len(features)), device) for rng in rngs]
-        for group in zip(*orders):
-            losses.append(seeds_step(stack, task, opt, sched, group))
-            bar.update()
-            if bar.n % 20 == 0:
-                bar.set_postfix(loss=" ".join(f"{v:.4f}" for v in losses[-1].tolist()))
+    for group in zip(*(training_batches(task, features, targets, epochs, batch_size, seed, device) for seed in seeds)):
+        losses.append(seeds_step(stack, task, opt, sched, group))
+        bar.update()
+        if bar.n % 20 == 0:
+            bar.set_postfix(loss=" ".join(f"{v:.4f}" for v in losses[-1].tolist()))
     bar.close()
     stack.write_back()
     history = torch.stack(losses).T.tolist() if losses else [[] for _ in seeds]

@@ -135,6 +135,12 @@ class Task(ABC):
                   [self.primary_metric] for i in range(size)]
         return np.asarray(values, np.float64), np.ones(size)
 
+    def train_view(self, batch: dict[str, torch.Tensor], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """The part of a training batch a readout update trains on (point tracking: a random
+        subset of each clip's tracks), drawn from ``rng``, the seed's own generator; evaluation
+        always sees whole batches. Default: the whole batch, drawing nothing."""
+        return batch
+
     def prepare(self, train: dict[str, np.ndarray]) -> None:
         """Fit what the task's outputs are relative to from the train split's targets (depth: the
         per-pixel train median), once, before a readout trains; the runner calls it. Default: nothing."""

@@ -10,7 +10,9 @@ Queries are built from the ground-truth tracks as in TAP-Vid (``sample_queries_f
 ``sample_queries_strided`` of Doersch et al. 2022): mode 'first' (default) queries every track at
 its first visible frame and scores only later frames; mode 'strided' queries every track that is
 visible at frames 0, s, 2s, … and scores every frame but the query frame. Tracks that give no
-query (never visible; occluded at a stride frame) are left out.
+query (never visible; occluded at a stride frame) are left out. With ``train_tracks`` = k, each
+training step reads k tracks of every clip, drawn at random without replacement (as TAP-Net and
+TAPIR train on a random subset of a Kubric clip's tracks); evaluation queries every track.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from bench.task import FeatureSpec
 from tasks._queries import QueryTrackingTask
 
 THRESHOLDS = (1, 2, 4, 8, 16)  # pixels, after scaling to 256×256
+TRACK_KEYS = ("target_points", "occluded", "query_points", "track_object")  # clip keys indexed [clip, track, ...]
 
 
 def make_queries(target_points, occluded, mode: str = "first", stride: int = 5):
@@ -152,13 +155,31 @@ class PointTracking(QueryTrackingTask):
 
     def __init__(self, spec: FeatureSpec, readout: str = "attentive", query_mode: Literal["first", "strided"] = "first",
                  query_stride: int = 5, num_bases: int = 16, mlp_hidden: int = 512, huber_delta: float = 4.0,
-                 occlusion_weight: float = 1.0, **cfg: Any):
+                 occlusion_weight: float = 1.0, train_tracks: int | None = None, **cfg: Any):
         self.check_options(query_mode=query_mode)
         super().__init__(spec, readout, num_bases, mlp_hidden, **cfg)
         self.query_mode, self.query_stride = query_mode, query_stride
         self.huber_delta, self.occlusion_weight = huber_delta, occlusion_weight
+        if train_tracks is not None and train_tracks < 1:
+            raise ConfigError(f"task.train_tracks={train_tracks}: expected a positive number of tracks or null (all)")
+        self.train_tracks = train_tracks
         _, h, w = spec.clip
         self.size = torch.tensor([w, h], dtype=torch.float32)  # (x, y) normaliser
+
+    def train_view(self, batch: dict[str, torch.Tensor], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """``train_tracks`` tracks of each clip, a fresh random subset per clip and step, kept in
+        their order (all of them when the clip has no more): a step's query-side cost (the query
+        MLP, attention and head, most of a step) shrinks in proportion."""
+        b, n = batch["target_points"].shape[:2]
+        if self.train_tracks is None or self.train_tracks >= n:
+            return batch
+        keep = torch.from_numpy(np.sort(np.argsort(rng.random((b, n)), axis=1)[:, :self.train_tracks], axis=1))
+        keep = keep.to(batch["target_points"].device)
+
+        def take(x: torch.Tensor) -> torch.Tensor:
+            return x.gather(1, keep.view(b, -1, *[1] * (x.dim() - 2)).expand(-1, -1, *x.shape[2:]))
+
+        return {k: take(v) if k in TRACK_KEYS else v for k, v in batch.items()}
 
     # --- queries -------------------------------------------------------------------------
     def _queries(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

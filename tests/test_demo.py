@@ -57,14 +57,16 @@ def test_the_study_carries_every_reference_row():
 
 
 def test_a_tasks_own_data_overrides_win_over_the_studys():
-    """Point tracking trains on 2048 clips of the study's world; the propagation tasks see 128 test
-    clips of it at 128x128; the other tasks train on its 1024."""
-    sizes = {}
+    """Point tracking trains on 2048 clips of the study's world, 32 tracks of each per step; the
+    propagation tasks see 128 test clips of it at 128x128; the other tasks train on its 1024."""
+    sizes, tracks = {}, {}
     for run in study(FULL):
         values = dict(o.split("=", 1) for o in run)
         if values["model"] == "pixels" and values.get("readout", "attentive") in ("attentive", "propagation"):
             cfg = evaluation_config(run, FULL)
             sizes[values["task"]] = (cfg.data.train_size, cfg.data.test_size, cfg.data.resolution)
+            tracks[values["task"]] = cfg.task.get("train_tracks")
+    assert tracks.pop("point_tracking") == 32 and not any(tracks.values())  # its own option, nobody else's
     assert sizes.pop("point_tracking") == (2048, 512, 64)
     assert sizes.pop("mask_propagation") == sizes.pop("keypoint_propagation") == (16, 128, 128)
     assert set(sizes.values()) == {(1024, 512, 64)} and len(sizes) == 4

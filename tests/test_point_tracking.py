@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench.errors import ConfigError
 from bench.readouts import build_readout
 from bench.task import FeatureSpec
 from tasks.point_tracking import PointTracking, evaluation_frames, make_queries, tapvid_metrics
@@ -254,3 +255,27 @@ def test_loss_is_huber_in_256_pixel_units_over_delta_plus_occlusion_bce():
     per_frame[0, 0, 1, 0] = 2.0 / 32  # Δx of frame 1, normalised
     out = per_frame.reshape(1, 1, 2, 6).reshape(1, 2, 6)  # (q c) (l k)
     torch.testing.assert_close(task.loss(out, batch), torch.tensor(7 / 4 + math.log(2)))
+
+
+def test_train_view_keeps_k_tracks_of_each_clip_aligned_across_keys_and_in_order():
+    task = PointTracking(SPEC, train_tracks=3)
+    batch = tiny_batch(b=4, n=8)
+    batch["target_points"] = torch.arange(4 * 8, dtype=torch.float32).view(4, 8, 1, 1).expand(-1, -1, 4, 2).clone()
+    batch["occluded"] = (torch.arange(8) % 2 == 0).view(1, 8, 1).expand(4, -1, 4).clone()
+    view = task.train_view(batch, np.random.default_rng(0))
+    assert view["target_points"].shape == (4, 3, 4, 2) and view["occluded"].shape == (4, 3, 4)
+    assert view["features"] is batch["features"]  # only the keys indexed by track are cut
+    kept = view["target_points"][:, :, 0, 0].long() - 8 * torch.arange(4)[:, None]  # each clip's own track indices
+    assert ((kept >= 0) & (kept < 8)).all() and (kept.diff(dim=1) > 0).all()  # distinct, in their order
+    assert len({tuple(k) for k in kept.tolist()}) > 1  # clips draw their own subsets
+    torch.testing.assert_close(view["occluded"][:, :, 0], kept % 2 == 0)  # the same tracks in every key
+    again = task.train_view(batch, np.random.default_rng(0))
+    assert torch.equal(again["target_points"], view["target_points"])  # the generator decides
+
+
+def test_train_view_is_the_whole_batch_without_train_tracks_or_with_too_few_tracks():
+    batch = tiny_batch()
+    assert PointTracking(SPEC).train_view(batch, np.random.default_rng(0)) is batch
+    assert PointTracking(SPEC, train_tracks=3).train_view(batch, np.random.default_rng(0)) is batch
+    with pytest.raises(ConfigError, match="task.train_tracks=0"):
+        PointTracking(SPEC, train_tracks=0)
