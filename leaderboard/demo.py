@@ -10,6 +10,9 @@ at CPU size, with the reference rows that bracket them (``blind``, ``pixels``, `
 ``python -m leaderboard.demo --models latent_nofreeze_t``
                                           redo one row's records (e.g. after retraining it), keep the
                                           others', rebuild the leaderboard
+``python -m leaderboard.demo --tasks point_tracking``
+                                          the same for one task's records (e.g. after changing its
+                                          protocol), every row
 ``python -m leaderboard.demo --fast``     a smoke run of the same pipeline on a tiny world (~1 min),
                                           training everything, under outputs/demo-fast
 
@@ -72,7 +75,7 @@ COMMITTED = Path(__file__).resolve().parent / "checkpoints"  # fp16 checkpoints 
 # frame's masks on the 8x8 token grid alone loses half of J&F, docs/propagation.md): 128 test clips,
 # and 16 train clips for the train-split scores. Recorded in every result's config and the checkpoint sidecar.
 PROPAGATION_DATA = ["data.resolution=128", "data.train_size=16", "data.test_size=128"]
-FULL = dict(seeds=(0,), data=["data.train_size=1024", "data.test_size=512"], pretrain=[],
+FULL = dict(tasks=TASK_NAMES, seeds=(0,), data=["data.train_size=1024", "data.test_size=512"], pretrain=[],
             train_data=["data.train_size=4096"],
             task_data={"point_tracking": ["data.train_size=2048"], "mask_propagation": PROPAGATION_DATA,
                        "keypoint_propagation": PROPAGATION_DATA},
@@ -82,7 +85,7 @@ FULL = dict(seeds=(0,), data=["data.train_size=1024", "data.test_size=512"], pre
             linear=None, results="leaderboard/results", out="leaderboard", work=".", readme="README.md",
             committed=COMMITTED)
 TINY_DATA = ["data.train_size=16", "data.test_size=8", "data.num_frames=4", "data.resolution=32"]
-FAST = dict(seeds=(0,), data=TINY_DATA, pretrain=["train.steps=6", "train.batch_size=2", "train.log_every=2"],
+FAST = dict(tasks=TASK_NAMES, seeds=(0,), data=TINY_DATA, pretrain=["train.steps=6", "train.batch_size=2", "train.log_every=2"],
             train_data=[], task_data={}, task_options={"point_tracking": ["task.train_tracks=32"]},
             readout=["readout.batch_size=8", "readout.dim=32", "readout.num_heads=2"],
             epochs=dict.fromkeys(TASK_NAMES, 1),
@@ -147,7 +150,7 @@ def evaluations(model: str, plan: dict) -> list[list[str]]:
     table, so that each table has its reference. A task's own data and option overrides (``task_data``,
     ``task_options``) come with each of its runs."""
     runs = []
-    for task in TASK_NAMES:
+    for task in plan["tasks"]:
         readouts = ["attentive", *(["linear"] if linear_probe(task, plan) is not None else [])]
         common = [f"model={model}", f"task={task}", *plan["task_data"].get(task, []),
                   *plan["task_options"].get(task, [])]
@@ -193,7 +196,7 @@ def run_evaluation(overrides: list[str], plan: dict) -> None:
 def prepare_world(plan: dict) -> None:
     """Open (and so generate) every split an evaluation opens, once, here, so that the workers
     only memory-map them."""
-    for task_data in [[], *plan["task_data"].values()]:
+    for task_data in [[], *(plan["task_data"].get(task, []) for task in plan["tasks"])]:
         load_datasets(composed("bench", [*plan["data"], *task_data, f"paths.cache={Path(plan['work']) / 'cache'}"]),
                       TASKS.get(TASK_NAMES[0]))
 
@@ -269,11 +272,12 @@ def run_study(plan: dict, jobs: int, threads: int, retrain: bool = False, models
                     submit(*entry)
 
 
-def remove_records(results: str | Path, models: tuple[str, ...]) -> None:
-    """Delete the records of ``models`` under ``results`` (an earlier study's, which would mix with
-    this one's); the other rows' records stay."""
+def remove_records(results: str | Path, models: tuple[str, ...], tasks: tuple[str, ...] = TASK_NAMES) -> None:
+    """Delete the records of ``models`` on ``tasks`` under ``results`` (an earlier study's, which
+    would mix with this one's); the other records stay."""
     for stale in Path(results).glob("*__*__*__*.json"):  # ResultRecord.filename: task__dataset__model__...
-        if stale.name.split("__")[2] in models:
+        task, _, model = stale.name.split("__")[:3]
+        if model in models and task in tasks:
             stale.unlink()
 
 
@@ -287,16 +291,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), metavar="MODEL",
                         help=f"only these rows (of {', '.join(MODELS)}): their records are redone, the "
                              "others' kept, and the leaderboard rebuilt from all of them (default: every row)")
+    parser.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=list(TASK_NAMES), metavar="TASK",
+                        help=f"only these tasks (of {', '.join(TASK_NAMES)}), as --models does for rows "
+                             "(default: every task)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs={args.jobs}: expected at least 1")
-    plan = FAST if args.fast else FULL
+    plan = dict(FAST if args.fast else FULL, tasks=tuple(dict.fromkeys(args.tasks)))
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     TASKS.names()
     register_configs()
     start = time.time()
     models = tuple(dict.fromkeys(args.models))  # named twice, run once
-    remove_records(plan["results"], models)
+    remove_records(plan["results"], models, plan["tasks"])
     prepare_world(plan)
     try:
         run_study(plan, args.jobs, threads, retrain=args.retrain, models=models)

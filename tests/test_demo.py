@@ -42,6 +42,14 @@ def test_a_subset_of_rows_schedules_only_their_jobs():
     assert sorted(evals) == sorted(map(tuple, study(FULL, rows))) and len(evals) == 9 + 9
 
 
+def test_a_subset_of_tasks_schedules_only_their_evaluations_for_every_row():
+    """``--tasks``: each row's evaluations of the named tasks, nothing else."""
+    plan = dict(FULL, tasks=("point_tracking", "camera_pose"))
+    evals = [dict(o.split("=", 1) for o in arg) for kind, arg, _ in flatten(schedule(plan, ())) if kind == "evaluate"]
+    assert {e["task"] for e in evals} == {"point_tracking", "camera_pose"} and {e["model"] for e in evals} == set(MODELS)
+    assert len(evals) == len(MODELS) * 3  # each row: point tracking (attentive), pose (attentive, linear)
+
+
 def test_remove_records_deletes_only_the_named_rows(tmp_path):
     names = ["depth__synthetic__mae_t__attentive__seed0.json", "depth__synthetic__random_t__attentive__seed0.json",
              "action__synthetic__mae_t__linear__seed0.json", "notes.json"]
@@ -50,6 +58,9 @@ def test_remove_records_deletes_only_the_named_rows(tmp_path):
     remove_records(tmp_path, ("mae_t", "blind"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["depth__synthetic__random_t__attentive__seed0.json",
                                                           "notes.json"]
+    (tmp_path / names[0]).write_text("{}")
+    remove_records(tmp_path, ("mae_t", "random_t"), ("action",))  # a task subset: only its records go
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[:2] + ["notes.json"])
 
 
 def test_the_study_carries_every_reference_row():
