@@ -2,7 +2,8 @@
 AdamW) per task and readout width, its FLOP/s over this machine's matmul peak, and its cost per
 clip-epoch.
 
-    python -m benchmarks.readout_mfu            # every built-in task, widths 64 and 192, t features
+    python -m benchmarks.readout_mfu            # every built-in task, widths 64 and 192, t features,
+                                                # and point tracking on the demo's 32 of 64 tracks a step
     python -m benchmarks.readout_mfu --quick
 
 The readout, not the encoder, dominates an evaluation over cached features (DESIGN.md §11), so
@@ -35,6 +36,7 @@ NAME = "readout_mfu"
 GOAL = 0.5
 GOAL_TASKS = ("depth", "point_tracking")
 TASK_NAMES = ("depth", "point_tracking", "box_tracking", "camera_pose", "action")
+CASES = [*((t, {}) for t in TASK_NAMES), ("point_tracking", {"train_tracks": 32})]  # (task, its options)
 
 
 def _sdpa_fwd(query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
@@ -66,11 +68,11 @@ def t_features(frames: int, resolution: int) -> FeatureSpec:
 OPTIM = {"lr": 1e-4, "weight_decay": 0.05, "total_steps": 10_000}  # a long schedule: timed steps stay in warmup
 
 
-def readout_task(task_name: str, clips: Any, spec: FeatureSpec) -> tuple[Task, dict[str, np.ndarray]]:
-    """The attentive-readout task on ``clips`` and their targets, prepared on them, with subnormals
-    flushed as ``bench.run.evaluate`` runs a readout."""
+def readout_task(task_name: str, clips: Any, spec: FeatureSpec, **options: Any) -> tuple[Task, dict[str, np.ndarray]]:
+    """The attentive-readout task (with ``options``) on ``clips`` and their targets, prepared on
+    them, with subnormals flushed as ``bench.run.evaluate`` runs a readout."""
     flush_denormals()
-    task = TASKS.get(task_name)(spec, readout="attentive", meta=clips.meta)
+    task = TASKS.get(task_name)(spec, readout="attentive", meta=clips.meta, **options)
     targets = clips.arrays([k for k in task.requires if k != "video"])
     task.prepare(targets)
     return task, targets
@@ -84,26 +86,27 @@ def step_batch(targets: dict[str, np.ndarray], batch: int, spec: FeatureSpec, se
 
 
 def readout_step(task_name: str, width: int, heads: int, clips: Any, batch: int,
-                 spec: FeatureSpec) -> Callable[[], Any]:
-    """One update of ``task_name``'s attentive readout (``width`` wide) on a fixed batch."""
-    task, targets = readout_task(task_name, clips, spec)
+                 spec: FeatureSpec, **options: Any) -> Callable[[], Any]:
+    """One update of ``task_name``'s attentive readout (``width`` wide) on a fixed batch, as the
+    task trains on it (``Task.train_view``)."""
+    task, targets = readout_task(task_name, clips, spec, **options)
     torch.manual_seed(0)
     readout = build_readout("attentive", task, spec.dim, num_heads=heads, dim=width)
     opt, sched = optimizer(readout, **OPTIM)
-    data = step_batch(targets, batch, spec)
+    data = task.train_view(step_batch(targets, batch, spec), np.random.default_rng(0))
     return lambda: train_step(readout, task, opt, sched, data)
 
 
 def measure(task_name: str, width: int, clips: Any, batch: int, spec: FeatureSpec, mm_n: int,
-            repeats: int, warmup: int) -> dict[str, Any]:
+            repeats: int, warmup: int, options: dict[str, Any]) -> dict[str, Any]:
     """Achieved FLOP/s of one readout step, the interleaved matmul peak, their ratio and the cost per clip."""
-    step = readout_step(task_name, width, max(1, width // 16), clips, batch, spec)
+    step = readout_step(task_name, width, max(1, width // 16), clips, batch, spec, **options)
     flops = step_flops(step)
     peak_fn, peak_flops = matmul(mm_n, torch.float32, "cpu")
     times = interleave({"step": step, "peak": peak_fn}, repeats, warmup, desc=f"{task_name} {width}")
     seconds = median(times["step"])
     achieved, peak = flops / seconds, peak_flops / median(times["peak"])
-    return {"task": task_name, "width": width, "batch": batch, "gflop_per_step": flops / 1e9,
+    return {"task": task_name, "options": options, "width": width, "batch": batch, "gflop_per_step": flops / 1e9,
             "ms_per_clip_epoch": 1e3 * seconds / batch, "achieved_gflops": achieved / 1e9,
             "peak_gflops": peak / 1e9, "mfu": achieved / peak, "times_s": times}
 
@@ -118,12 +121,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     spec = t_features(frames, res)
     with tempfile.TemporaryDirectory() as root:
         clips = world(root, args.batch, frames, res, workers=1)
-        rows = [measure(t, w, clips, args.batch, spec, mm_n, repeats, warmup=0 if args.quick else 1)
-                for t in TASK_NAMES for w in widths]
+        rows = [measure(t, w, clips, args.batch, spec, mm_n, repeats, 0 if args.quick else 1, options)
+                for t, options in CASES for w in widths]
     text = table(f"Readout MFU: attentive readout step (fwd + bwd + AdamW) FLOP/s over the interleaved {mm_n}² "
                  f"matmul peak; t features {spec.grid} x {spec.dim}, batch {args.batch}, median of {repeats}",
-                 ["task", "width", "GFLOP/step", "ms/clip-epoch", "GFLOP/s", "peak GFLOP/s", "MFU"],
-                 [[r["task"], r["width"], r["gflop_per_step"], r["ms_per_clip_epoch"], r["achieved_gflops"],
+                 ["task", "options", "width", "GFLOP/step", "ms/clip-epoch", "GFLOP/s", "peak GFLOP/s", "MFU"],
+                 [[r["task"], " ".join(f"{k}={v}" for k, v in r["options"].items()), r["width"], r["gflop_per_step"], r["ms_per_clip_epoch"], r["achieved_gflops"],
                    r["peak_gflops"], r["mfu"]] for r in rows])
     goal_rows = [r for r in rows if r["task"] in GOAL_TASKS]
     goal = {"text": f"{' and '.join(GOAL_TASKS)} readout steps >= {GOAL:.0%} of the fp32 matmul peak",
