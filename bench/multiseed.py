@@ -2,8 +2,8 @@
 (``fit_readouts`` picks the configured solver).
 
 Seed k keeps its own initialisation (its readout is built right after ``torch.manual_seed(k)``),
-its own batch order and training views (``bench.fit.training_batches``) and its own AdamW state under the shared
-warmup/cosine schedule. The seeds' parameters live stacked, one [K, ...] tensor per parameter,
+its own batch order and training views (``bench.fit.training_batches``) and its own AdamW state
+under the shared warmup/cosine schedule. The seeds' parameters live stacked, one [K, ...] tensor per parameter,
 updated by one AdamW (elementwise, so each slice follows its own seed's update); seed k's forward
 is its own readout run on the k-th slices (``torch.func.functional_call``), with the same kernels
 on the same shapes as alone. Forward and backward run per seed on purpose: under ``torch.vmap``
@@ -96,7 +96,8 @@ def fit_seeds(readouts: Sequence[nn.Module], task: Task, features: np.ndarray, t
     opt, sched = optimizer(stack, lr, weight_decay, total, warmup_frac)
     losses: list[torch.Tensor] = []
     bar = tqdm(total=total, desc=f"readout {task.name} seeds {list(seeds)}", unit="step", leave=False)
-    for group in zip(*(training_batches(task, features, targets, epochs, batch_size, seed, device) for seed in seeds)):
+    per_seed = [training_batches(task, features, targets, epochs, batch_size, seed, device) for seed in seeds]
+    for group in zip(*per_seed):
         losses.append(seeds_step(stack, task, opt, sched, group))
         bar.update()
         if bar.n % 20 == 0:

@@ -68,9 +68,9 @@ COMMITTED = Path(__file__).resolve().parent / "checkpoints"  # fp16 checkpoints 
 # 2048 clips (``task_data``: the same world, twice the clips), because its readout overfits the
 # references at 1024 (pixels: train AJ 0.208, test 0.189, under the static tracker's 0.192; docs/
 # performance.md), on 32 of each clip's 64 tracks per step (``task_options``: 0.58x the step; the
-# references score as on all 64, docs/performance.md). Every trained encoder (the supervised control and the three self-supervised
-# ones) trains on a 4096-clip train split of the same world (its first 1024 clips are the study's
-# train split; the test split is never seen). The training-free
+# references score as on all 64, docs/performance.md). Every trained encoder (the supervised
+# control and the three self-supervised ones) trains on a 4096-clip train split of the same world
+# (its first 1024 clips are the study's train split; the test split is never seen). The training-free
 # propagation tasks run on the same world at 128x128 (16x16 tokens; at 64x64 copying the first
 # frame's masks on the 8x8 token grid alone loses half of J&F, docs/propagation.md): 128 test clips,
 # and 16 train clips for the train-split scores. Recorded in every result's config and the checkpoint sidecar.
@@ -85,7 +85,8 @@ FULL = dict(tasks=TASK_NAMES, seeds=(0,), data=["data.train_size=1024", "data.te
             linear=None, results="leaderboard/results", out="leaderboard", work=".", readme="README.md",
             committed=COMMITTED)
 TINY_DATA = ["data.train_size=16", "data.test_size=8", "data.num_frames=4", "data.resolution=32"]
-FAST = dict(tasks=TASK_NAMES, seeds=(0,), data=TINY_DATA, pretrain=["train.steps=6", "train.batch_size=2", "train.log_every=2"],
+FAST = dict(tasks=TASK_NAMES, seeds=(0,), data=TINY_DATA,
+            pretrain=["train.steps=6", "train.batch_size=2", "train.log_every=2"],
             train_data=[], task_data={}, task_options={"point_tracking": ["task.train_tracks=32"]},
             readout=["readout.batch_size=8", "readout.dim=32", "readout.num_heads=2"],
             epochs=dict.fromkeys(TASK_NAMES, 1),
@@ -147,8 +148,8 @@ def evaluations(model: str, plan: dict) -> list[list[str]]:
     """The overrides of every evaluation of ``model``: attentive x seeds, then the linear probe (seed 0)
     where the plan has one for the task (FULL: the closed-form fits of the clip-level tasks); the
     training-free tasks one label propagation. ``blind`` trains nothing: one record per readout
-    table, so that each table has its reference. A task's own data and option overrides (``task_data``,
-    ``task_options``) come with each of its runs."""
+    table, so that each table has its reference. A task's own data and option overrides
+    (``task_data``, ``task_options``) come with each of its runs."""
     runs = []
     for task in plan["tasks"]:
         readouts = ["attentive", *(["linear"] if linear_probe(task, plan) is not None else [])]

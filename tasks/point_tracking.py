@@ -11,8 +11,9 @@ Queries are built from the ground-truth tracks as in TAP-Vid (``sample_queries_f
 its first visible frame and scores only later frames; mode 'strided' queries every track that is
 visible at frames 0, s, 2s, … and scores every frame but the query frame. Tracks that give no
 query (never visible; occluded at a stride frame) are left out. With ``train_tracks`` = k, each
-training step reads k tracks of every clip, drawn at random without replacement (as TAP-Net and
-TAPIR train on a random subset of a Kubric clip's tracks); evaluation queries every track.
+training step reads k tracks of every clip, drawn at random without replacement (TAP-Net and TAPIR
+train on tracks sampled afresh from each Kubric clip: ``tracks_to_sample`` of the Kubric
+point-tracking loader); evaluation queries every track.
 """
 from __future__ import annotations
 

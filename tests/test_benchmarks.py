@@ -13,8 +13,8 @@ ROW_FIELDS = {
     "cached_vs_online": {"model", "task", "cached_epoch_s", "online_epoch_s", "speedup", "extract_s", "times_s"},
     "world_generation": {"side", "clips_s", "vs_encode", "times_s"},
     "mfu": {"model", "resolution", "dtype", "gflop_per_clip", "achieved_gflops", "peak_gflops", "mfu", "times_s"},
-    "readout_mfu": {"task", "options", "width", "gflop_per_step", "ms_per_clip_epoch", "achieved_gflops", "peak_gflops", "mfu",
-                    "times_s"},
+    "readout_mfu": {"task", "options", "width", "gflop_per_step", "ms_per_clip_epoch", "achieved_gflops",
+                    "peak_gflops", "mfu", "times_s"},
     "demo_workers": {"side", "jobs_s", "speedup", "times_s"},
     "layerlock_savings": {"variant", "frozen", "step_time", "flops", "predicted_saving", "time_saving"},
 }
@@ -37,7 +37,8 @@ def run_quick(out: Path, names: tuple[str, ...]) -> None:
 def test_quick_benchmarks_write_their_json(tmp_path):
     run_quick(tmp_path, LIGHT)
     rows = json.loads((tmp_path / "readout_mfu.json").read_text())["rows"]
-    point_tracking = {r["options"].get("train_tracks"): r["gflop_per_step"] for r in rows if r["task"] == "point_tracking"}
+    point_tracking = {r["options"].get("train_tracks"): r["gflop_per_step"]
+                      for r in rows if r["task"] == "point_tracking"}
     assert point_tracking[32] < 0.75 * point_tracking[None]  # half the tracks: the query side's work halves
 
 

@@ -46,7 +46,8 @@ def test_a_subset_of_tasks_schedules_only_their_evaluations_for_every_row():
     """``--tasks``: each row's evaluations of the named tasks, nothing else."""
     plan = dict(FULL, tasks=("point_tracking", "camera_pose"))
     evals = [dict(o.split("=", 1) for o in arg) for kind, arg, _ in flatten(schedule(plan, ())) if kind == "evaluate"]
-    assert {e["task"] for e in evals} == {"point_tracking", "camera_pose"} and {e["model"] for e in evals} == set(MODELS)
+    assert {e["task"] for e in evals} == {"point_tracking", "camera_pose"}
+    assert {e["model"] for e in evals} == set(MODELS)
     assert len(evals) == len(MODELS) * 3  # each row: point tracking (attentive), pose (attentive, linear)
 
 
