@@ -1,12 +1,17 @@
 """``make demo-fast``: the whole miniature study (pretrain 3 models, evaluate 4 models on 5 tasks,
 build the leaderboard) on a tiny world, in a scratch directory."""
+import json
 import subprocess
 import sys
 
 import pytest
+from omegaconf import OmegaConf
 
-from leaderboard.demo import (FULL, MODELS, REFERENCES, TRAINED, evaluation_config, evaluations, label,
-                             pretrain_config, remove_records, schedule, study)
+from bench.models.checkpoint import sidecar_path
+from bench.models.zoo import checkpoint_path
+from leaderboard.demo import (COMMITTED, FULL, MODELS, PRETRAINED, REFERENCES, TRAINED, evaluation_config, evaluations,
+                              label, pretrain_config, remove_records, schedule, study)
+from pretrain.recipes import BOOKKEEPING, resolve_recipe
 
 
 def flatten(jobs, after=None):
@@ -90,6 +95,19 @@ def test_every_trained_encoder_learns_from_the_same_4096_clip_split():
     for name in TRAINED:
         data = pretrain_config(name, FULL).data
         assert (data.train_size, data.test_size, data.resolution, data.seed) == (4096, 512, 64, 0), name
+
+
+def test_the_committed_checkpoints_were_trained_by_the_recipe_the_demo_would_train():
+    """``--retrain`` reproduces what the board shows: every committed self-supervised checkpoint's
+    sidecar holds the recipe and the data that ``make demo --retrain`` would train it with."""
+    for name in PRETRAINED:
+        meta = json.loads(sidecar_path(checkpoint_path(name, COMMITTED)).read_text())
+        cfg = pretrain_config(name, FULL)
+        expected = resolve_recipe(name, meta["architecture"]["depth"], cfg.train)
+        recorded = meta["train_config"]["recipe"]
+        assert {k: v for k, v in recorded.items() if k not in BOOKKEEPING} == \
+            {k: v for k, v in expected.items() if k not in BOOKKEEPING}, name
+        assert meta["train_config"]["data"] == OmegaConf.to_container(cfg.data), name
 
 
 @pytest.mark.slow
