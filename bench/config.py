@@ -33,6 +33,7 @@ from bench.schema import options, signature_node
 @dataclass
 class FeaturesSchema:
     batch_size: int = MISSING
+    token_px: Optional[int] = MISSING  # frame models: clip pixels per token (null: nearest the patch)
 
 
 @dataclass
@@ -148,6 +149,7 @@ def choice(options: tuple[str, ...]) -> Rule:
 # key (dotted, from the config root) -> rule; a key the config does not have, or holds null, is skipped
 RULES: dict[str, Rule] = {
     "seed": integer(0), "model_seed": integer(0), "features.batch_size": integer(1),
+    "features.token_px": integer(1),
     **{f"readout.{k}": integer(1) for k in ("epochs", "batch_size", "num_heads", "dim", "topk", "reference_grid")},
     "readout.context": integer(0), "readout.lr": number(), "readout.weight_decay": number(strict=False),
     "readout.alpha": number(), "readout.radius": number(), "readout.temperature": number(),
@@ -195,6 +197,10 @@ def check_clip(cfg: DictConfig) -> None:
         return
     tubelet = tubelet_for(str(cfg.model.name), cfg.paths.checkpoints)
     sides = [res] * 2 if isinstance(res, int) else list(res or [])
+    token_px = cfg.features.get("token_px")
+    if tubelet is None and token_px and len(sides) == 2 and (sides[0] % token_px or sides[1] % token_px):
+        raise ConfigError(f"features.token_px={token_px}, data.resolution={res}: tokens of {token_px} pixels must "
+                          f"tile the clip's sides")
     if tubelet is None or len(sides) != 2:
         return
     pt, ph, pw = tubelet

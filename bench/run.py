@@ -48,7 +48,8 @@ def features_for(cfg: DictConfig, train: Any, test: Any) -> tuple[np.ndarray, np
     """Frozen features of both splits (cached), their spec and the encoder's sha256."""
     clip = train.arrays(["video"])["video"].shape[1:4]
     model, meta = build_encoder(cfg.model.name, cfg.paths.checkpoints, seed=cfg.model_seed,
-                                weights=cfg.model.get("weights"), img_size=clip[1], num_frames=clip[0])
+                                weights=cfg.model.get("weights"), img_size=clip[1], num_frames=clip[0],
+                                token_px=cfg.features.get("token_px"))
     sha = meta["sha256"]
     feats = [cached_features(model, sha, ds, cfg.paths.cache, batch_size=cfg.features.batch_size,
                              device=cfg.device) for ds in (train, test)]

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from bench.errors import UserError
-from bench.models.checkpoint import (CheckpointError, load_checkpoint, load_torch_state_dict, save_checkpoint,
-                                     conforms, sidecar_path, sidecar_problem, type_name)
+from bench.models.checkpoint import (CheckpointError, conforms, load_checkpoint, load_torch_state_dict, read_sidecar,
+                                     save_checkpoint, save_timm_checkpoint, sidecar_path, sidecar_problem,
+                                     timm_architecture, type_name)
 from bench.models.zoo import build_encoder
 
 
@@ -87,10 +88,13 @@ SIDECAR_CASES = [  # (edit of a valid sidecar, what the error says after "<sidec
     (put("z" * 64, "sha256"), f'sha256: "{"z" * 64}" is not a sha256 digest (expected 64 lowercase hex digits)'),
     (put("AB" * 32, "sha256"), f'sha256: "{"AB" * 32}" is not a sha256 digest (expected 64 lowercase hex digits)'),
     (put(12, "sha256"), "sha256: 12 is not a sha256 digest (expected 64 lowercase hex digits)"),
-    (without("format"), 'format: missing (expected "frozen4d-vit/1")'),
-    (put("frozen4d-vit/2", "format"), 'format: "frozen4d-vit/2" is not a known format (expected "frozen4d-vit/1")'),
-    (without("architecture"), "architecture: missing (expected an object of ViTConfig fields)"),
-    (put([1, 2], "architecture"), "architecture: [1, 2] is not an object (expected an object of ViTConfig fields)"),
+    (without("format"), 'format: missing (expected "frozen4d-vit/1" or "timm/1")'),
+    (put("frozen4d-vit/2", "format"),
+     'format: "frozen4d-vit/2" is not a known format (expected "frozen4d-vit/1" or "timm/1")'),
+    (without("architecture"),
+     "architecture: missing (expected an object of ViTConfig fields, or of timm keyword arguments)"),
+    (put([1, 2], "architecture"),
+     "architecture: [1, 2] is not an object (expected an object of ViTConfig fields, or of timm keyword arguments)"),
     (put("twelve", "architecture", "depth"), 'architecture.depth: "twelve" is a string (expected int)'),
     (put(True, "architecture", "depth"), "architecture.depth: true is a boolean (expected int)"),
     (put(4.0, "architecture", "depth"), "architecture.depth: 4.0 is a number (expected int)"),
@@ -124,6 +128,40 @@ def test_sidecars_are_checked_against_the_schema(tiny_vit, tmp_path, edit, probl
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
     assert str(err.value) == f"{sidecar_path(path)}: {problem}" and isinstance(err.value, UserError)
+
+
+TIMM_CASES = [  # (edit of a valid timm/1 sidecar, what the error says after "<sidecar path>: ")
+    (lambda meta: meta["architecture"].pop("timm"),
+     "architecture.timm: null is not a timm architecture name (expected a string)"),
+    (put(3, "architecture", "timm"), "architecture.timm: 3 is not a timm architecture name (expected a string)"),
+    (put(0, "architecture", "depth"), "architecture.depth: 0 is an integer (expected a positive number)"),
+    (put("12", "architecture", "depth"), 'architecture.depth: "12" is a string (expected a positive number)'),
+    (put(float("inf"), "architecture", "mlp_ratio"),
+     "architecture.mlp_ratio: Infinity is a non-finite number (expected a positive number)"),
+]
+
+
+@pytest.mark.parametrize("edit,problem", TIMM_CASES, ids=[p.split(" (")[0] for _, p in TIMM_CASES])
+def test_timm_sidecars_are_checked_against_their_schema(tmp_path, edit, problem):
+    path = tmp_path / "frames.safetensors"
+    save_timm_checkpoint({"w": torch.ones(2)}, "vit_small_patch14_dinov2", {"depth": 12, "mlp_ratio": 4.0}, path)
+    meta = json.loads(sidecar_path(path).read_text())
+    edit(meta)
+    sidecar_path(path).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError) as err:
+        read_sidecar(path)
+    assert str(err.value) == f"{sidecar_path(path)}: {problem}"
+
+
+def test_a_timm_checkpoint_is_no_videovit_and_its_sha256_is_checked(tmp_path):
+    path = tmp_path / "frames.safetensors"
+    save_timm_checkpoint({"w": torch.ones(2)}, "vit_small_patch14_dinov2", {"depth": 12}, path)
+    assert timm_architecture(path, read_sidecar(path)) == ("vit_small_patch14_dinov2", {"depth": 12})
+    with pytest.raises(CheckpointError, match=r"a timm/1 checkpoint, not a frozen4d VideoViT .*model.name=frames"):
+        load_checkpoint(path)
+    path.write_bytes(path.read_bytes()[:-1] + b"\x01")
+    with pytest.raises(CheckpointError, match="does not match its sidecar"):
+        timm_architecture(path, read_sidecar(path))
 
 
 @pytest.mark.parametrize("value,hint,ok", [

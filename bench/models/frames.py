@@ -8,6 +8,7 @@ Features are the patch tokens at frozen4d's readout depth, taken with timm's own
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from timm.data import resolve_model_data_config
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from bench.errors import ConfigError
@@ -38,9 +40,11 @@ class FrameConfig:
     std: tuple[float, float, float]
     dynamic_img_size: bool  # timm resizes the position table per input; without it only img_size runs
     readout_depth: float = 0.95
+    table_resize: str | None = None  # how a weights file's position table is resized at load (None: no file)
 
     def to_dict(self) -> dict:
-        return {"kind": "timm", **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}}
+        return {"kind": "timm", **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
+                                   if v is not None}}
 
 
 def readout_block(depth: int, readout_depth: float = 0.95) -> int:
@@ -54,9 +58,14 @@ def readout_block(depth: int, readout_depth: float = 0.95) -> int:
     return block
 
 
-def token_px(side: int, patch: int) -> int:
-    """Clip pixels per token along a side: the divisor of ``side`` closest to ``patch`` (the smaller
-    on a tie), so tokens tile the clip exactly and frames are resized by the factor nearest 1."""
+def token_px(side: int, patch: int, fixed: int | None = None) -> int:
+    """Clip pixels per token along a side: ``fixed`` (``features.token_px``), else the divisor of
+    ``side`` closest to ``patch`` (the smaller on a tie), so tokens tile the clip exactly and frames
+    are resized by the factor nearest 1."""
+    if fixed is not None:
+        if fixed < 1 or side % fixed:
+            raise ConfigError(f"features.token_px={fixed}: must divide the clip side {side} (tokens tile the clip)")
+        return fixed
     return min((d for d in range(1, side + 1) if side % d == 0), key=lambda d: (abs(d - patch), d))
 
 
@@ -83,12 +92,13 @@ def load_problem(exc: Exception) -> str:
     return first + (f" (and {len(lines) - 1} more problem(s))" if len(lines) > 1 else "")
 
 
-def probe(arch: str) -> nn.Module:
-    """The timm model on the meta device (no memory, no init): its patch size before the real build."""
+def probe(arch: str, overrides: dict[str, Any]) -> nn.Module:
+    """The timm model on the meta device (no memory, no init): its patch size before the real build.
+    ``overrides``: timm keyword arguments of a converted checkpoint's architecture (width, depth, ...)."""
     if not timm.is_model(arch):
         raise ConfigError(f"model 'timm/{arch}': timm has no architecture {arch!r} (timm.list_models() lists them)")
     try:
-        model = timm.create_model(arch, pretrained=False, device="meta")
+        model = timm.create_model(arch, pretrained=False, device="meta", **overrides)
     except TypeError as exc:
         raise ConfigError(f"model 'timm/{arch}' is not a ViT frozen4d can run frame by frame ({exc})") from exc
     if not all(hasattr(model, a) for a in ("blocks", "patch_embed", "num_prefix_tokens", "forward_intermediates")):
@@ -97,14 +107,31 @@ def probe(arch: str) -> nn.Module:
     return model
 
 
-def create(arch: str, img_size: tuple[int, int], weights: Path | None, dynamic: bool) -> nn.Module:
+def resized_table(state: dict[str, torch.Tensor], grid: tuple[int, int], prefix: int) -> dict[str, torch.Tensor]:
+    """``state`` with a square learned position table (``pos_embed``, ``prefix`` class/register rows
+    first) resized to ``grid`` bicubically without antialiasing, as DINOv2's and transformers' own
+    forwards resize it (timm's load filter antialiases, which moves the table by ~1e-2)."""
+    table = state.get("pos_embed")
+    if table is None or table.dim() != 3 or table.shape[1] == prefix + grid[0] * grid[1]:
+        return state
+    side = math.isqrt(table.shape[1] - prefix)
+    if side * side != table.shape[1] - prefix:
+        return state  # not a square table: timm's filter decides
+    return {**state, "pos_embed": resample_abs_pos_embed(table, list(grid), (side, side), prefix, antialias=False)}
+
+
+def create(arch: str, img_size: tuple[int, int], weights: Path | None, dynamic: bool,
+           meta: nn.Module, overrides: dict[str, Any]) -> nn.Module:
     """The timm model built for ``img_size``: random, or with a weights file loaded by timm's own
-    pretrained path (its checkpoint filters convert known layouts and resample position tables);
-    taking other frame sizes too where timm offers ``dynamic_img_size`` (non-square clips)."""
-    kwargs: dict[str, Any] = dict(img_size=img_size, **({"dynamic_img_size": True} if dynamic else {}))
+    pretrained path (its checkpoint filters convert known layouts) after its learned position table
+    is resized to the frame grid (:func:`resized_table`); taking other frame sizes too where timm
+    offers ``dynamic_img_size`` (non-square clips)."""
+    kwargs: dict[str, Any] = dict(overrides, img_size=img_size, **({"dynamic_img_size": True} if dynamic else {}))
     if weights is None:
         return timm.create_model(arch, pretrained=False, **kwargs)
-    state = read_state_dict(weights)
+    grid = tuple(s // p for s, p in zip(img_size, meta.patch_embed.patch_size))
+    prefix = 0 if getattr(meta, "no_embed_class", False) else meta.num_prefix_tokens
+    state = resized_table(read_state_dict(weights), grid, prefix)
     try:
         return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"state_dict": state}, **kwargs)
     except (RuntimeError, KeyError, ValueError, AttributeError) as exc:
@@ -115,33 +142,40 @@ class FrameEncoder(nn.Module):
     """A timm image ViT applied to every frame: normalised clip [B,3,T,H,W] -> [B, T, h*w, C].
 
     Size rule: tasks map a token back to clip pixels as clip / grid, so every token must cover a
-    whole s×s block of the clip; s is the divisor of the side closest to the patch size
-    (:func:`token_px`) and frames are resized bilinearly to grid × patch (64×64 with patch 14:
-    16-px tokens, frames resized to 56×56, a 4×4 grid; patch 16 or 224×224 with patch 14: no
-    resize). timm fixes the position table at creation, so the model is built for that size. A
+    whole s×s block of the clip; s is ``token_px`` (``features.token_px``), else the divisor of the
+    side closest to the patch size (:func:`token_px`), and frames are resized bilinearly to
+    grid × patch (64×64 with patch 14: 16-px tokens, frames resized to 56×56, a 4×4 grid; with
+    ``token_px=8``: 112×112, the 8×8 grid of the zoo's 8-px tubelets; patch 16 or 224×224 with
+    patch 14: no resize). timm fixes the position table at creation, so the model is built for that size. A
     weights file trained at another size gets its learned table resampled once at load,
     bicubically by timm's ``resample_abs_pos_embed`` (as timm and DINOv2 do); RoPE models (DINOv3)
     need none. frozen4d normalises clips with ImageNet mean/std; a model whose pretrained config
     uses others (SigLIP, timm's augreg ViTs: 0.5/0.5) gets its own re-applied here.
     """
 
-    def __init__(self, arch: str, img_size: int = 64, weights: str | Path | None = None, readout_depth: float = 0.95):
+    def __init__(self, arch: str, img_size: int = 64, weights: str | Path | None = None, readout_depth: float = 0.95,
+                 token_px: int | None = None, overrides: dict[str, Any] | None = None):
         super().__init__()
-        meta = probe(arch)
+        meta = probe(arch, overrides or {})
         patch, dynamic = tuple(meta.patch_embed.patch_size), hasattr(meta, "dynamic_img_size")
-        size = tuple(img_size // token_px(img_size, p) * p for p in patch)
-        self.model = create(arch, size, Path(weights) if weights else None, dynamic).eval()
+        self.token_px = token_px
+        size = tuple(img_size // self.px(img_size, p) * p for p in patch)
+        self.model = create(arch, size, Path(weights) if weights else None, dynamic, meta, overrides or {}).eval()
         data = resolve_model_data_config(self.model)
         self.cfg = FrameConfig(arch=arch, img_size=size, patch_size=patch, embed_dim=self.model.embed_dim,
                                depth=len(self.model.blocks), num_prefix_tokens=self.model.num_prefix_tokens,
                                mean=tuple(data["mean"]), std=tuple(data["std"]), dynamic_img_size=dynamic,
-                               readout_depth=readout_depth)
+                               readout_depth=readout_depth, table_resize="bicubic" if weights else None)
         self.block = readout_block(self.cfg.depth, readout_depth)
         # ImageNet-normalised x -> (x·σ_in + μ_in − μ) / σ: the identity for ImageNet-normalised models
         mean_in, std_in = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
         mean, std = torch.tensor(self.cfg.mean), torch.tensor(self.cfg.std)
         self.register_buffer("scale", (std_in / std).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("shift", ((mean_in - mean) / std).view(1, 3, 1, 1), persistent=False)
+
+    def px(self, side: int, patch: int) -> int:
+        """Clip pixels per token along a side of ``side`` pixels (:func:`token_px`)."""
+        return token_px(side, patch, self.token_px)
 
     @property
     def readout_index(self) -> int:
@@ -151,7 +185,7 @@ class FrameEncoder(nn.Module):
     def grid_for(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
         """(frames, h, w): one time step per frame, tokens of :func:`token_px` clip pixels."""
         ph, pw = self.cfg.patch_size
-        h, w = height // token_px(height, ph), width // token_px(width, pw)
+        h, w = height // self.px(height, ph), width // self.px(width, pw)
         if not self.cfg.dynamic_img_size and (h * ph, w * pw) != self.cfg.img_size:
             raise ConfigError(f"timm/{self.cfg.arch} runs {self.cfg.img_size[0]}×{self.cfg.img_size[1]} frames only "
                               f"(no dynamic_img_size in timm); a {height}×{width} clip needs {h * ph}×{w * pw}")
@@ -170,12 +204,13 @@ class FrameEncoder(nn.Module):
         return rearrange(tokens, "(b t) n c -> b t n c", b=x.shape[0])
 
 
-def build_frame_encoder(arch: str, img_size: int = 64, seed: int = 0,
-                        weights: str | Path | None = None) -> tuple[FrameEncoder, dict[str, Any]]:
+def build_frame_encoder(arch: str, img_size: int = 64, seed: int = 0, weights: str | Path | None = None,
+                        token_px: int | None = None,
+                        overrides: dict[str, Any] | None = None) -> tuple[FrameEncoder, dict[str, Any]]:
     """(encoder in eval mode, metadata with 'sha256' and 'source'): random weights from ``seed``, or
     a local weights file (its sha256 keys the feature cache)."""
     torch.manual_seed(seed)
-    model = FrameEncoder(arch, img_size, weights).eval()
+    model = FrameEncoder(arch, img_size, weights, token_px=token_px, overrides=overrides).eval()
     if not weights:
         return model, {"sha256": f"timm-random-seed{seed}-{arch}", "source": "random init (timm)"}
     return model, {"sha256": sha256_file(Path(weights)), "source": str(weights)}

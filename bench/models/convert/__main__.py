@@ -5,15 +5,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.models.convert import CONVERTERS, ConversionError, convert
+from bench.models.convert import KINDS, ConversionError, convert
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.models.convert",
                                      description="Convert a public video-encoder checkpoint to a frozen4d checkpoint.")
-    parser.add_argument("kind", choices=sorted(CONVERTERS), help="source checkpoint family")
+    parser.add_argument("kind", choices=sorted(KINDS), help="source checkpoint family")
     parser.add_argument("src", type=Path, help="input file (.pth/.pt for videomae, vjepa and vjepa2, .npz for 4ds) "
-                                               "or save_pretrained folder (hf-videomae, hf-vjepa2)")
+                                               "or save_pretrained folder (hf-videomae, hf-vjepa2), .onnx (onnx-dinov2)")
     parser.add_argument("out", type=Path, help="output .safetensors (the .json sidecar goes next to it)")
     parser.add_argument("--img-size", type=int, default=None,
                         help="frame size: videomae builds its position table for it (default 224; hf-videomae: "
@@ -34,10 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConversionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    c = model.cfg
     print(f"{args.kind} {args.src} -> {args.out}")
-    print(f"  ViT {c.embed_dim} wide, {c.depth} blocks, {c.num_heads} heads, MLP {c.mlp_dim}, tubelet "
-          f"{'x'.join(map(str, c.patch_size))}, built for {c.num_frames}x{c.img_size}x{c.img_size} clips")
+    if isinstance(model, dict):
+        print(f"  timm {model['timm']}: {model['embed_dim']} wide, {model['depth']} blocks, {model['num_heads']} heads,"
+              f" patch {model['patch_size']}, run frame by frame")
+    else:
+        c = model.cfg
+        print(f"  ViT {c.embed_dim} wide, {c.depth} blocks, {c.num_heads} heads, MLP {c.mlp_dim}, tubelet "
+              f"{'x'.join(map(str, c.patch_size))}, built for {c.num_frames}x{c.img_size}x{c.img_size} clips")
     print(f"  sha256 {sha}")
     print(f"  use: python -m bench.run model.name={args.out.stem} paths.checkpoints={args.out.parent}")
     return 0
