@@ -41,14 +41,14 @@ from typing import Any
 
 import numpy as np
 
-from bench.models.zoo import REFERENCE_FAMILIES, REFERENCE_MODELS, arch_for, parse_name, reference_kind
+from bench.models.zoo import REFERENCE_FAMILIES, REFERENCE_MODELS, TWIN, arch_for, parse_name, reference_kind
 from bench.results import ResultRecord, is_number, read_records
 from leaderboard.intervals import Bootstrap, bootstrap, compare
 
 PARAM_KEYS = ("param_count", "num_params", "params", "n_params")
 COLLAPSE_KEYS = ("feat_std", "eff_rank")
 COLLAPSE_NODES = ("collapse", "pretrain")
-REFERENCE_ORDER = (*REFERENCE_MODELS, *REFERENCE_FAMILIES)  # the order reference rows are listed in
+REFERENCE_ORDER = (*REFERENCE_MODELS, *REFERENCE_FAMILIES, "external")  # the order reference rows are listed in
 GroupKey = tuple[str, str, str, str]  # task, dataset, model, readout
 
 
@@ -270,11 +270,13 @@ def config_collapse(config: Any) -> dict[str, float]:
 
 
 def baselines(model: str, present: Iterable[str]) -> tuple[str, ...]:
-    """The references a model is tested against in its table: ``blind`` and ``random_<its size>``
-    (a model without a size: every ``random_*`` row), those of them ``present``, never itself."""
+    """The references a model is tested against in its table: ``blind`` and ``random_<its size>``,
+    or its own random twin ``random_<name>`` where that row is present (a model with neither: every
+    ``random_*`` row), those of them ``present``, never itself."""
     present = set(present)
     parsed = parse_name(model)
-    randoms = [f"random_{parsed[1]}"] if parsed else sorted(m for m in present if reference_kind(m) == "random")
+    randoms = ([f"random_{parsed[1]}"] if parsed else [TWIN + model] if TWIN + model in present
+               else sorted(m for m in present if reference_kind(m) == "random"))
     return tuple(m for m in ("blind", *randoms) if m in present and m != model)
 
 

