@@ -4,8 +4,9 @@ An entry is a directory of ``.npy`` arrays stacked over clips plus one JSON meta
 records each array's shape, dtype, byte size and sha256 (``cached_entry``).
 
 - Writing: the directory is filled as a temporary sibling, fsynced and renamed into place, so
-  readers see a complete directory or none; a crashed writer leaves a hidden ``.tmp`` sibling
-  that nothing reads. When two writers race, the first rename wins and the loser's copy is
+  readers see a complete directory or none; a killed writer leaves a hidden ``.tmp`` sibling that
+  nothing reads, named with its host and process id, and the next writer in that directory on
+  the same host removes it once that process is gone. When two writers race, the first rename wins and the loser's copy is
   discarded. Arrays go out through ordinary buffered writes into files whose blocks are reserved
   up front (``posix_fallocate``): a full disk raises ENOSPC before any work, never a SIGBUS
   midway as a page fault in a sparse memory map does.
@@ -23,6 +24,7 @@ import math
 import operator
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 import warnings
@@ -69,6 +71,29 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+HOST = socket.gethostname().replace("-", "_")  # in temp names, between dashes: <host>.<pid>
+
+
+def process_gone(pid: int) -> bool:
+    """Whether no process ``pid`` runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # someone else's, alive
+        return False
+    return False
+
+
+def remove_orphans(directory: Path) -> None:
+    """Remove the temp siblings in ``directory`` left by killed writers of this host (their process
+    is gone); other hosts' (a shared cache) and live writers' are left alone."""
+    for tmp in directory.glob(".tmp-*"):
+        host, _, pid = tmp.name.rsplit("-", 2)[-2].rpartition(".") if tmp.name.count("-") >= 3 else ("", "", "")
+        if host == HOST and pid.isdigit() and int(pid) != os.getpid() and process_gone(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextmanager
 def staged_directory(final: str | Path, marker: str) -> Iterator[Path]:
     """Yield an empty temporary sibling of ``final``; on a clean exit, fsync its files and rename
@@ -77,7 +102,8 @@ def staged_directory(final: str | Path, marker: str) -> Iterator[Path]:
     final = Path(final)
     with _writing(final.parent):
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name[:16]}-"))
+        remove_orphans(final.parent)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name[:16]}-{HOST}.{os.getpid()}-"))
     try:
         yield tmp
         with _writing(final):

@@ -1,10 +1,12 @@
 """Atomic publication of cache directories and their array writer (bench.staging)."""
 import errno
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench import staging
 from bench.staging import NpyWriter, WriteError, staged_directory
 
 
@@ -67,3 +69,24 @@ def test_npy_writer_takes_rows_in_order_and_all_of_them(tmp_path):
     with pytest.raises(RuntimeError, match="only 2 of 4 rows were written"):
         writer.close()
     writer.discard()
+
+
+def test_a_killed_writers_temp_directory_is_removed_by_the_next_writer(tmp_path):
+    """A writer killed with SIGKILL leaves its hidden temp sibling; the next writer on the host
+    removes it once its process is gone, and leaves live writers' and other hosts' alone."""
+    import subprocess
+    import sys
+    code = ("import os, sys; from bench.staging import staged_directory\n"
+            "with staged_directory(sys.argv[1], marker='done') as tmp:\n"
+            "    (tmp / 'part').write_bytes(b'x'); print(tmp, flush=True); os.kill(os.getpid(), 9)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "entry")], capture_output=True, text=True)
+    assert proc.returncode == -9
+    orphan = Path(proc.stdout.strip())
+    foreign = tmp_path / ".tmp-entry-otherhost.1-abc"
+    live = tmp_path / f".tmp-entry-{staging.HOST}.{os.getppid()}-abc"
+    for d in (foreign, live):
+        d.mkdir()
+    assert orphan.is_dir()
+    with staged_directory(tmp_path / "other", marker="done") as tmp:
+        (tmp / "done").write_text("ok")
+    assert not orphan.exists() and foreign.is_dir() and live.is_dir()
