@@ -74,9 +74,12 @@ class ResultRecord:
 
     @property
     def filename(self) -> str:
-        """One flat file per evaluation; the ``/`` of ``timm/<arch>`` model names becomes ``-``."""
-        model = self.model.replace("/", "-")
-        return f"{self.task}__{self.dataset}__{model}__{self.readout}__seed{self.seed}.json"
+        return record_filename(self.task, self.dataset, self.model, self.readout, self.seed)
+
+
+def record_filename(task: str, dataset: str, model: str, readout: str, seed: int) -> str:
+    """One flat file per evaluation; the ``/`` of ``timm/<arch>`` model names becomes ``-``."""
+    return f"{task}__{dataset}__{model.replace('/', '-')}__{readout}__seed{seed}.json"
 
 
 class RecordError(UserError, ValueError):

@@ -7,6 +7,7 @@ result record atomically under ``paths.results``.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 import warnings
@@ -126,8 +127,9 @@ def per_clip_record(task: Task, pred: dict, target: dict, primary: float) -> dic
     return {"values": [float(v) for v in values], "weights": [float(w) for w in weights]}
 
 
-def evaluate(cfg: DictConfig) -> list[ResultRecord]:
-    """The whole evaluation; returns the records it wrote, one per readout seed."""
+def evaluate(cfg: DictConfig, results: str | Path | None = None) -> list[ResultRecord]:
+    """The whole evaluation; returns the records it wrote, one per readout seed, under ``results``
+    (default ``paths.results``: a study stages its records elsewhere before publishing them)."""
     start = time.time()
     check_config(cfg)
     flush_denormals()
@@ -141,7 +143,7 @@ def evaluate(cfg: DictConfig) -> list[ResultRecord]:
     records = [record_of(cfg, task, run, sha, {k: np.asarray(v) for k, v in seen.items()},
                          {k: np.asarray(v) for k, v in test_targets.items()}, wall) for run in runs]
     for record in records:
-        report(record, write_record(record, cfg.paths.results))
+        report(record, write_record(record, results or cfg.paths.results))
     if cfg.visualize:
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         for f in task.visualize(runs[0].pred_test, {**test_targets, **test.arrays(["video"])}, out_dir):
@@ -217,11 +219,22 @@ def cli() -> None:
     """
     os.environ["HYDRA_FULL_ERROR"] = "1"
     warnings.formatwarning = lambda message, category, *_: f"warning: {message}\n"  # one line, like errors
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         main()
     except CompactHydraException as exc:
         print(f"error: {hydra_error(exc)}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: partial outputs were removed while unwinding
+        number = exc.args[0] if exc.args else signal.SIGINT
+        print(f"interrupted by {signal.Signals(number).name}: no partial record or cache entry is kept; "
+              f"the same command starts again (finished cache entries are reused)", file=sys.stderr)
+        sys.exit(128 + number)
+
+
+def interrupted(number: int, _frame: Any) -> None:
+    """SIGTERM (a scheduler, a closed terminal) unwinds like Ctrl-C."""
+    raise KeyboardInterrupt(number)
 
 
 if __name__ == "__main__":

@@ -32,17 +32,21 @@ the CLI uses; every record carries its resolved config.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout, suppress
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from bench import CONFIG_DIR as BENCH_CONFIG_DIR
@@ -51,6 +55,7 @@ from bench.models.checkpoint import load_checkpoint, save_checkpoint, sidecar_pa
 from bench.models.zoo import TWIN, checkpoint_path, register_configs
 from bench.propagation import PropagationTask
 from bench.registry import TASKS
+from bench.results import record_filename
 from bench.run import evaluate, load_datasets
 from leaderboard.build import publish
 from pretrain.run import build_trainer
@@ -202,9 +207,43 @@ def evaluation_config(overrides: list[str], plan: dict):
                               f"paths.checkpoints={work / 'checkpoints'}", f"paths.results={plan['results']}"])
 
 
+def staging_dir(plan: dict) -> Path:
+    """Where a study writes its records until every job is done (``publish_records`` then moves
+    them into the plan's results): an interrupted or failed study leaves the results as they were."""
+    return Path(plan["work"]) / "outputs" / "demo-records"
+
+
 def run_evaluation(overrides: list[str], plan: dict) -> None:
-    """One evaluation; writes one result record."""
-    evaluate(evaluation_config(overrides, plan))
+    """One evaluation; writes one result record into the staging directory."""
+    evaluate(evaluation_config(overrides, plan), staging_dir(plan))
+
+
+def record_name(overrides: list[str], plan: dict) -> str:
+    """The file name of an evaluation's record."""
+    cfg = evaluation_config(overrides, plan)
+    return record_filename(cfg.task.name, cfg.data.name, cfg.model.name, cfg.readout.kind, cfg.seed)
+
+
+def staged(overrides: list[str], plan: dict) -> bool:
+    """Whether the staging directory holds this evaluation's record, made under the same config
+    (a rerun of an interrupted study skips it)."""
+    try:
+        record = json.loads((staging_dir(plan) / record_name(overrides, plan)).read_text())
+    except (OSError, ValueError):
+        return False
+    return record.get("config") == OmegaConf.to_container(evaluation_config(overrides, plan), resolve=True)
+
+
+def publish_records(plan: dict, models: tuple[str, ...]) -> int:
+    """Replace the plan's records of ``models`` on its tasks by the staged records of this study's
+    evaluations, record by record (each replacement atomic); returns how many were published."""
+    staging, results = staging_dir(plan), Path(plan["results"])
+    fresh = {record_name(run, plan) for run in study(plan, models)} & {p.name for p in staging.glob("*.json")}
+    remove_records(results, models, plan["tasks"], keep=fresh)
+    results.mkdir(parents=True, exist_ok=True)
+    for name in sorted(fresh):
+        os.replace(staging / name, results / name)
+    return len(fresh)
 
 
 def prepare_world(plan: dict) -> None:
@@ -216,7 +255,15 @@ def prepare_world(plan: dict) -> None:
 
 
 def start_worker(threads: int) -> None:
-    """Once per worker process: its torch threads, the task registry and the model configs."""
+    """Once per worker process: its torch threads, the task registry and the model configs; Ctrl-C
+    is the parent's to handle, SIGTERM (also sent when the parent dies) unwinds the job so that its
+    partial outputs are removed."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    with suppress(OSError, AttributeError):  # Linux: SIGTERM when the parent dies, even by SIGKILL
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before the line above
+        sys.exit(128 + signal.SIGTERM)
     torch.set_num_threads(threads)
     TASKS.names()
     register_configs()
@@ -224,12 +271,15 @@ def start_worker(threads: int) -> None:
 
 def job(kind: str, arg: str | list[str], plan: dict, log: str) -> None:
     """One pretraining or evaluation in a worker process, its output (progress bars included) in
-    its own log file."""
-    with open(log, "w") as f, redirect_stdout(f), redirect_stderr(f):
-        if kind == "pretrain":
-            pretrain(arg, plan)
-        else:
-            run_evaluation(arg, plan)
+    its own log file. Stopped by SIGTERM, the worker exits once the job has unwound."""
+    try:
+        with open(log, "w") as f, redirect_stdout(f), redirect_stderr(f):
+            if kind == "pretrain":
+                pretrain(arg, plan)
+            else:
+                run_evaluation(arg, plan)
+    except SystemExit:
+        os._exit(128 + signal.SIGTERM)
 
 
 def label(kind: str, arg: str | list[str]) -> str:
@@ -252,8 +302,9 @@ def schedule(plan: dict, train: tuple[str, ...] = TRAINED, models: tuple[str, ..
 
 
 def run_study(plan: dict, jobs: int, threads: int, retrain: bool = False, models: tuple[str, ...] = MODELS) -> None:
-    """Every job of the study's rows ``models`` on ``jobs`` worker processes; stops at the first
-    failure, naming its log."""
+    """Every job of the study's rows ``models`` on ``jobs`` worker processes, each evaluation's
+    record staged (one already staged under the same config is skipped: a rerun resumes); stops at
+    the first failure, naming its log, or at an interrupt, stopping the workers either way."""
     logs = Path(plan["work"]) / "outputs" / "demo-logs"
     logs.mkdir(parents=True, exist_ok=True)
     train = tuple(m for m in TRAINED if m in models and (retrain or not install_checkpoint(m, plan)))
@@ -262,36 +313,61 @@ def run_study(plan: dict, jobs: int, threads: int, retrain: bool = False, models
     print(f"demo: {total} jobs on {jobs} workers x {threads} torch thread(s); each job logs (progress bars too) "
           f"to {logs}/<job>.log, e.g. tail -f {logs}/pretrain-mae_t.log", flush=True)
     pending: dict[Future, tuple] = {}
-    with ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn"), start_worker, (threads,)) as pool, \
-            tqdm(total=total, desc="demo", unit="job") as bar:
-        def submit(kind: str, arg, follow: list[tuple]) -> None:
-            log = logs / f"{label(kind, arg)}.log"
-            log.unlink(missing_ok=True)  # the worker creates it when the job starts
-            pending[pool.submit(job, kind, arg, plan, str(log))] = (kind, arg, follow, log)
+    pool = ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn"), start_worker, (threads,))
+    try:
+        with tqdm(total=total, desc="demo", unit="job") as bar:
+            def submit(kind: str, arg, follow: list[tuple]) -> None:
+                if kind == "evaluate" and staged(arg, plan):  # done by an interrupted run
+                    bar.update()
+                    for entry in follow:
+                        submit(*entry)
+                    return
+                log = logs / f"{label(kind, arg)}.log"
+                log.unlink(missing_ok=True)  # the worker creates it when the job starts
+                pending[pool.submit(job, kind, arg, plan, str(log))] = (kind, arg, follow, log)
 
-        for entry in entries:
-            submit(*entry)
-        while pending:
-            running = [label(kind, arg) for kind, arg, _, log in pending.values() if log.exists()]
-            bar.set_postfix_str(f"running {', '.join(running)}")
-            done, _ = wait(pending, timeout=10, return_when=FIRST_COMPLETED)
-            for future in done:
-                kind, arg, follow, log = pending.pop(future)
-                if future.exception() is not None:
-                    pool.shutdown(cancel_futures=True)
-                    raise RuntimeError(f"demo job {label(kind, arg)} failed: {future.exception()} (log: {log})")
-                bar.update()
-                bar.write(f"demo: done {label(kind, arg)} ({bar.format_interval(bar.format_dict['elapsed'])})")
-                for entry in follow:
-                    submit(*entry)
+            for entry in entries:
+                submit(*entry)
+            while pending:
+                running = [label(kind, arg) for kind, arg, _, log in pending.values() if log.exists()]
+                bar.set_postfix_str(f"running {', '.join(running)}")
+                done, _ = wait(pending, timeout=10, return_when=FIRST_COMPLETED)
+                for future in done:
+                    kind, arg, follow, log = pending.pop(future)
+                    if future.exception() is not None:
+                        raise RuntimeError(f"demo job {label(kind, arg)} failed: {future.exception()} (log: {log})")
+                    bar.update()
+                    bar.write(f"demo: done {label(kind, arg)} ({bar.format_interval(bar.format_dict['elapsed'])})")
+                    for entry in follow:
+                        submit(*entry)
+    finally:
+        stop(pool)
 
 
-def remove_records(results: str | Path, models: tuple[str, ...], tasks: tuple[str, ...] = TASK_NAMES) -> None:
+def stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and end every worker: SIGTERM (a running job unwinds, removing
+    its partial outputs), then SIGKILL for one still alive after 30 s."""
+    workers = list((pool._processes or {}).values())  # the executor offers no public handle
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        if worker.is_alive():
+            worker.terminate()
+    for worker in workers:
+        worker.join(30)
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+    pool.shutdown(wait=True)  # the executor's own threads and queues, once its workers are gone
+
+
+def remove_records(results: str | Path, models: tuple[str, ...], tasks: tuple[str, ...] = TASK_NAMES,
+                   keep: set[str] = frozenset()) -> None:
     """Delete the records of ``models`` on ``tasks`` under ``results`` (an earlier study's, which
-    would mix with this one's); the other records stay."""
+    would mix with this one's) but those named in ``keep`` (about to be replaced); the other
+    records stay."""
     for stale in Path(results).glob("*__*__*__*.json"):  # ResultRecord.filename: task__dataset__model__...
         task, _, model = stale.name.split("__")[:3]
-        if model in models and task in tasks:
+        if model in models and task in tasks and stale.name not in keep:
             stale.unlink()
 
 
@@ -330,17 +406,34 @@ def main(argv: list[str] | None = None) -> int:
     register_configs()
     start = time.time()
     models = tuple(dict.fromkeys(args.models or (*MODELS, *plan["external"])))  # named twice, run once
-    models = fetch_external(plan, models)
-    remove_records(plan["results"], models, plan["tasks"])
-    prepare_world(plan)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
+        models = fetch_external(plan, models)
+        prepare_world(plan)
         run_study(plan, args.jobs, threads, retrain=args.retrain, models=models)
     except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}; {kept(plan)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:
+        number = exc.args[0] if exc.args else signal.SIGINT
+        print(f"demo: interrupted by {signal.Signals(number).name}; {kept(plan)}", file=sys.stderr)
+        return 128 + number
     print(f"\ndemo: pretraining and {len(study(plan, models))} evaluations in {(time.time() - start) / 60:.1f} min")
+    print(f"demo: {publish_records(plan, models)} records published to {plan['results']}")
     publish(plan["results"], plan["out"], plan["readme"])
     return 0
+
+
+def interrupt(number: int, _frame) -> None:
+    """SIGTERM as Ctrl-C: the study stops the same way."""
+    raise KeyboardInterrupt(number)
+
+
+def kept(plan: dict) -> str:
+    """What an unfinished study leaves: the published records untouched, the finished evaluations staged."""
+    count = len(list(staging_dir(plan).glob("*.json")))
+    return (f"the records in {plan['results']} are unchanged; {count} finished evaluation(s) wait in "
+            f"{staging_dir(plan)} and the same command resumes from them")
 
 
 if __name__ == "__main__":

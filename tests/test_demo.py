@@ -1,8 +1,13 @@
 """``make demo-fast``: the whole miniature study (pretrain 3 models, evaluate 4 models on 5 tasks,
 build the leaderboard) on a tiny world, in a scratch directory."""
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+import uuid
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -159,3 +164,74 @@ def test_demo_fast_end_to_end(tmp_path):
     assert [p.name for p in again] == [p.name for p in records]
     assert {p.name: p.stat().st_mtime_ns for p in again if "__random_t__" not in p.name} == kept
     assert "| layerlock_t |" in proc.stdout and "| random_t (reference) |" in proc.stdout
+
+
+def demo_processes(mark: str) -> list[int]:
+    """Pids of live processes started with the environment mark ``mark`` (the demo and its workers)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if f"FROZEN4D_TEST_MARK={mark}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                if b"State:\tZ" not in (proc / "status").read_bytes():
+                    pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def interrupted_demo(cwd: Path, sig: int, files: str, count: int) -> int:
+    """Start ``demo --fast``, send ``sig`` once ``count`` files match ``files`` (a glob in its
+    outputs: job logs, staged records); its exit code. Every process it started is gone shortly after."""
+    mark = uuid.uuid4().hex
+    outputs = cwd / "outputs" / "demo-fast" / "outputs"
+    proc = subprocess.Popen([sys.executable, "-m", "leaderboard.demo", "--fast"], cwd=cwd, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "FROZEN4D_TEST_MARK": mark})
+    deadline = time.time() + 600
+    while len(list(outputs.glob(files))) < count and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    err = proc.communicate(timeout=120)[1]
+    for _ in range(100):  # workers end after their parent (SIGKILL: through PDEATHSIG)
+        if not demo_processes(mark):
+            break
+        time.sleep(0.2)
+    assert demo_processes(mark) == [], "a worker outlived the interrupted demo"
+    if sig != signal.SIGKILL:
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"demo: interrupted by {signal.Signals(sig).name}; the records in ") and \
+            "are unchanged" in last and "Traceback" not in err, err[-2000:]
+    return proc.returncode
+
+
+def scores(results: Path) -> dict[str, tuple]:
+    out = {}
+    for f in sorted(results.glob("*.json")):
+        r = json.loads(f.read_text())
+        out[f.name] = (r["metrics"], r["per_clip"], r["config"])
+    return out
+
+
+@pytest.mark.slow
+def test_an_interrupted_study_loses_nothing_and_resumes_to_the_same_records(tmp_path):
+    """SIGTERM, SIGINT and SIGKILL at several points of ``demo --fast``: the published records stay
+    byte-identical, no process is left, and a rerun completes with an uninterrupted run's records."""
+    first = subprocess.run([sys.executable, "-m", "leaderboard.demo", "--fast"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-2000:]
+    results = tmp_path / "outputs" / "demo-fast" / "results"
+    published = {f.name: f.read_bytes() for f in results.glob("*.json")}
+    expected = scores(results)
+    for logs in tmp_path.glob("outputs/demo-fast/outputs/demo-logs/*.log"):
+        logs.unlink()
+    points = ((signal.SIGTERM, "demo-logs/*.log", 1), (signal.SIGINT, "demo-records/*.json", 3),
+              (signal.SIGKILL, "demo-records/*.json", 8), (signal.SIGTERM, "demo-records/*.json", 20))
+    for sig, files, count in points:
+        code = interrupted_demo(tmp_path, sig, files, count)
+        assert code in (128 + sig, -sig), (sig, code)
+        assert {f.name: f.read_bytes() for f in results.glob("*.json")} == published, sig
+    again = subprocess.run([sys.executable, "-m", "leaderboard.demo", "--fast"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert scores(results) == expected
+    assert list((tmp_path / "outputs" / "demo-fast" / "outputs" / "demo-records").glob("*.json")) == []
