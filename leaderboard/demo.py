@@ -39,6 +39,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import redirect_stderr, redirect_stdout, suppress
@@ -264,6 +265,7 @@ def start_worker(threads: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     if os.getppid() == 1:  # the parent died before the line above
         sys.exit(128 + signal.SIGTERM)
+    tqdm.set_lock(threading.RLock())  # not tqdm's default semaphore, which a stopped worker would leak
     torch.set_num_threads(threads)
     TASKS.names()
     register_configs()
