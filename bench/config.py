@@ -19,6 +19,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
+import numpy as np
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -131,15 +132,24 @@ def register_schemas() -> None:
 Rule = tuple[Callable[[Any], bool], str]
 
 
-def integer(at_least: int) -> Rule:
-    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= at_least, f"an integer >= {at_least}")
+INT64_MAX = 2**63 - 1  # seeds reach torch and numpy as int64
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # readouts compute in float32: smaller is 0 there
+
+
+def integer(at_least: int, at_most: int = INT64_MAX) -> Rule:
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and at_least <= v <= at_most,
+            f"an integer in [{at_least}, {at_most}]")
 
 
 def number(above: float = 0.0, strict: bool = True) -> Rule:
+    """A finite number above ``above`` (or equal, not ``strict``) that float32 holds: within its range,
+    and a positive one not below its smallest normal value."""
     def ok(v: Any) -> bool:
         real = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        return real and (v > above if strict else v >= above)
-    return ok, f"a finite number {'>' if strict else '>='} {above:g}"
+        in_float32 = real and abs(v) <= np.finfo(np.float32).max and (v == 0 or abs(v) >= FLOAT32_TINY)
+        return in_float32 and (v > above if strict else v >= above)
+    relation = ">" if strict else ">="
+    return ok, f"a finite number {relation} {above:g} that float32 holds (magnitude in [1.2e-38, 3.4e38])"
 
 
 def choice(options: tuple[str, ...]) -> Rule:
@@ -183,8 +193,9 @@ def check_config(cfg: DictConfig) -> None:
     if ro.get("dim") and ro.get("num_heads") and ro.dim % ro.num_heads:
         raise ConfigError(f"readout.dim={ro.dim}: expected a multiple of readout.num_heads={ro.num_heads}")
     seeds = cfg.get("seeds")
-    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0):
-        raise ConfigError(f"seeds={list(seeds)}: expected a list of distinct integers >= 0, or null")
+    if seeds is not None and (not seeds or not all(integer(0)[0](s) for s in seeds) or len(set(seeds)) != len(seeds)):
+        raise ConfigError(f"seeds={OmegaConf.to_container(seeds)}: expected a list of distinct integers in "
+                          f"[0, {INT64_MAX}], or null")
     TASKS.get(cfg.task.name).check_options(**{k: v for k, v in cfg.task.items() if k != "name"})
     check_clip(cfg)
 

@@ -4,10 +4,10 @@ An entry is a directory of ``.npy`` arrays stacked over clips plus one JSON meta
 records each array's shape, dtype, byte size and sha256 (``cached_entry``).
 
 - Writing: the directory is filled as a temporary sibling, fsynced and renamed into place, so
-  readers see a complete directory or none; a killed writer leaves a hidden ``.tmp`` sibling that
-  nothing reads, named with its host and process id, and the next writer in that directory on
-  the same host removes it once that process is gone. When two writers race, the first rename wins and the loser's copy is
-  discarded. Arrays go out through ordinary buffered writes into files whose blocks are reserved
+  readers see a complete directory or none; a killed writer leaves a hidden ``.tmp`` sibling
+  that nothing reads, named with its host and process id, and the next writer in that
+  directory on the same host removes it once that process is gone. When two writers race, the
+  first rename wins and the loser's copy is discarded. Arrays go out through ordinary buffered writes into files whose blocks are reserved
   up front (``posix_fallocate``): a full disk raises ENOSPC before any work, never a SIGBUS
   midway as a page fault in a sparse memory map does.
 - Reading: every open checks each array's size and ``.npy`` header against the metadata, and its

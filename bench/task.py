@@ -8,6 +8,7 @@ config as the hydra ConfigStore node ``task/<name>`` (``register_task_config``).
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -19,6 +20,9 @@ from torch import nn
 
 from bench.errors import ConfigError
 from bench.schema import literal_choices, options, signature_node
+
+INT32_MAX = 2**31 - 1
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,9 @@ class Task(ABC):
     # True: ``query_appearance`` gives each query the features of what it follows (point tracking:
     # the token under the query point), which the frozen4d attentive readout adds to the query
     has_query_appearance: ClassVar[bool] = False
+    # float options that scale or bound a computation (a Huber delta, a heatmap sigma, a boundary
+    # radius): 0, or a value that is 0 in float32, is refused, not only negatives
+    positive_options: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -161,12 +168,23 @@ class Task(ABC):
 
     @classmethod
     def check_options(cls, **values: Any) -> None:
-        """A ConfigError naming ``task.<key>``, the value and the choices for any value outside its
-        ``Literal[...]`` annotation in ``__init__``; the runner calls it before any work starts."""
+        """A ConfigError naming ``task.<key>``, the value and what is allowed for any value outside its
+        ``Literal[...]`` annotation in ``__init__``, an integer option below 1 or beyond int32, a
+        float option that is not a finite number >= 0 (> 0 in float32 for ``positive_options``);
+        the runner calls it before any work starts."""
         for key, (hint, _) in task_options(cls).items():
+            value = values.get(key)
+            if value is None or isinstance(value, bool):
+                continue
             allowed = literal_choices(hint)
-            if key in values and allowed is not None and values[key] not in allowed:
-                raise ConfigError(f"task.{key}={values[key]!r}: expected one of {list(allowed)}")
+            if allowed is not None and value not in allowed:
+                raise ConfigError(f"task.{key}={value!r}: expected one of {list(allowed)}")
+            if isinstance(value, int) and not 1 <= value <= INT32_MAX:
+                raise ConfigError(f"task.{key}={value!r}: expected an integer in [1, {INT32_MAX}]")
+            if isinstance(value, float) and not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"task.{key}={value!r}: expected a finite number >= 0")
+            if isinstance(value, float) and key in cls.positive_options and not np.float32(value) >= FLOAT32_TINY:
+                raise ConfigError(f"task.{key}={value!r}: expected a number > 0 that float32 holds (>= 1.2e-38)")
 
     def directions(self) -> dict[str, bool]:
         """{metric: higher_is_better} of every metric, primary first (``metric_directions``)."""

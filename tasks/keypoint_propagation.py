@@ -65,6 +65,7 @@ class KeypointPropagation(PropagationTask):
     name = "keypoint_propagation"
     requires = ("video", "target_points", "occluded")
     metric_directions = {f"pck_{alpha}": True for alpha in ALPHAS}  # pck_0.1 first
+    positive_options = ("sigma",)
 
     def __init__(self, spec: FeatureSpec, readout: str = "propagation", sigma: float = 0.5, decode_topk: int = 5,
                  **cfg: Any):

@@ -94,6 +94,7 @@ class MaskPropagation(PropagationTask):
     name = "mask_propagation"
     requires = ("video", "segmentation")
     metric_directions = {"j_and_f": True, "j_mean": True, "f_mean": True}
+    positive_options = ("bound_th",)
 
     def __init__(self, spec: FeatureSpec, readout: str = "propagation", bound_th: float = BOUND_TH, **cfg: Any):
         super().__init__(spec, readout, **cfg)

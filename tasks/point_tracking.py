@@ -153,6 +153,7 @@ class PointTracking(QueryTrackingTask):
     coord_dim, frame_dim = 3, 3  # query (t, y, x); per frame dx, dy, occlusion logit
     has_query_appearance = True
     plot_legend = "o/— true, x/-- pred"
+    positive_options = ("huber_delta",)
 
     def __init__(self, spec: FeatureSpec, readout: str = "attentive", query_mode: Literal["first", "strided"] = "first",
                  query_stride: int = 5, num_bases: int = 16, mlp_hidden: int = 512, huber_delta: float = 4.0,

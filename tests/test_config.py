@@ -10,17 +10,17 @@ import pytest
 from tests.test_reliability import RECORD, bench_args, error_line, run_here
 
 BAD = {  # override -> what the error line must say
-    "readout.epochs=-1": "readout.epochs=-1: expected an integer >= 1",
-    "readout.epochs=0": "readout.epochs=0: expected an integer >= 1",
+    "readout.epochs=-1": "readout.epochs=-1: expected an integer in [1, ",
+    "readout.epochs=0": "readout.epochs=0: expected an integer in [1, ",
     "readout.epochs=abc": "readout.epochs=abc",  # hydra's type check: "could not be converted to Integer"
     "readout.epochs=2.5": "could not be converted to Integer",
-    "readout.batch_size=0": "readout.batch_size=0: expected an integer >= 1",
+    "readout.batch_size=0": "readout.batch_size=0: expected an integer in [1, ",
     "readout.lr=0": "readout.lr=0.0: expected a finite number > 0",
     "readout.lr=nan": "readout.lr=nan: expected a finite number > 0",
     "readout.weight_decay=-1": "readout.weight_decay=-1.0: expected a finite number >= 0",
     "readout.solver=foo": "readout.solver='foo': expected one of ['sgd', 'closed_form']",
     "seed=abc": "Error merging override seed=abc; Value 'abc' of type 'str' could not be converted to Integer",
-    "seed=-3": "seed=-3: expected an integer >= 0",
+    "seed=-3": "seed=-3: expected an integer in [0, ",
     "model_seed=1.5": "Value '1.5' of type 'float' could not be converted to Integer",
     "visualize=maybe": "Error merging override visualize=maybe; Value 'maybe' is not a valid bool",
     "features.batch_size=x": "Value 'x' of type 'str' could not be converted to Integer",
@@ -35,19 +35,44 @@ BAD = {  # override -> what the error line must say
                            "use a frame count divisible by 2 and sides by 8"),
     "data.num_frames=15": "data.num_frames=15, data.resolution=64: model 'random_t' cuts clips into 2×8×8 tubelets",
     "model=mae_t": "model 'mae_t': checkpoint ",  # a missing checkpoint is found before the world is generated
-    "features.batch_size=0": "features.batch_size=0: expected an integer >= 1",
+    "features.batch_size=0": "features.batch_size=0: expected an integer in [1, ",
     "device=gpu": "device='gpu': expected 'cpu', 'cuda' or 'cuda:<index>'",
     "device=cuda:7": "device='cuda:7': this machine has",
-    "data.resolution=0": "data.resolution=0: expected an integer >= 1",
-    "data.train_size=-5": "data.train_size=-5: expected an integer >= 1",
+    "data.resolution=0": "data.resolution=0: expected an integer in [1, ",
+    "data.train_size=-5": "data.train_size=-5: expected an integer in [1, ",
+    # numbers beyond a type's range, nested lists, zero / NaN / float32-underflowing scales
+    "seed=18446744073709551616": "seed=18446744073709551616: expected an integer in [0, 9223372036854775807]",
+    "model_seed=99999999999999999999999": "model_seed=99999999999999999999999: expected an integer in [0, ",
+    "seeds=[[0,1]]": "seeds=[[0, 1]]: expected a list of distinct integers in [0, 9223372036854775807], or null",
+    "task=point_tracking task.query_mode=strided task.query_stride=0":
+        "task.query_stride=0: expected an integer in [1, 2147483647]",
+    "task=point_tracking task.huber_delta=0": "task.huber_delta=0.0: expected a number > 0 that float32 holds",
+    "task=box_tracking task.mlp_hidden=0": "task.mlp_hidden=0: expected an integer in [1, 2147483647]",
+    "readout.lr=1e39": "readout.lr=1e+39: expected a finite number > 0 that float32 holds",
 }
 
 
-@pytest.mark.parametrize("override", list(BAD))
+PROPAGATION_BAD = {  # the training-free tasks' own scales: NaN, negative, or 0 in float32
+    "task=mask_propagation task.bound_th=nan": "task.bound_th=nan: expected a finite number >= 0",
+    "task=mask_propagation task.bound_th=-1": "task.bound_th=-1.0: expected a finite number >= 0",
+    "task=mask_propagation readout.temperature=1e-300":
+        "readout.temperature=1e-300: expected a finite number > 0 that float32 holds",
+    "task=keypoint_propagation task.sigma=nan": "task.sigma=nan: expected a finite number >= 0",
+    "task=keypoint_propagation task.sigma=1e-45":
+        "task.sigma=1e-45: expected a number > 0 that float32 holds (>= 1.2e-38)",
+}
+
+
+@pytest.mark.parametrize("override", [*BAD, *PROPAGATION_BAD])
 def test_bad_values_are_refused_before_any_work(tmp_path: Path, override: str) -> None:
     cache = tmp_path / "cache"
-    code, err = run_here(*bench_args(cache, tmp_path / "results", tmp_path / "out", *override.split()))
-    assert BAD[override] in error_line(code, err)
+    if override in PROPAGATION_BAD:
+        args = ["readout=propagation", "visualize=false", f"paths.cache={cache}",
+                f"paths.results={tmp_path / 'results'}", f"hydra.run.dir={tmp_path / 'out'}", *override.split()]
+    else:
+        args = bench_args(cache, tmp_path / "results", tmp_path / "out", *override.split())
+    code, err = run_here(*args)
+    assert {**BAD, **PROPAGATION_BAD}[override] in error_line(code, err)
     assert not cache.exists() and not (tmp_path / "results").exists()  # nothing generated, nothing written
 
 
@@ -64,7 +89,7 @@ def test_attentive_readout_choices(tmp_path: Path, override: str, expected: str)
 def test_propagation_keys_are_typed(tmp_path: Path) -> None:
     args = ["task=mask_propagation", "readout=propagation", f"paths.cache={tmp_path / 'cache'}",
             f"paths.results={tmp_path / 'results'}", f"hydra.run.dir={tmp_path / 'out'}"]
-    assert "readout.topk=0: expected an integer >= 1" in error_line(*run_here(*args, "readout.topk=0"))
+    assert "readout.topk=0: expected an integer in [1, " in error_line(*run_here(*args, "readout.topk=0"))
     assert "readout.temperature=0.0: expected a finite number > 0" in error_line(*run_here(*args, "readout.temperature=0"))
     assert "could not be converted to Integer" in error_line(*run_here(*args, "readout.context=many"))
 

@@ -307,6 +307,10 @@ def test_onnx_dinov2_refuses_a_file_that_is_not_onnx_or_not_dinov2(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "linear.onnx" in err and "\n" not in err
     assert not (tmp_path / "o.safetensors").exists()
+    for flag, value in (("--num-heads", "-2"), ("--num-heads", "0"), ("--img-size", "-32"), ("--num-frames", "x")):
+        with pytest.raises(SystemExit) as exit_:
+            cli(["onnx-dinov2", str(other), str(tmp_path / "o.safetensors"), flag, value])
+        assert exit_.value.code == 2 and f"argument {flag}: '{value}' is not an integer >= 1" in capsys.readouterr().err
 
 
 def fake_registry(tmp_path: Path, monkeypatch, onnx_file: Path, pin_converted: bool = True) -> list[str]:

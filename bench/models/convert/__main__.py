@@ -8,6 +8,17 @@ from pathlib import Path
 from bench.models.convert import KINDS, ConversionError, convert
 
 
+def positive(text: str) -> int:
+    """An argparse type: an integer >= 1 (a size, a frame or head count)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.models.convert",
                                      description="Convert a public video-encoder checkpoint to a frozen4d checkpoint.")
@@ -15,13 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("src", type=Path, help="input file (.pth/.pt for videomae, vjepa and vjepa2, .npz for 4ds) "
                                                "or save_pretrained folder (hf-videomae, hf-vjepa2), .onnx (onnx-dinov2)")
     parser.add_argument("out", type=Path, help="output .safetensors (the .json sidecar goes next to it)")
-    parser.add_argument("--img-size", type=int, default=None,
+    parser.add_argument("--img-size", type=positive, default=None,
                         help="frame size: videomae builds its position table for it (default 224; hf-videomae: "
                              "the config's image_size); vjepa: the pretraining size (default: inferred); 4ds: "
                              "resample the learned table to it; vjepa2, hf-vjepa2: nominal only (RoPE)")
-    parser.add_argument("--num-frames", type=int, default=None,
+    parser.add_argument("--num-frames", type=positive, default=None,
                         help="clip length, as --img-size (default 16; 4ds: the table's own; hf-*: the config's)")
-    parser.add_argument("--num-heads", type=int, default=None,
+    parser.add_argument("--num-heads", type=positive, default=None,
                         help="attention heads (default: the standard ViT head count for the width; 4ds: read "
                              "from the weights; hf-*: the config's)")
     parser.add_argument("--checkpoint-key", default=None,
