@@ -7,8 +7,8 @@ FLOPs of one forward are counted with ``torch.utils.flop_counter.FlopCounterMode
 the tubelet convolution), plus scaled-dot-product attention, which the counter does not see on
 CPU (4·B·heads·N²·head_dim: QKᵀ and AV). The peak is a square fp32 ``torch.mm`` timed
 interleaved with each forward, so both see the same load. bf16 (autocast forward, bf16 mm)
-runs only on CUDA: bf16 on these CPUs is far slower than fp32 (DESIGN.md §11).
-Goal (DESIGN.md §11): a ViT-S forward reaches >= 50% of the fp32 matmul peak.
+runs only on CUDA: bf16 on these CPUs is far slower than fp32 (docs/design.md §11).
+Goal (docs/design.md §11): a ViT-S forward reaches >= 50% of the fp32 matmul peak.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ clip-epoch.
                                                 # and point tracking on the demo's 32 of 64 tracks a step
     python -m benchmarks.readout_mfu --quick
 
-The readout, not the encoder, dominates an evaluation over cached features (DESIGN.md §11), so
+The readout, not the encoder, dominates an evaluation over cached features (docs/design.md §11), so
 this is where the demo's minutes go. FLOPs of a step are counted with
 ``torch.utils.flop_counter.FlopCounterMode`` (matmuls), plus scaled-dot-product attention forward
 and backward, which the counter does not see on CPU. The features are random (a readout's cost

@@ -1,5 +1,5 @@
 """Pretraining of frozen4d encoders: SimpleMAE, LayerLock and the latent-without-freezing
-collapse control (DESIGN.md §5). Entry point: ``python -m pretrain.run model=<family>_<size>``.
+collapse control (docs/design.md §5). Entry point: ``python -m pretrain.run model=<family>_<size>``.
 
 One idea per module:
 

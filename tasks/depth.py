@@ -11,10 +11,10 @@ tubelet (2×8×8), which keeps the readout at 512 queries for a 16×64×64 clip.
 readout each token predicts its own tubelet. Metrics are the standard ones of Eigen et al. (NIPS 2014),
 over the valid pixels (depth > 0), with two protocol options (docs/datasets.md, "Protocol options"):
 
-- ``average``: ``pooled`` (default, frozen4d's behaviour so far and DESIGN.md §7: one mean over every
+- ``average``: ``pooled`` (default, frozen4d's behaviour so far and docs/design.md §7: one mean over every
   valid pixel of the split) or ``per_image`` (each frame's mean, then the mean over frames, as the
   KITTI/NYU evaluations of Monodepth2's ``evaluate_depth.py`` compute it);
-- ``align``: ``none`` (default: 4DS regresses and scores metric depth; DESIGN.md §7 names no
+- ``align``: ``none`` (default: 4DS regresses and scores metric depth; docs/design.md §7 names no
   alignment), ``median`` (per frame, pred · median(d)/median(d̂): Zhou et al. CVPR 2017, Monodepth2)
   or ``lstsq`` (per frame, the least-squares scale s = Σd̂d/Σd̂² in depth space: scale only, unlike
   the scale-and-shift disparity alignment of MiDaS, Ranftl et al. TPAMI 2020).

@@ -595,7 +595,7 @@ PIXELS_NARROW = ("point_tracking",)
 
 
 def test_committed_positive_controls_beat_the_references_on_every_task():
-    """DESIGN.md §8: a benchmark whose positive controls do not beat its blind reference cannot
+    """docs/design.md §8: a benchmark whose positive controls do not beat its blind reference cannot
     rank anything. In the committed leaderboard (attentive readout), on every task:
     ``supervised_t``'s 95% interval clears both ``blind``'s and ``random_t``'s, and ``pixels`` is
     significantly better than ``blind`` (paired bootstrap), its interval clear of blind's too but

@@ -89,7 +89,7 @@ def test_indivisible_clip_is_a_clear_error():
 
 
 def test_size_table_matches_the_papers_parameter_counts():
-    expected_m = {"s": 22, "b": 87, "l": 306}  # DESIGN.md §4 (blocks only, ~)
+    expected_m = {"s": 22, "b": 87, "l": 306}  # docs/design.md §4 (blocks only, ~)
     for size, millions in expected_m.items():
         c = SIZES[size]
         per_block = 4 * c["embed_dim"] ** 2 + 2 * c["embed_dim"] * c["mlp_dim"]

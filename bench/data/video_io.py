@@ -2,7 +2,7 @@
 sampling, spatial crop + resize with the matching coordinate maps, and ``AdapterDataset``, the
 base class that turns a per-clip loader into the dataset interface the harness uses.
 
-Conventions (DESIGN.md §3):
+Conventions (docs/design.md §3):
 - every clip is ``num_frames`` frames sampled from its source (``sample_indices``) and cropped to
   the aspect ratio of ``resolution`` around the centre, then resized (``Resize``), so all clips of
   a split have the same shape and stack into one array per key;

@@ -1,4 +1,4 @@
-"""The synthetic 4D world (DESIGN.md §3): procedural scenes, their ground truth, and the dataset.
+"""The synthetic 4D world (docs/design.md §3): procedural scenes, their ground truth, and the dataset.
 
 A clip is a pure function of (seed, split, index). Its action label is one of six motions, each in
 two time-reversed directions (object left/right, toward/away, up/down; camera pan left/right,

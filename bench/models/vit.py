@@ -1,4 +1,4 @@
-"""Video ViT following the released 4DS backbone (DESIGN.md §4), in one readable file.
+"""Video ViT following the released 4DS backbone (docs/design.md §4), in one readable file.
 
 Conv3d tubelet embedding, learned 3D position embedding (trilinearly interpolated when the
 token grid changes) or 3D RoPE, pre-LayerNorm blocks with biased qkv/out projections and a

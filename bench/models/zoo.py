@@ -1,6 +1,6 @@
 """Model zoo: ``<family>_<size>`` names -> architecture + checkpoint.
 
-Sizes follow DESIGN.md §4 (4DS / LayerLock ViTs) plus the CPU size ``t``. Families:
+Sizes follow docs/design.md §4 (4DS / LayerLock ViTs) plus the CPU size ``t``. Families:
 ``random`` (seeded untrained encoder, the lower bound), ``mae``, ``layerlock``,
 ``latent_nofreeze`` (trained by ``python -m pretrain.run``), ``supervised`` (the positive control,
 trained on the world's ground truth by ``python -m pretrain.supervised``), the references
@@ -43,11 +43,11 @@ SIZES: dict[str, dict[str, int]] = {
 PATCH = {"t": (2, 8, 8)}
 DEFAULT_PATCH = (2, 16, 16)
 FAMILIES = ("random", "mae", "layerlock", "latent_nofreeze", "supervised")
-# Reference rows of every leaderboard (DESIGN.md §8): the task's input-blind answer, raw pixels
+# Reference rows of every leaderboard (docs/design.md §8): the task's input-blind answer, raw pixels
 # with a position code, the untrained encoder and the encoder trained on the world's ground truth.
 REFERENCE_MODELS = ("blind", "pixels")
 REFERENCE_FAMILIES = ("random", "supervised")
-# LayerLock uses 3D RoPE (DESIGN.md §5); its baselines keep learned positions.
+# LayerLock uses 3D RoPE (docs/design.md §5); its baselines keep learned positions.
 FAMILY_POS_EMBED = {"layerlock": "rope"}
 # timm architectures with a ``model=timm/<arch>`` node: DINOv2 (with and without registers), DINOv3,
 # SigLIP and the plain ViTs; ``model.name=timm/<arch>`` works for every other timm ViT.

@@ -23,7 +23,7 @@ Conversion, all exact:
 - input normalisation: VideoMAE uses ImageNet mean/std, as frozen4d does: nothing to fold.
 
 The final ``norm`` / ``fc_norm`` (and ``head``) are DROPPED, not folded: frozen4d's ViT has no
-final norm by design (DESIGN.md §4), readout features come from 95 % depth (before the last
+final norm by design (docs/design.md §4), readout features come from 95 % depth (before the last
 block), which a final norm never touches, and every frozen4d readout LayerNorms its input.
 A LayerNorm cannot be folded into the blocks before it. The dropped names are listed in the
 sidecar (``conversion.dropped``). Cosine attention (VideoMAE-v2's ``cos_attn``, a learned
