@@ -4,8 +4,8 @@ collapse control (docs/design.md §5). Entry point: ``python -m pretrain.run mod
 One idea per module:
 
 - ``recipes``     the recipe table (objective + schedule per family and size) and its resolution
-- ``schedule``    learning rate: cosine with warmup and re-warmups at target switches
-- ``layerlock``   the freezing schedule: which blocks are frozen and what is predicted at a step
+- ``layerlock``   the freezing schedule (which blocks are frozen, what is predicted at a step) and
+                  the learning rate: cosine with warmup and re-warmups at target switches
 - ``masking``     per-sample random tubelet masking and pixel patchification
 - ``model``       the pretraining wrapper around ``VideoViT``: decoder tokens, heads, losses
 - ``optim``       AdamW over the trainable parameters, rebuilt (state kept) when blocks freeze
