@@ -90,7 +90,8 @@ COMMITTED = Path(__file__).resolve().parent / "checkpoints"  # fp16 checkpoints 
 # frame: ``frame_options`` holds the one rule that sizes their tokens (``features.token_px``,
 # docs/checkpoints.md); FAST has no external rows (they need the registry). Recorded in every
 # result's config and the checkpoint sidecar.
-FRAME_OPTIONS = ["features.token_px=8"]
+TOKEN_PX = 16  # 4x4 tokens at 64x64, 8x8 at 128x128; --token-px 8: the zoo's 8x8 grid (cost: docs/performance.md)
+FRAME_OPTIONS = [f"features.token_px={TOKEN_PX}"]
 PROPAGATION_DATA = ["data.resolution=128", "data.train_size=16", "data.test_size=128"]
 FULL = dict(tasks=TASK_NAMES, seeds=(0,), data=["data.train_size=1024", "data.test_size=512"], pretrain=[],
             train_data=["data.train_size=4096"],
@@ -391,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast", action="store_true", help="tiny smoke run of the whole pipeline")
     parser.add_argument("--retrain", action="store_true",
                         help="train the encoders instead of using leaderboard/checkpoints (and refresh those)")
+    parser.add_argument("--token-px", type=int, default=None, metavar="PX",
+                        help=f"clip pixels per token of the external (image) rows, features.token_px (default "
+                             f"{TOKEN_PX}; 8 gives them the zoo models' 8x8 grid, at a higher cost)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="worker processes (default: one per CPU core, each with one torch thread)")
     parser.add_argument("--models", nargs="+", choices=ROWS, default=None, metavar="MODEL",
@@ -402,7 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs={args.jobs}: expected at least 1")
+    if args.token_px is not None and args.token_px < 1:
+        parser.error(f"--token-px={args.token_px}: expected at least 1")
     plan = dict(FAST if args.fast else FULL, tasks=tuple(dict.fromkeys(args.tasks)))
+    if args.token_px is not None:
+        plan["frame_options"] = [f"features.token_px={args.token_px}"]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     TASKS.names()
     register_configs()

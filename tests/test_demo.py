@@ -90,7 +90,7 @@ def test_the_external_rows_are_the_real_encoder_and_its_twin_under_one_token_rul
         assert (FULL["frame_options"][0] in run) == (model in EXTERNAL_ROWS), run
     assert sum(dict(o.split("=", 1) for o in run)["model"] in EXTERNAL_ROWS for run in jobs) == 2 * 9
     cfg = evaluation_config(evaluations("random_dinov2_s14_imgfocus", FULL)[0], FULL)
-    assert cfg.features.token_px == 8 and cfg.model.name == "random_dinov2_s14_imgfocus"
+    assert cfg.features.token_px == 16 and cfg.model.name == "random_dinov2_s14_imgfocus"
 
 
 def test_without_their_weights_the_external_rows_are_skipped_in_one_line(monkeypatch, capsys):
