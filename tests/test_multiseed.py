@@ -128,6 +128,6 @@ def test_bad_seed_lists_are_refused(tmp_path):
 
     args = bench_args(tmp_path / "cache", tmp_path / "results", tmp_path / "out")
     assert error_line(*run_here(*args, "seeds=[1,1]")) == (
-        "error: seeds=[1, 1]: expected a list of distinct integers >= 0, or null")
+        "error: seeds=[1, 1]: expected a list of distinct integers in [0, 9223372036854775807], or null")
     assert "seeds=[]" in error_line(*run_here(*args, "seeds=[]"))
     assert not (tmp_path / "cache").exists()

@@ -113,7 +113,8 @@ def tiny_checkpoint(path: Path) -> VideoViT:
     ("task=nope", "error: In 'bench': Could not find 'task/nope'; available: action, box_tracking, camera_pose, "
                   "depth,"),
     ("readout=nope", "error: In 'bench': Could not find 'readout/nope'; available: attentive, linear"),
-    ("model=nope_t", "error: In 'bench': Could not find 'model/nope_t'; available: blind, latent_nofreeze_b,"),
+    ("model=nope_t",
+     "error: In 'bench': Could not find 'model/nope_t'; available: blind, dinov2_s14_imgfocus, latent_nofreeze_b,"),
     ("data=nope", "error: In 'bench': Could not find 'data/nope'; available: davis, jhmdb, kinetics,"),
     ("data.name=nope", "error: unknown dataset 'nope'; known: davis, jhmdb, kinetics, realestate10k, scannet, ssv2, "
                        "synthetic,"),
