@@ -7,9 +7,9 @@ records each array's shape, dtype, byte size and sha256 (``cached_entry``).
   readers see a complete directory or none; a killed writer leaves a hidden ``.tmp`` sibling
   that nothing reads, named with its host and process id, and the next writer in that
   directory on the same host removes it once that process is gone. When two writers race, the
-  first rename wins and the loser's copy is discarded. Arrays go out through ordinary buffered writes into files whose blocks are reserved
-  up front (``posix_fallocate``): a full disk raises ENOSPC before any work, never a SIGBUS
-  midway as a page fault in a sparse memory map does.
+  first rename wins and the loser's copy is discarded. Arrays go out through ordinary buffered
+  writes into files whose blocks are reserved up front (``posix_fallocate``): a full disk raises
+  ENOSPC before any work, never a SIGBUS midway as a page fault in a sparse memory map does.
 - Reading: every open checks each array's size and ``.npy`` header against the metadata, and its
   sha256 once per process and file version (device, inode, size, mtime). An entry that fails is
   named in a warning, removed and rebuilt.

@@ -110,7 +110,7 @@ def probe(arch: str, overrides: dict[str, Any]) -> nn.Module:
 def resized_table(state: dict[str, torch.Tensor], grid: tuple[int, int], prefix: int) -> dict[str, torch.Tensor]:
     """``state`` with a square learned position table (``pos_embed``, ``prefix`` class/register rows
     first) resized to ``grid`` bicubically without antialiasing, as DINOv2's and transformers' own
-    forwards resize it (timm's load filter antialiases, which moves the table by ~1e-2)."""
+    forwards resize it (timm's load filter antialiases, which moves every token a little)."""
     table = state.get("pos_embed")
     if table is None or table.dim() != 3 or table.shape[1] == prefix + grid[0] * grid[1]:
         return state
@@ -146,10 +146,10 @@ class FrameEncoder(nn.Module):
     side closest to the patch size (:func:`token_px`), and frames are resized bilinearly to
     grid × patch (64×64 with patch 14: 16-px tokens, frames resized to 56×56, a 4×4 grid; with
     ``token_px=8``: 112×112, the 8×8 grid of the zoo's 8-px tubelets; patch 16 or 224×224 with
-    patch 14: no resize). timm fixes the position table at creation, so the model is built for that size. A
-    weights file trained at another size gets its learned table resampled once at load,
-    bicubically by timm's ``resample_abs_pos_embed`` (as timm and DINOv2 do); RoPE models (DINOv3)
-    need none. frozen4d normalises clips with ImageNet mean/std; a model whose pretrained config
+    patch 14: no resize). timm fixes the position table at creation, so the model is built for
+    that size. A weights file trained at another size gets its learned table resampled once at
+    load, bicubically without antialiasing (:func:`resized_table`, as DINOv2 and transformers do);
+    RoPE models (DINOv3) need none. frozen4d normalises clips with ImageNet mean/std; a model whose pretrained config
     uses others (SigLIP, timm's augreg ViTs: 0.5/0.5) gets its own re-applied here.
     """
 

@@ -23,8 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.models.convert",
                                      description="Convert a public video-encoder checkpoint to a frozen4d checkpoint.")
     parser.add_argument("kind", choices=sorted(KINDS), help="source checkpoint family")
-    parser.add_argument("src", type=Path, help="input file (.pth/.pt for videomae, vjepa and vjepa2, .npz for 4ds) "
-                                               "or save_pretrained folder (hf-videomae, hf-vjepa2), .onnx (onnx-dinov2)")
+    parser.add_argument("src", type=Path, help="input file (.pth/.pt for videomae, vjepa and vjepa2, .npz for 4ds, "
+                                               ".onnx for onnx-dinov2) or save_pretrained folder (hf-videomae, "
+                                               "hf-vjepa2)")
     parser.add_argument("out", type=Path, help="output .safetensors (the .json sidecar goes next to it)")
     parser.add_argument("--img-size", type=positive, default=None,
                         help="frame size: videomae builds its position table for it (default 224; hf-videomae: "

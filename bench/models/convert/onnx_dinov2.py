@@ -123,8 +123,8 @@ def timm_state(p: Params, prefix: str, num_heads: int | None) -> tuple[dict[str,
         if tuple(state[dst + "mlp.fc1.weight"].shape) != (mlp, dim):
             raise ConversionError(f"{p.path}: {src}mlp.fc1.weight has shape {list(state[dst + 'mlp.fc1.weight'].shape)}"
                                   f", expected {[mlp, dim]} (a SwiGLU MLP, as DINOv2-g's, is not supported)")
-    arch = dict(embed_dim=dim, depth=depth, num_heads=heads_for(p.path, dim, num_heads or max(1, dim // 64)), patch_size=size,
-                mlp_ratio=mlp / dim)
+    heads = heads_for(p.path, dim, num_heads or max(1, dim // 64))
+    arch = dict(embed_dim=dim, depth=depth, num_heads=heads, patch_size=size, mlp_ratio=mlp / dim)
     return state, arch
 
 
