@@ -29,6 +29,7 @@ from bench.models.zoo import tubelet_for
 from bench.readouts import PROTOCOLS
 from bench.registry import DATASETS, TASKS
 from bench.schema import options, signature_node
+from bench.task import FLOAT32_TINY  # readouts compute in float32: smaller is 0 there
 
 
 @dataclass
@@ -133,7 +134,6 @@ Rule = tuple[Callable[[Any], bool], str]
 
 
 INT64_MAX = 2**63 - 1  # seeds reach torch and numpy as int64
-FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # readouts compute in float32: smaller is 0 there
 
 
 def integer(at_least: int, at_most: int = INT64_MAX) -> Rule:
