@@ -39,6 +39,17 @@ class FeaturesSchema:
 
 
 @dataclass
+class SelectSchema:
+    """The probe grid and how its head is chosen (``bench.grid``): null lists mean the one value
+    the readout or model already has."""
+    layers: Optional[List[float]] = MISSING  # fractions of the encoder's depth, besides its own layer
+    lr: Optional[List[float]] = MISSING
+    weight_decay: Optional[List[float]] = MISSING
+    alpha: Optional[List[float]] = MISSING  # closed-form probes' L2 weights
+    val_fraction: float = MISSING  # train clips held out to choose among several heads
+
+
+@dataclass
 class PathsSchema:
     cache: str = MISSING
     checkpoints: str = MISSING
@@ -58,6 +69,7 @@ class BenchSchema:
     device: str = MISSING
     splits: Dict[str, str] = MISSING
     features: FeaturesSchema = field(default_factory=FeaturesSchema)
+    select: SelectSchema = field(default_factory=SelectSchema)
     paths: PathsSchema = field(default_factory=PathsSchema)
     visualize: bool = MISSING
 
@@ -164,6 +176,14 @@ RULES: dict[str, Rule] = {
     "readout.context": integer(0), "readout.lr": number(), "readout.weight_decay": number(strict=False),
     "readout.alpha": number(), "readout.radius": number(), "readout.temperature": number(),
     "readout.protocol": choice(PROTOCOLS), "readout.solver": choice(("sgd", "closed_form")),
+    "select.val_fraction": (lambda v: number(strict=False)[0](v) and v <= 0.5, "a number in [0, 0.5]"),
+}
+# list key -> rule of each element; a list must be non-empty and hold distinct values
+LIST_RULES: dict[str, Rule] = {
+    "select.layers": (lambda v: number()[0](v) and v <= 1, "fractions of the encoder's depth in (0, 1]"),
+    "select.lr": (number()[0], "finite numbers > 0 that float32 holds"),
+    "select.weight_decay": (number(strict=False)[0], "finite numbers >= 0 that float32 holds"),
+    "select.alpha": (number()[0], "finite numbers > 0 that float32 holds"),
 }
 WORLD_RULES: dict[str, Rule] = {f"data.{k}": integer(1) for k in ("num_frames", "resolution", "num_points",
                                                                   "max_objects", "train_size", "test_size")}
@@ -192,12 +212,31 @@ def check_config(cfg: DictConfig) -> None:
     ro = cfg.readout
     if ro.get("dim") and ro.get("num_heads") and ro.dim % ro.num_heads:
         raise ConfigError(f"readout.dim={ro.dim}: expected a multiple of readout.num_heads={ro.num_heads}")
-    seeds = cfg.get("seeds")
-    if seeds is not None and (not seeds or not all(integer(0)[0](s) for s in seeds) or len(set(seeds)) != len(seeds)):
-        raise ConfigError(f"seeds={OmegaConf.to_container(seeds)}: expected a list of distinct integers in "
-                          f"[0, {INT64_MAX}], or null")
+    check_lists(cfg, {"seeds": (integer(0)[0], f"integers in [0, {INT64_MAX}]"), **LIST_RULES})
+    check_grid(cfg)
     TASKS.get(cfg.task.name).check_options(**{k: v for k, v in cfg.task.items() if k != "name"})
     check_clip(cfg)
+
+
+def check_lists(cfg: DictConfig, rules: dict[str, Rule]) -> None:
+    """Each list key of ``rules``, unless null: non-empty, distinct values, each passing the rule."""
+    for key, (ok, allowed) in rules.items():
+        values = OmegaConf.select(cfg, key, default=None)
+        if values is not None and (not values or not all(ok(v) for v in values) or len(set(values)) != len(values)):
+            raise ConfigError(f"{key}={OmegaConf.to_container(values)}: expected a list of distinct {allowed}, "
+                              f"or null")
+
+
+def check_grid(cfg: DictConfig) -> None:
+    """A probe grid (``select.layers``, or several values of another ``select`` list) needs held-out
+    clips to choose its head: the test split never chooses."""
+    sel = cfg.get("select")
+    if sel is None or sel.get("val_fraction"):
+        return
+    varied = [k for k in ("layers", "lr", "weight_decay", "alpha") if len(sel.get(k) or []) > (0 if k == "layers" else 1)]
+    if varied:
+        raise ConfigError(f"select.val_fraction={sel.get('val_fraction')} with a grid over select.{varied[0]}: no "
+                          f"held-out train clips to choose its head on (the test split never chooses)")
 
 
 def check_clip(cfg: DictConfig) -> None:

@@ -36,13 +36,16 @@ def batches(features: np.ndarray, targets: dict[str, np.ndarray], batch_size: in
 
 
 def training_batches(task: Task, features: np.ndarray, targets: dict[str, np.ndarray], epochs: int,
-                     batch_size: int, seed: int, device: str = "cpu") -> Iterator[dict[str, torch.Tensor]]:
-    """Every training batch of seed ``seed``: each epoch the clips in a fresh order drawn from
-    ``default_rng(seed)``, each batch as ``task.train_view`` trains on it (its draws from a second
-    generator, ``default_rng([seed, 1])``, so they never change the clip order)."""
+                     batch_size: int, seed: int, device: str = "cpu",
+                     rows: np.ndarray | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """Every training batch of seed ``seed`` over the clips ``rows`` (default: all): each epoch
+    those clips in a fresh order drawn from ``default_rng(seed)``, each batch as
+    ``task.train_view`` trains on it (its draws from a second generator, ``default_rng([seed, 1])``,
+    so they never change the clip order)."""
     order_rng, view_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
+    rows = np.arange(len(features)) if rows is None else np.asarray(rows)
     for _ in range(epochs):
-        for batch in batches(features, targets, batch_size, order_rng.permutation(len(features)), device):
+        for batch in batches(features, targets, batch_size, rows[order_rng.permutation(len(rows))], device):
             yield task.train_view(batch, view_rng)
 
 
@@ -56,10 +59,13 @@ def cosine_with_warmup(step: int, total: int, warmup: int, min_ratio: float = 0.
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def optimizer(readout: nn.Module, lr: float, weight_decay: float, total_steps: int,
+def optimizer(readout: nn.Module | list[dict[str, Any]], lr: float, weight_decay: float, total_steps: int,
               warmup_frac: float = 0.1) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW with linear warmup over ``warmup_frac`` of ``total_steps``, then cosine decay."""
-    opt = torch.optim.AdamW(readout.parameters(), lr=lr, weight_decay=weight_decay)
+    """AdamW with linear warmup over ``warmup_frac`` of ``total_steps``, then cosine decay; over a
+    module's parameters, or over parameter groups whose own ``lr`` / ``weight_decay`` override
+    these (a probe grid, ``bench.grid``)."""
+    params = readout.parameters() if isinstance(readout, nn.Module) else readout
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     warmup = max(1, int(warmup_frac * total_steps))
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, total_steps, warmup))
 
@@ -135,11 +141,11 @@ def fit_flags(tail: list[float], train_primary: float, test_primary: float, high
 
 @torch.inference_mode()
 def predict(readout: nn.Module, task: Task, features: np.ndarray, targets: dict[str, np.ndarray],
-            batch_size: int, device: str = "cpu") -> dict[str, np.ndarray]:
-    """Decoded predictions for every clip, concatenated on axis 0."""
+            batch_size: int, device: str = "cpu", rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Decoded predictions for the clips ``rows`` (sorted; default every clip), concatenated on axis 0."""
     readout.to(device).eval()
     parts: dict[str, list[Any]] = {}
-    for batch in batches(features, targets, batch_size, device=device):
+    for batch in batches(features, targets, batch_size, rows, device=device):
         for k, v in task.decode(readout(batch["features"], batch), batch).items():
             parts.setdefault(k, []).append(v.float().cpu().numpy() if v.is_floating_point() else v.cpu().numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}
@@ -147,8 +153,10 @@ def predict(readout: nn.Module, task: Task, features: np.ndarray, targets: dict[
 
 @torch.inference_mode()
 def fit_closed_form(readout: nn.Module, task: Task, features: np.ndarray, targets: dict[str, np.ndarray],
-                    alpha: float = 1.0, batch_size: int = 64, max_iter: int = 1000) -> None:
-    """Fit a mean-pooled LinearReadout in closed form with scikit-learn and write the solution
+                    alpha: float = 1.0, batch_size: int = 64, max_iter: int = 1000,
+                    rows: np.ndarray | None = None) -> None:
+    """Fit a mean-pooled LinearReadout in closed form on the clips ``rows`` (sorted; default all)
+    with scikit-learn and write the solution
     into ``readout.head``, so ``predict`` runs unchanged: ridge regression (``alpha`` = L2 weight)
     for tasks with ``closed_form == 'ridge'``, multinomial logistic regression (C = 1/alpha)
     for ``'logistic'``. Classes absent from the training split get weight 0 and bias -1e4."""
@@ -159,9 +167,10 @@ def fit_closed_form(readout: nn.Module, task: Task, features: np.ndarray, target
     if not isinstance(readout, LinearReadout) or not readout.pool or readout.queries is not None:
         raise ValueError("the closed-form fit needs a mean-pooled LinearReadout without queries (readout=linear)")
     readout.cpu().eval()
-    x = np.concatenate([readout.norm(torch.from_numpy(np.asarray(features[i:i + batch_size], dtype=np.float32)))
-                        .mean(dim=(1, 2)).double().numpy() for i in range(0, len(features), batch_size)])
-    y = task.closed_form_targets(targets)
+    rows = np.arange(len(features)) if rows is None else np.asarray(rows)
+    x = np.concatenate([readout.norm(torch.from_numpy(np.asarray(features[rows[i:i + batch_size]], dtype=np.float32)))
+                        .mean(dim=(1, 2)).double().numpy() for i in range(0, len(rows), batch_size)])
+    y = task.closed_form_targets({k: np.asarray(v)[rows] for k, v in targets.items()})
     out_dim, dim = readout.head.weight.shape
     if task.closed_form == "ridge":
         from sklearn.linear_model import Ridge

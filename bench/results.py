@@ -15,7 +15,12 @@ new in version 2, what a reader needs to trust the number:
 - ``loss_tail``: the readout's training loss, averaged per tenth of the run (empty: no SGD);
 - ``flags``: warnings about the fit ('loss_still_falling', 'train_test_gap');
 - ``task_version``: the task's ``version`` (``bench.task.Task``; 1 when absent), bumped when a
-  change alters what its metrics mean, so old and new numbers are never pooled.
+  change alters what its metrics mean, so old and new numbers are never pooled;
+- ``selection`` (a run of a probe grid, ``bench.grid``; empty for one head): ``metric``,
+  ``higher_is_better``, ``val_fraction``, ``val_clips``, ``heads`` (each head's layer, relative
+  depth, hyperparameters, held-out score ``val`` and test score ``test``), ``chosen`` (the head
+  whose test metrics the record holds: best on the held-out clips) and ``best_on_test`` (for
+  comparison with protocols that choose on the reported split; never used to rank).
 Version-1 records (no per-clip values) are still read.
 
 Every number a record holds (metrics, train metrics, per-clip values and weights) is finite and
@@ -71,6 +76,7 @@ class ResultRecord:
     flags: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
     task_version: int = 1  # the task's ``version``: the leaderboard never pools records of two versions
+    selection: dict[str, Any] = field(default_factory=dict)  # how a grid's head was chosen (empty: one head)
 
     @property
     def filename(self) -> str:
@@ -224,7 +230,25 @@ def record_problem(data: dict[str, Any]) -> str | None:
         return problem
     if not isinstance(data["primary_metric"], str) or data["primary_metric"] not in data["metrics"]:
         return f"primary metric {data['primary_metric']!r} not among its metrics"
-    return per_clip_problem(data.get("per_clip", {}), required=data["schema_version"] >= 2)
+    return (per_clip_problem(data.get("per_clip", {}), required=data["schema_version"] >= 2)
+            or selection_problem(data.get("selection", {})))
+
+
+def selection_problem(selection: Any) -> str | None:
+    """What is wrong with a record's ``selection`` block, or None ({}: a one-head run)."""
+    if selection == {}:
+        return None
+    heads = selection.get("heads") if isinstance(selection, dict) else None
+    if not isinstance(heads, list) or not heads or not all(isinstance(h, dict) for h in heads):
+        return "selection must hold a non-empty list of heads"
+    for i, head in enumerate(heads):
+        if problem := numbers_problem(f"selection head {i}", head):
+            return problem
+    for key in ("chosen", "best_on_test"):
+        index = selection.get(key)
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(heads):
+            return f"selection {key} {index!r} is not the index of one of its {len(heads)} heads"
+    return None
 
 
 def read_record(path: str | Path, name: str | None = None) -> ResultRecord:

@@ -11,7 +11,8 @@ import signal
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench.config import check_config, register_schemas
 from bench.errors import ConfigError, UserError
-from bench.features import cached_features, check_finite
+from bench.features import cached_layers, check_finite, feature_layers
 from bench.fit import fit_flags, flush_denormals, loss_tail, predict
+from bench.grid import Head, choose, fit_readouts, grid_heads, held_out, seeded_readouts
 from bench.models.pixels import PixelEncoder
 from bench.models.zoo import build_encoder, register_configs
-from bench.multiseed import fit_readouts, seeded_readouts
 from bench.readouts import build_readout
 from bench.registry import DATASETS, READOUTS, TASKS
 from bench.results import ResultRecord, environment, write_record
@@ -45,19 +46,23 @@ def load_datasets(cfg: DictConfig, task_cls: type[Task]) -> tuple[Any, Any]:
     return tuple(dataset_cls(split=cfg.splits[s], root=cfg.paths.cache, **data) for s in ("train", "test"))
 
 
-def features_for(cfg: DictConfig, train: Any, test: Any) -> tuple[np.ndarray, np.ndarray, FeatureSpec, str]:
-    """Frozen features of both splits (cached), their spec and the encoder's sha256."""
+def features_for(cfg: DictConfig, train: Any, test: Any) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]],
+                                                                  FeatureSpec, str, int]:
+    """Frozen features of both splits at every layer the grid reads (cached; ``select.layers``),
+    their spec, the encoder's sha256 and its depth in blocks (0: parameter-free)."""
     clip = train.arrays(["video"])["video"].shape[1:4]
     model, meta = build_encoder(cfg.model.name, cfg.paths.checkpoints, seed=cfg.model_seed,
                                 weights=cfg.model.get("weights"), img_size=clip[1], num_frames=clip[0],
                                 token_px=cfg.features.get("token_px"))
-    sha = meta["sha256"]
-    feats = [cached_features(model, sha, ds, cfg.paths.cache, batch_size=cfg.features.batch_size,
-                             device=cfg.device) for ds in (train, test)]
+    sha, layers = meta["sha256"], feature_layers(model, cfg.select.get("layers"))
+    feats = [cached_layers(model, sha, ds, cfg.paths.cache, layers, batch_size=cfg.features.batch_size,
+                           device=cfg.device) for ds in (train, test)]
     for f, ds in zip(feats, (train, test)):
-        check_finite(f, f"model {cfg.model.name!r} on {cfg.data.name}/{ds.split}")
+        for layer, array in zip(layers, f):
+            at = f" layer {layer}" if len(layers) > 1 else ""
+            check_finite(array, f"model {cfg.model.name!r}{at} on {cfg.data.name}/{ds.split}")
     spec = FeatureSpec(grid=model.grid_for(*clip), dim=model.cfg.embed_dim, clip=tuple(clip))
-    return feats[0], feats[1], spec, sha
+    return dict(zip(layers, zip(*feats))), spec, sha, getattr(model.cfg, "depth", 0)
 
 
 def blind_spec(train: Any) -> FeatureSpec:
@@ -70,21 +75,27 @@ def blind_spec(train: Any) -> FeatureSpec:
 TRAIN_SCORED = 256  # at most this many train clips are scored for the train-split metrics
 
 
-def train_subset(train_targets: dict, test_targets: dict) -> dict:
-    """The first train clips' targets, as many as the test split has and at most ``TRAIN_SCORED``:
-    the train-split metrics score these, enough to show a train–test gap at a fraction of a pass."""
-    n = min(len(next(iter(train_targets.values()))), len(next(iter(test_targets.values()))), TRAIN_SCORED)
-    return {k: v[:n] for k, v in train_targets.items()}
+def seen_rows(train_rows: np.ndarray, test_clips: int) -> np.ndarray:
+    """The first clips a readout trained on, as many as the test split has and at most
+    ``TRAIN_SCORED``: the train-split metrics score these, enough to show a train–test gap at a
+    fraction of a pass."""
+    return train_rows[:min(len(train_rows), test_clips, TRAIN_SCORED)]
+
+
+def subset(targets: dict, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The clip keys of the clips ``rows``."""
+    return {k: np.asarray(v)[rows] for k, v in targets.items()}
 
 
 @dataclass
 class SeedRun:
-    """One readout seed's outcome: predictions of the seen train clips and of the test split, and
-    the loss of every training step."""
+    """One readout seed's outcome: predictions of the seen train clips and of the test split, the
+    loss of every training step, and how its head was chosen from a grid (empty: a one-head run)."""
     seed: int
     pred_seen: dict
     pred_test: dict
     history: list[float]
+    selection: dict = field(default_factory=dict)
 
 
 def seeds_of(cfg: DictConfig) -> list[int]:
@@ -92,29 +103,83 @@ def seeds_of(cfg: DictConfig) -> list[int]:
     return [int(s) for s in cfg.seeds] if cfg.get("seeds") else [int(cfg.seed)]
 
 
-def read_out(cfg: DictConfig, task_cls: type[Task], train: Any, test: Any, train_targets: dict, seen: dict,
-             test_targets: dict) -> tuple[Task, list[SeedRun], str]:
-    """Train the configured readout of every seed on frozen features (one batched fit,
-    ``bench.multiseed``) and predict the ``seen`` train clips and the test split; returns (task,
-    one SeedRun per seed, checkpoint sha256). The ``blind`` model trains nothing: its predictions
-    are the task's input-blind answer."""
+def heads_of(cfg: DictConfig, layers: list[int]) -> list[Head]:
+    """The grid of a run: every seed × layer × the hyperparameters its solver uses (``select.*``,
+    else the readout's own value); a training-free readout varies the layer only."""
+    ro, sel = cfg.readout, cfg.select
+    trained, solver = "epochs" in ro, ro.get("solver", "sgd")
+    pick = lambda key, used: list(sel.get(key) or [ro[key]]) if trained and used else [ro.get(key, 0.0)]  # noqa: E731
+    return grid_heads(seeds_of(cfg), layers, pick("lr", solver == "sgd"), pick("weight_decay", solver == "sgd"),
+                      pick("alpha", solver == "closed_form"))
+
+
+def split_rows(cfg: DictConfig, clips: int, heads_per_seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(rows the heads train on, held-out rows that choose among them): all rows and None for a
+    one-head run, else ``select.val_fraction`` held out (``bench.grid.held_out``)."""
+    if heads_per_seed == 1:
+        return np.arange(clips), None
+    train_rows, val_rows = held_out(clips, float(cfg.select.val_fraction))  # check_config: val_fraction > 0
+    return train_rows, val_rows
+
+
+def read_out(cfg: DictConfig, task_cls: type[Task], train: Any, test: Any, train_targets: dict,
+             test_targets: dict) -> tuple[Task, list[SeedRun], str, dict]:
+    """Train the configured grid of readout heads on frozen features (one batched fit,
+    ``bench.grid``), choose each seed's head on the held-out train clips, and predict the seen
+    train clips and the test split with it; returns (task, one SeedRun per seed, checkpoint
+    sha256, the seen clips' targets). The ``blind`` model trains nothing: its predictions are the
+    task's input-blind answer."""
     task_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "name"}
-    ro, seeds = cfg.readout, seeds_of(cfg)
+    ro, seeds, test_clips = cfg.readout, seeds_of(cfg), len(next(iter(test_targets.values())))
     if cfg.model.name == "blind":
+        seen = subset(train_targets, seen_rows(np.arange(len(train)), test_clips))
         task = task_cls(blind_spec(train), readout=ro.kind, meta=getattr(train, "meta", None), **task_kwargs)
         task.prepare(train_targets)
-        return task, [SeedRun(s, task.blind(seen), task.blind(test_targets), []) for s in seeds], "none"
-    train_feats, test_feats, spec, sha = features_for(cfg, train, test)
+        return task, [SeedRun(s, task.blind(seen), task.blind(test_targets), []) for s in seeds], "none", seen
+    feats, spec, sha, depth = features_for(cfg, train, test)
+    heads = heads_of(cfg, list(feats))
+    train_rows, val_rows = split_rows(cfg, len(train), len(heads) // len(seeds))
     task = task_cls(spec, readout=ro.kind, meta=getattr(train, "meta", None), **task_kwargs)
-    task.prepare(train_targets)
+    task.prepare(train_targets if val_rows is None else subset(train_targets, train_rows))
     options = {k: ro[k] for k in READOUTS.get(ro.kind).options}  # e.g. num_heads, dim; propagation's topk
-    readouts = seeded_readouts(seeds, lambda: build_readout(ro.kind, task, spec.dim, **options))
-    recipe = {k: ro[k] for k in ("solver", "epochs", "batch_size", "lr", "weight_decay", "alpha") if k in ro}
-    histories = fit_readouts(readouts, task, train_feats, train_targets, seeds, device=cfg.device, **recipe)
-    seen_feats = train_feats[:len(next(iter(seen.values())))]
-    return task, [SeedRun(seed, predict(r, task, seen_feats, seen, ro.batch_size, cfg.device),
-                          predict(r, task, test_feats, test_targets, ro.batch_size, cfg.device), history)
-                  for seed, r, history in zip(seeds, readouts, histories)], sha
+    readouts = seeded_readouts([h.seed for h in heads], lambda: build_readout(ro.kind, task, spec.dim, **options))
+    recipe = {k: ro[k] for k in ("solver", "epochs", "batch_size") if k in ro}
+    histories = fit_readouts(readouts, heads, task, {layer: f[0] for layer, f in feats.items()}, train_targets,
+                             rows=None if val_rows is None else train_rows, device=cfg.device, **recipe)
+    seen_at = seen_rows(train_rows, test_clips)
+    scored = partial(score_heads, cfg, task, feats, train_targets, test_targets, val_rows)
+    runs = []
+    for seed in seeds:
+        ks = [k for k, h in enumerate(heads) if h.seed == seed]
+        chosen, selection = scored([readouts[k] for k in ks], [heads[k] for k in ks], depth)
+        k, layer = ks[chosen], heads[ks[chosen]].layer
+        runs.append(SeedRun(seed, predict(readouts[k], task, feats[layer][0], train_targets, ro.batch_size, cfg.device,
+                                          rows=seen_at),
+                            predict(readouts[k], task, feats[layer][1], test_targets, ro.batch_size, cfg.device),
+                            histories[k], selection))
+    return task, runs, sha, subset(train_targets, seen_at)
+
+
+def score_heads(cfg: DictConfig, task: Task, feats: dict, train_targets: dict, test_targets: dict,
+                val_rows: np.ndarray | None, readouts: list, heads: list[Head], depth: int) -> tuple[int, dict]:
+    """(index of the head chosen on the held-out rows, the record's ``selection`` block); (0, {})
+    for one head. The held-out score of every head decides; its test score is recorded beside it
+    for the layer curves, and the head best on the test split only for comparison."""
+    if val_rows is None:
+        return 0, {}
+    ro, metric, higher = cfg.readout, task.primary_metric, task.higher_is_better
+    val_targets = subset(train_targets, val_rows)
+    val = [task.metrics(predict(r, task, feats[h.layer][0], train_targets, ro.batch_size, cfg.device, rows=val_rows),
+                        val_targets)[metric] for r, h in zip(readouts, heads)]
+    chosen = choose(val, higher)
+    test = [task.metrics(predict(r, task, feats[h.layer][1], test_targets, ro.batch_size, cfg.device),
+                         test_targets)[metric] for r, h in zip(readouts, heads)]
+    solver = ro.get("solver", "sgd") if "epochs" in ro else None
+    rows = [{**h.settings(solver), "depth": h.layer / depth if depth else 0.0, "val": float(v), "test": float(t)}
+            for h, v, t in zip(heads, val, test)]
+    return chosen, {"metric": metric, "higher_is_better": higher, "val_fraction": float(cfg.select.val_fraction),
+                    "val_clips": len(val_rows), "heads": rows, "chosen": chosen,
+                    "best_on_test": choose(test, higher)}
 
 
 def per_clip_record(task: Task, pred: dict, target: dict, primary: float) -> dict[str, list[float]]:
@@ -137,11 +202,10 @@ def evaluate(cfg: DictConfig, results: str | Path | None = None) -> list[ResultR
     train, test = load_datasets(cfg, task_cls)
     keys = [k for k in task_cls.requires if k != "video"]
     train_targets, test_targets = train.arrays(keys), test.arrays(keys)
-    seen = train_subset(train_targets, test_targets)
-    task, runs, sha = read_out(cfg, task_cls, train, test, train_targets, seen, test_targets)
+    task, runs, sha, seen = read_out(cfg, task_cls, train, test, train_targets, test_targets)
     wall = round((time.time() - start) / len(runs), 2)  # seeds trained together share the time evenly
-    records = [record_of(cfg, task, run, sha, {k: np.asarray(v) for k, v in seen.items()},
-                         {k: np.asarray(v) for k, v in test_targets.items()}, wall) for run in runs]
+    records = [record_of(cfg, task, run, sha, seen, {k: np.asarray(v) for k, v in test_targets.items()}, wall)
+               for run in runs]
     for record in records:
         report(record, write_record(record, results or cfg.paths.results))
     if cfg.visualize:
@@ -166,7 +230,7 @@ def record_of(cfg: DictConfig, task: Task, run: SeedRun, sha: str, seen: dict, t
         per_clip=per_clip_record(task, run.pred_test, test, metrics[primary]),
         train_metrics=train_metrics, loss_tail=tail,
         flags=fit_flags(tail, train_metrics[primary], metrics[primary], higher), task_version=task.version,
-        **environment())
+        selection=run.selection, **environment())
 
 
 def report(record: ResultRecord, path: Path) -> None:

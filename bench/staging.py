@@ -28,7 +28,7 @@ import socket
 import tempfile
 import uuid
 import warnings
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
@@ -217,6 +217,7 @@ class EntryWriter:
 
 
 Build = Callable[[EntryWriter], dict[str, Any]]
+BuildMany = Callable[[list[tuple[Path, EntryWriter]]], list[dict[str, Any]]]
 
 
 def cached_entry(directory: str | Path, meta_name: str, rows: int, build: Build,
@@ -228,23 +229,51 @@ def cached_entry(directory: str | Path, meta_name: str, rows: int, build: Build,
     and rebuilt. A write that fails (a full disk) raises ``error`` naming ``directory`` and leaves
     nothing behind.
     """
-    directory = Path(directory)
+    return cached_entries([directory], meta_name, rows, lambda made: [build(made[0][1])], error)[0]
+
+
+def cached_entries(directories: list[str | Path], meta_name: str, rows: int, build: BuildMany,
+                   error: type[Exception]) -> list[tuple[dict[str, Any], dict[str, np.ndarray]]]:
+    """``cached_entry`` of several entries whose missing ones are written together: ``build`` gets
+    (final directory, writer) of each missing entry and returns their metadata, in that order
+    (one encoder pass for several feature layers). Each entry is published on its own."""
+    directories = [Path(d) for d in directories]
+    opened = {d: entry for d in directories if (entry := _open_sound(d, meta_name, rows)) is not None}
+    missing = [d for d in directories if d not in opened]
     try:
-        if directory.exists():
-            try:
-                return open_entry(directory, meta_name, rows)
-            except BadEntry as bad:
-                warnings.warn(f"{bad}; removed the cache entry, rebuilding it", CacheWarning, stacklevel=3)
-                _remove(directory)
-        with staged_directory(directory, marker=meta_name) as tmp, EntryWriter(tmp) as writer:
-            meta = {**build(writer), "arrays": writer.close()}
-            with _writing(tmp / meta_name):
-                (tmp / meta_name).write_text(json.dumps(meta, indent=1))
+        if missing:
+            _write_entries(missing, meta_name, build)
     except WriteError as exc:
-        if not Path(exc.filename).is_relative_to(directory.parent):  # another cache's write, e.g. a dataset's
+        named = [d for d in missing if Path(exc.filename).is_relative_to(d.parent)]
+        if not named:  # another cache's write, e.g. a dataset's
             raise
-        raise error(f"{directory}: cannot write the cache entry ({exc.strerror}); nothing was kept") from exc
-    return open_entry(directory, meta_name, rows)  # fails only on a bug or a failing disk
+        raise error(f"{named[0]}: cannot write the cache entry ({exc.strerror}); nothing was kept") from exc
+    return [opened.get(d) or open_entry(d, meta_name, rows) for d in directories]  # fails only on a bug or a bad disk
+
+
+def _open_sound(directory: Path, meta_name: str, rows: int) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """The published entry at ``directory``, or None if there is none (a damaged one is named in a
+    warning and removed)."""
+    if not directory.exists():
+        return None
+    try:
+        return open_entry(directory, meta_name, rows)
+    except BadEntry as bad:
+        warnings.warn(f"{bad}; removed the cache entry, rebuilding it", CacheWarning, stacklevel=4)
+        _remove(directory)
+        return None
+
+
+def _write_entries(directories: list[Path], meta_name: str, build: BuildMany) -> None:
+    """Write every entry of ``directories`` in a staged directory of its own, filled by one ``build``."""
+    with ExitStack() as stack:
+        made = [(d, stack.enter_context(EntryWriter(stack.enter_context(staged_directory(d, marker=meta_name)))))
+                for d in directories]
+        for (_, writer), meta in zip(made, build(made)):
+            path = writer.directory / meta_name
+            meta = {**meta, "arrays": writer.close()}
+            with _writing(path):
+                path.write_text(json.dumps(meta, indent=1))
 
 
 def _remove(directory: Path) -> None:

@@ -1,4 +1,4 @@
-"""Several seeds of one readout trained together (``bench.multiseed``) against one seed alone.
+"""Several seeds of one readout trained together (``bench.grid``) against one seed alone.
 
     python -m benchmarks.multiseed            # every built-in task, 3 seeds, width 64 (the study's), t features
     python -m benchmarks.multiseed --quick
@@ -7,9 +7,9 @@ Sides, timed interleaved with the fp32 matmul peak, on random features in the gr
 the ``t`` encoders on the 16×64×64 world (targets from a small world split), subnormals flushed:
 - ``single``: one seed's step (``bench.fit.train_step``);
 - ``sequential``: K seeds' steps one after the other, each with its own readout and AdamW;
-- ``batched``: the K seeds as one ``SeedStack`` step (``bench.multiseed.seeds_step``);
+- ``batched``: the K seeds as one ``SeedStack`` step (``bench.grid.seeds_step``);
 - ``vmap``: the same step with the forward ``torch.vmap``-ed over the seeds (the design
-  ``bench.multiseed`` does not use: the CPU flash attention has no batching rule);
+  ``bench.grid`` does not use: the CPU flash attention has no batching rule);
 - ``folded``: one readout on the K seeds' batches concatenated, batch K·B: the FLOPs of a step
   that folds the seeds into the batch axis (per-seed weights would apply by bmm), i.e. the
   most such a rewrite of the readout could gain.
@@ -25,7 +25,7 @@ import torch
 from torch.func import functional_call
 
 from bench.fit import optimizer, train_step
-from bench.multiseed import SeedStack, seeded_readouts, seeds_step
+from bench.grid import SeedStack, seeded_readouts, seeds_step
 from bench.readouts import build_readout
 from bench.task import FeatureSpec, Task
 from benchmarks.common import interleave, median, paired_ratio, parser, report, table, world

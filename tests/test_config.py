@@ -44,6 +44,16 @@ BAD = {  # override -> what the error line must say
     "seed=18446744073709551616": "seed=18446744073709551616: expected an integer in [0, 9223372036854775807]",
     "model_seed=99999999999999999999999": "model_seed=99999999999999999999999: expected an integer in [0, ",
     "seeds=[[0,1]]": "seeds=[[0, 1]]: expected a list of distinct integers in [0, 9223372036854775807], or null",
+    # the probe grid: fractions of the depth, positive float32 rates, a held-out share that can choose
+    "select.layers=[0.5,1.5]": "select.layers=[0.5, 1.5]: expected a list of distinct fractions of the encoder's depth",
+    "select.layers=[]": "select.layers=[]: expected a list of distinct fractions",
+    "select.lr=[1e-3,1e-3]": "select.lr=[0.001, 0.001]: expected a list of distinct finite numbers > 0",
+    "select.lr=[1e-50]": "select.lr=[1e-50]: expected a list of distinct finite numbers > 0 that float32 holds",
+    "select.weight_decay=[-1.0]": "select.weight_decay=[-1.0]: expected a list of distinct finite numbers >= 0",
+    "select.alpha=[nan]": "select.alpha=[nan]: expected a list of distinct finite numbers > 0",
+    "select.val_fraction=0.9": "select.val_fraction=0.9: expected a number in [0, 0.5]",
+    "select.val_fraction=0 select.lr=[1e-3,3e-3]": ("select.val_fraction=0.0 with a grid over select.lr: no held-out "
+                                                   "train clips to choose its head on (the test split never chooses)"),
     "task=point_tracking task.query_mode=strided task.query_stride=0":
         "task.query_stride=0: expected an integer in [1, 2147483647]",
     "task=point_tracking task.huber_delta=0": "task.huber_delta=0.0: expected a number > 0 that float32 holds",

@@ -31,7 +31,7 @@ import pytest
 import torch
 
 import bench.features as bf
-import bench.multiseed
+import bench.grid
 from bench.models.checkpoint import load_checkpoint, save_checkpoint, sidecar_path
 from bench.models.vit import ViTConfig, VideoViT, normalize_video
 from bench.results import read_record
@@ -174,8 +174,8 @@ def test_inf_features_are_refused_before_training(shared, tmp_path, monkeypatch)
         model.patch_embed.weight.mul_(1e6)
     save_checkpoint(model, shared / "ckpt" / "huge.safetensors")
     refuse = lambda *a, **k: pytest.fail("readout trained on non-finite features")  # noqa: E731
-    monkeypatch.setattr(bench.multiseed, "fit_seeds", refuse)
-    monkeypatch.setattr(bench.multiseed, "fit_closed_form", refuse)
+    monkeypatch.setattr(bench.grid, "fit_grid", refuse)
+    monkeypatch.setattr(bench.grid, "fit_closed_form", refuse)
     args = bench_args(shared / "cache", tmp_path / "results", tmp_path / "out", "model.name=huge", *TINY_WORLD)
     assert error_line(*run_here(*args)) == (
         "error: model 'huge' on synthetic/train: features of clip 0 contain NaN or Inf (encoder diverged or bad input)")
@@ -190,7 +190,7 @@ def test_a_bug_keeps_its_traceback(shared, tmp_path, monkeypatch):
     def buggy_fit(*args, **kwargs):
         raise ValueError("operands could not be broadcast together")  # what numpy says for a shape bug
 
-    monkeypatch.setattr(bench.multiseed, "fit_seeds", buggy_fit)
+    monkeypatch.setattr(bench.grid, "fit_grid", buggy_fit)
     args = bench_args(shared / "cache", tmp_path / "results", tmp_path / "out", *TINY_WORLD)
     with pytest.raises(ValueError, match="could not be broadcast"):
         run_here(*args)

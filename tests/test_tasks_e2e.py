@@ -157,7 +157,7 @@ def test_single_repeated_frame_random_encoder_is_at_chance(small_world):
 
     def features(video):
         out = np.zeros((len(video), grid[0], grid[1] * grid[2], spec.dim), np.float32)
-        extract(model, video, out, batch_size=16)
+        extract(model, video, [out], batch_size=16)
         return out
 
     task = Action(spec, readout="linear", meta=small_world["meta"])

@@ -191,17 +191,25 @@ class FrameEncoder(nn.Module):
                               f"(no dynamic_img_size in timm); a {height}×{width} clip needs {h * ph}×{w * pw}")
         return frames, h, w
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Patch tokens of every frame at the readout block: [B, T, h*w, C]."""
+    def forward_layers(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
+        """Patch tokens of every frame at each of ``layers`` from one pass, [B, T, h*w, C] each:
+        layer i is the output of block i − 1 (as for a ``VideoViT``; timm returns no layer 0)."""
+        if min(layers) < 1 or max(layers) > self.cfg.depth:
+            raise ConfigError(f"timm/{self.cfg.arch}: feature layers {list(layers)} outside 1..{self.cfg.depth}")
         _, h, w = self.grid_for(*x.shape[2:])
         frames = rearrange(x, "b c t h w -> (b t) c h w") * self.scale + self.shift
         size = (h * self.cfg.patch_size[0], w * self.cfg.patch_size[1])
         if tuple(frames.shape[-2:]) != size:
             frames = F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
-        tokens = self.model.forward_intermediates(frames, indices=[self.block], return_prefix_tokens=False,
-                                                  norm=False, stop_early=True, output_fmt="NLC",
-                                                  intermediates_only=True)[0]
-        return rearrange(tokens, "(b t) n c -> b t n c", b=x.shape[0])
+        blocks = sorted({i - 1 for i in layers})  # timm returns them in block order
+        tokens = self.model.forward_intermediates(frames, indices=blocks, return_prefix_tokens=False, norm=False,
+                                                  stop_early=True, output_fmt="NLC", intermediates_only=True)
+        by_block = dict(zip(blocks, tokens))
+        return [rearrange(by_block[i - 1], "(b t) n c -> b t n c", b=x.shape[0]) for i in layers]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens of every frame at the readout block: [B, T, h*w, C]."""
+        return self.forward_layers(x, [self.readout_index])[0]
 
 
 def build_frame_encoder(arch: str, img_size: int = 64, seed: int = 0, weights: str | Path | None = None,

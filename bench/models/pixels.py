@@ -12,6 +12,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from bench.errors import ConfigError
 from bench.models.vit import tubelet_grid
 from bench.positions import spatial_code
 
@@ -44,6 +45,12 @@ class PixelEncoder(nn.Module):
 
     def grid_for(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
         return tubelet_grid(self.cfg.patch_size, frames, height, width)
+
+    def forward_layers(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
+        """``forward`` as the one layer (0) a parameter-free encoder has."""
+        if set(layers) != {0}:
+            raise ConfigError(f"the pixel encoder has one feature layer, 0, not {list(layers)}")
+        return [self(x) for _ in layers]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t, h, w = self.grid_for(*x.shape[2:])

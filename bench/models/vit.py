@@ -265,8 +265,13 @@ class VideoViT(nn.Module):
             outs.append(blk(outs[-1], rope))
         return outs
 
+    def forward_layers(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
+        """Features of each of ``layers`` from one pass, [B, T', h*w, C] each: layer i is the input
+        of block i (``forward_all``'s entry i; i = depth: the last block's output)."""
+        t = x.shape[2] // self.cfg.patch_size[0]
+        outs = self.forward_all(x, upto=max(layers))
+        return [rearrange(outs[i], "b (t n) c -> b t n c", t=t) for i in layers]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Features at ``readout_depth``: [B, T', h*w, C]."""
-        t = x.shape[2] // self.cfg.patch_size[0]
-        feats = self.forward_all(x, upto=self.readout_index)[-1]
-        return rearrange(feats, "b (t n) c -> b t n c", t=t)
+        return self.forward_layers(x, [self.readout_index])[0]

@@ -1,4 +1,4 @@
-"""Seeds trained together (bench.multiseed) equal the same seeds trained one at a time (bench.fit)."""
+"""Seeds trained together (bench.grid) equal the same seeds trained one at a time (bench.fit)."""
 import json
 
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 
 from bench.data.world import SyntheticWorld, WorldConfig
 from bench.fit import fit, predict
-from bench.multiseed import SeedStack, fit_seeds, seeded_readouts
+from bench.grid import Head, SeedStack, choose, fit_grid, held_out, seeded_readouts
 from bench.readouts import build_readout
 from bench.registry import TASKS
 from bench.task import FeatureSpec
@@ -16,6 +16,12 @@ from benchmarks.multiseed import SIDES, main
 SPEC = FeatureSpec(grid=(2, 4, 4), dim=16, clip=(4, 32, 32))
 SEEDS = [0, 1, 2]
 RECIPE = {"epochs": 2, "batch_size": 5, "lr": 1e-3, "weight_decay": 0.05}  # 12 clips: 3 steps an epoch, the last short
+
+
+def fit_seeds(readouts, task, features, targets, seeds, epochs, batch_size, lr, weight_decay, rows=None):
+    """The grid of ``seeds`` on one layer with one learning rate and weight decay."""
+    heads = [Head(seed, 0, lr, weight_decay) for seed in seeds]
+    return fit_grid(readouts, heads, task, {0: features}, targets, epochs, batch_size, rows)
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +86,15 @@ def test_readouts_of_different_shapes_are_refused(world):
     narrow, wide = (build_readout("attentive", task, SPEC.dim, num_heads=2, dim=d) for d in (8, 16))
     with pytest.raises(ValueError, match="differ in their parameters"):
         SeedStack([narrow, wide])
-    with pytest.raises(ValueError, match=r"1 readouts for seeds \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"1 readouts for 2 heads"):
         fit_seeds([narrow], task, np.zeros((2, 2, 16, 16), np.float32), {}, seeds=[0, 1], **RECIPE)
 
 
 def test_a_diverging_seed_is_named(world):
     clips, features = world
     task, targets, build = task_and_builder(clips, "camera_pose", "linear")
-    with pytest.raises(FloatingPointError, match=r"readout camera_pose seed 0: training loss became (nan|inf)"):
+    diverged = r"readout camera_pose seed 0 \(layer 0, lr 1e\+30, weight decay 0.05\): training loss became (nan|inf)"
+    with pytest.raises(FloatingPointError, match=diverged):
         fit_seeds(seeded_readouts([0, 1], build), task, features, targets, seeds=[0, 1],
                   **{**RECIPE, "lr": 1e30})
 
@@ -131,3 +138,76 @@ def test_bad_seed_lists_are_refused(tmp_path):
         "error: seeds=[1, 1]: expected a list of distinct integers in [0, 9223372036854775807], or null")
     assert "seeds=[]" in error_line(*run_here(*args, "seeds=[]"))
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_grid_of_layers_and_learning_rates_equals_each_head_trained_alone(world):
+    """Heads of two layers x two learning rates x two weight decays, on a subset of the clips:
+    each equals ``fit`` of its own readout, layer, learning rate and weight decay on those clips."""
+    clips, features = world
+    layers = {3: features, 5: features[::-1].copy() * 0.5}
+    task, targets, build = task_and_builder(clips, "box_tracking", "attentive")
+    rows = np.array([0, 2, 3, 5, 7, 8, 9, 11])
+    heads = [Head(1, layer, lr, wd) for layer in layers for lr in (1e-3, 3e-3) for wd in (0.0, 0.05)]
+    readouts = seeded_readouts([h.seed for h in heads], build)
+    histories = fit_grid(readouts, heads, task, layers, targets, epochs=2, batch_size=3, rows=rows)
+    assert len({tuple(h) for h in histories}) == len(heads)  # every head trained its own way
+    for head, readout, history in zip(heads, readouts, histories):
+        torch.manual_seed(head.seed)
+        alone = build()
+        sub = {k: v[rows] for k, v in targets.items()}
+        expected = fit(alone, task, layers[head.layer][rows], sub, epochs=2, batch_size=3, lr=head.lr,
+                       weight_decay=head.weight_decay, seed=head.seed)
+        assert len(history) == 6  # 8 clips in batches of 3: 3 steps an epoch
+        np.testing.assert_allclose(history, expected, rtol=1e-5)
+        ours = dict(readout.named_parameters())
+        for name, param in alone.named_parameters():
+            torch.testing.assert_close(ours[name], param, rtol=1e-4, atol=1e-6, msg=f"{head}: {name}")
+
+
+def test_held_out_rows_are_seeded_disjoint_sorted_and_sized():
+    train, val = held_out(100, 0.2)
+    assert len(val) == 20 and len(train) == 80 and not set(train) & set(val)
+    assert list(train) == sorted(train) and list(val) == sorted(val) and set(train) | set(val) == set(range(100))
+    again_train, again_val = held_out(100, 0.2)
+    np.testing.assert_array_equal(val, again_val)
+    assert held_out(100, 0.0) == (None, None)
+    assert len(held_out(3, 0.01)[1]) == 1  # at least one clip
+    assert choose([0.3, 0.5, 0.5], higher_is_better=True) == 1 and choose([0.3, 0.1, 0.1], False) == 1
+
+
+def test_the_head_is_chosen_on_held_out_train_clips_never_on_test_labels(tmp_path, monkeypatch):
+    """A grid run records every head's held-out and test score and the held-out choice; with the
+    test split's labels permuted, every held-out score and the choice stay the same (the test
+    metrics change)."""
+    from bench.data.world import SyntheticWorld
+    from tests.test_reliability import TINY_WORLD, bench_args, run_here
+
+    grid = ["select.alpha=[0.01,1.0,100.0]", "select.layers=[0.5,1.0]", "readout.solver=closed_form"]
+
+    def selection(results, permute):
+        if permute:
+            real = SyntheticWorld.arrays
+
+            def shuffled(self, keys):
+                arrays = real(self, keys)
+                if self.split != "test":
+                    return arrays
+                order = np.random.default_rng(1).permutation(len(next(iter(arrays.values()))))
+                return {k: (v if k == "video" else np.asarray(v)[order]) for k, v in arrays.items()}
+            monkeypatch.setattr(SyntheticWorld, "arrays", shuffled)
+        code, err = run_here(*bench_args(tmp_path / "cache", results, tmp_path / "out", *TINY_WORLD, *grid))
+        assert code == 0, err[-2000:]
+        record = json.loads(next(results.glob("*.json")).read_text())
+        monkeypatch.undo()
+        return record
+
+    plain, permuted = selection(tmp_path / "plain", False), selection(tmp_path / "permuted", True)
+    sel = plain["selection"]
+    # layers 4 and 8 (halfway, last) and 6 (the 4DS rule) of random_t's 8 blocks, x 3 L2 weights
+    assert [(h["layer"], h["alpha"]) for h in sel["heads"]] == [(layer, a) for layer in (4, 6, 8)
+                                                               for a in (0.01, 1.0, 100.0)]
+    assert sel["val_clips"] == 3  # 16 train clips, 20% held out
+    assert sel["heads"][sel["chosen"]]["test"] == pytest.approx(plain["metrics"][plain["primary_metric"]])
+    assert [h["val"] for h in permuted["selection"]["heads"]] == [h["val"] for h in sel["heads"]]
+    assert permuted["selection"]["chosen"] == sel["chosen"]
+    assert [h["test"] for h in permuted["selection"]["heads"]] != [h["test"] for h in sel["heads"]]
