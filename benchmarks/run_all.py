@@ -21,7 +21,7 @@ from tqdm import tqdm
 from benchmarks.common import RESULTS, machine, table, write_json
 
 BENCHMARKS = ("harness_overhead", "cached_vs_online", "world_generation", "mfu", "readout_mfu", "layerlock_savings",
-              "demo_workers", "multiseed")
+              "demo_workers", "multiseed", "grid")
 
 
 def run_one(name: str, quick: bool, out_dir: Path) -> dict[str, Any]:

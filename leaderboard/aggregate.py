@@ -97,6 +97,10 @@ class OverviewRow:
     mean_rank: float | None                # None: a reference row
 
 
+CurveKey = tuple[str, str, str]  # task, dataset, readout
+Curve = list[tuple[float, float, float]]  # (relative depth, held-out score, test score), by depth
+
+
 @dataclass
 class Leaderboard:
     groups: list[Group]
@@ -106,6 +110,7 @@ class Leaderboard:
     params: dict[str, int] = field(default_factory=dict)
     collapse: dict[str, dict[str, float]] = field(default_factory=dict)
     n_records: int = 0
+    curves: dict[CurveKey, dict[str, Curve]] = field(default_factory=dict)  # layer curves of probe grids
     references: dict[str, str] = field(init=False)  # reference model -> its kind (blind, random, ...)
 
     def __post_init__(self) -> None:
@@ -423,5 +428,35 @@ def aggregate(records: list[tuple[str, ResultRecord]]) -> tuple[Leaderboard, lis
             collapse[model] = {k: summarize(v).mean for k, v in sorted(values.items())}
 
     lb = Leaderboard(groups=groups, tasks=tasks, readouts=sorted({g.readout for g in groups}), models=models,
-                     params=params, collapse=collapse, n_records=len(kept))
+                     params=params, collapse=collapse, n_records=len(kept), curves=layer_curves(grouped))
     return lb, warnings
+
+
+def layer_curve(records: list[ResultRecord]) -> Curve:
+    """One group's layer curve from its records' probe grids: at each relative depth, the held-out
+    and test score of the head best on the held-out clips at that depth, averaged over seeds; []
+    when its grids vary no layer."""
+    points: dict[float, list[tuple[float, float]]] = {}
+    for r in records:
+        heads, higher = r.selection.get("heads", []), r.selection.get("higher_is_better", r.higher_is_better)
+        for depth in sorted({h["depth"] for h in heads}):
+            at = [h for h in heads if h["depth"] == depth]
+            best = at[best_index([h["val"] for h in at], higher)]
+            points.setdefault(depth, []).append((best["val"], best["test"]))
+    if len(points) < 2:
+        return []
+    return [(d, summarize([v for v, _ in vt]).mean, summarize([t for _, t in vt]).mean) for d, vt in sorted(points.items())]
+
+
+def best_index(values: list[float], higher_is_better: bool) -> int:
+    """Index of the best value (the first of equals)."""
+    return max(range(len(values)), key=lambda i: (values[i] if higher_is_better else -values[i], -i))
+
+
+def layer_curves(grouped: dict[GroupKey, list[tuple[str, ResultRecord]]]) -> dict[CurveKey, dict[str, Curve]]:
+    """{(task, dataset, readout): {model: its layer curve}} of every group whose grid varies the layer."""
+    curves: dict[CurveKey, dict[str, Curve]] = {}
+    for (task, dataset, model, readout), seeds in grouped.items():
+        if curve := layer_curve([r for _, r in seeds]):
+            curves.setdefault((task, dataset, readout), {})[model] = curve
+    return curves

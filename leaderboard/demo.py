@@ -17,6 +17,10 @@ leaderboard.
                                           protocol), every row
 ``python -m leaderboard.demo --fast``     a smoke run of the same pipeline on a tiny world (~1 min),
                                           training everything, under outputs/demo-fast
+``python -m leaderboard.demo --select``   the same study with every readout a probe grid (``GRID``:
+                                          layers x learning rates, or x L2 weights for closed-form
+                                          probes), each row's head chosen on held-out train clips;
+                                          records -> leaderboard/selection (its own board)
 
 The external rows' weights are fetched first (pinned, cached outside the repository); without the
 package registry the study says so in one line and runs without them, keeping their records.
@@ -101,7 +105,14 @@ FULL = dict(tasks=TASK_NAMES, seeds=(0,), data=["data.train_size=1024", "data.te
             readout=["readout.dim=64", "readout.num_heads=4"],
             epochs={"depth": 4, "point_tracking": 8, "box_tracking": 16, "camera_pose": 20, "action": 20},
             linear=None, results="leaderboard/results", out="leaderboard", work=".", readme="README.md",
-            committed=COMMITTED, external=EXTERNAL_ROWS, frame_options=FRAME_OPTIONS)
+            committed=COMMITTED, external=EXTERNAL_ROWS, frame_options=FRAME_OPTIONS, grid=None, staging="demo-records")
+# The probe grid of the --select study, by readout: four evenly spaced layers (the 4DS rule's layer
+# is always added) and, where a readout trains, the learning rates or L2 weights around its default.
+LAYERS = "select.layers=[0.25,0.5,0.75,1.0]"
+GRID = {"attentive": [LAYERS, "select.lr=[1.0e-3,3.0e-3]"],
+        "closed_form": [LAYERS, "select.alpha=[0.1,1.0,10.0,100.0]"], "propagation": [LAYERS]}
+SELECT = dict(FULL, grid=GRID, results="leaderboard/selection/results", out="leaderboard/selection", readme=None,
+              staging="demo-records-selection")
 TINY_DATA = ["data.train_size=16", "data.test_size=8", "data.num_frames=4", "data.resolution=32"]
 FAST = dict(tasks=TASK_NAMES, seeds=(0,), data=TINY_DATA,
             pretrain=["train.steps=6", "train.batch_size=2", "train.log_every=2"],
@@ -110,7 +121,7 @@ FAST = dict(tasks=TASK_NAMES, seeds=(0,), data=TINY_DATA,
             epochs=dict.fromkeys(TASK_NAMES, 1),
             linear=["readout.epochs=1", "readout.batch_size=8"],
             results="outputs/demo-fast/results", out="outputs/demo-fast/leaderboard", work="outputs/demo-fast",
-            readme=None, committed=None, external=(), frame_options=[])
+            readme=None, committed=None, external=(), frame_options=[], grid=None, staging="demo-records")
 
 
 def composed(config: str, overrides: list[str]):
@@ -168,23 +179,27 @@ def evaluations(model: str, plan: dict) -> list[list[str]]:
     training-free tasks one label propagation. ``blind`` trains nothing: one record per readout
     table, so that each table has its reference. A task's own data and option overrides
     (``task_data``, ``task_options``) come with each of its runs, and the frame models' token rule
-    (``frame_options``) with each run of an external row."""
+    (``frame_options``) with each run of an external row, and the plan's probe grid (``grid``, by
+    readout) with each run of a model that has features."""
     runs = []
     frame = plan["frame_options"] if model in EXTERNAL_ROWS else []
+    grid = (lambda kind: plan["grid"][kind]) if plan["grid"] and model != "blind" else (lambda kind: [])  # noqa: E731
     for task in plan["tasks"]:
         readouts = ["attentive", *(["linear"] if linear_probe(task, plan) is not None else [])]
         common = [f"model={model}", f"task={task}", *plan["task_data"].get(task, []),
                   *plan["task_options"].get(task, []), *frame]
         if issubclass(TASKS.get(task), PropagationTask):
-            runs.append([*common, "seed=0", "readout=propagation"])
+            runs.append([*common, "seed=0", "readout=propagation", *grid("propagation")])
             continue
         if model == "blind":
             runs += [[*common, "seed=0", f"readout={r}"] for r in readouts]
             continue
-        runs += [[*common, f"seed={s}", *plan["readout"], f"readout.epochs={plan['epochs'][task]}"]
+        runs += [[*common, f"seed={s}", *plan["readout"], f"readout.epochs={plan['epochs'][task]}", *grid("attentive")]
                  for s in plan["seeds"]]
         if "linear" in readouts:
-            runs.append([*common, "seed=0", "readout=linear", *linear_probe(task, plan)])
+            probe = linear_probe(task, plan)
+            runs.append([*common, "seed=0", "readout=linear", *probe,
+                         *grid("closed_form" if "readout.solver=closed_form" in probe else "attentive")])
     return runs
 
 
@@ -212,7 +227,7 @@ def evaluation_config(overrides: list[str], plan: dict):
 def staging_dir(plan: dict) -> Path:
     """Where a study writes its records until every job is done (``publish_records`` then moves
     them into the plan's results): an interrupted or failed study leaves the results as they were."""
-    return Path(plan["work"]) / "outputs" / "demo-records"
+    return Path(plan["work"]) / "outputs" / plan["staging"]
 
 
 def run_evaluation(overrides: list[str], plan: dict) -> None:
@@ -390,6 +405,9 @@ def fetch_external(plan: dict, models: tuple[str, ...]) -> tuple[str, ...]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leaderboard.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--fast", action="store_true", help="tiny smoke run of the whole pipeline")
+    parser.add_argument("--select", action="store_true",
+                        help="every readout a probe grid, its head chosen on held-out train clips "
+                             "(records and board under leaderboard/selection)")
     parser.add_argument("--retrain", action="store_true",
                         help="train the encoders instead of using leaderboard/checkpoints (and refresh those)")
     parser.add_argument("--token-px", type=int, default=None, metavar="PX",
@@ -408,7 +426,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--jobs={args.jobs}: expected at least 1")
     if args.token_px is not None and args.token_px < 1:
         parser.error(f"--token-px={args.token_px}: expected at least 1")
-    plan = dict(FAST if args.fast else FULL, tasks=tuple(dict.fromkeys(args.tasks)))
+    if args.fast and args.select:
+        parser.error("--fast and --select: choose one")
+    plan = dict(FAST if args.fast else SELECT if args.select else FULL, tasks=tuple(dict.fromkeys(args.tasks)))
     if args.token_px is not None:
         plan["frame_options"] = [f"features.token_px={args.token_px}"]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)

@@ -4,7 +4,10 @@
   = the 95% bootstrap interval (the sample std over seeds where records have no per-clip values);
   the models first, then the reference rows as hatched grey bars labelled ``(ref.)``;
 - ``plots/params.png``: the primary metric of each task against encoder parameter count (log
-  scale), for the models whose parameter count is known (references labelled ``(ref.)``).
+  scale), for the models whose parameter count is known (references labelled ``(ref.)``);
+- ``plots/layers__<task>__<dataset>.png``: layer curves where records hold probe grids over
+  layers, one panel per readout: each model's held-out (dashed) and test (solid) score against
+  relative depth, at each depth the head best on the held-out clips.
 
 Figures are drawn under matplotlib's default style (not the user's matplotlibrc), with a fixed
 ``svg.hashsalt`` and PNG metadata without the Software key, so identical inputs give identical bytes.
@@ -131,6 +134,30 @@ def _params_plot(lb: Leaderboard) -> bytes | None:
     return _png(fig)
 
 
+def _layer_plot(lb: Leaderboard, task: TaskColumn) -> bytes | None:
+    panels = [(r, lb.curves[(*task.key, r)]) for r in lb.task_readouts(task) if (*task.key, r) in lb.curves]
+    if not panels:
+        return None
+    fig = Figure(figsize=(4.6 * len(panels), 3.4), layout="constrained")
+    for k, (readout, curves) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        for i, (model, curve) in enumerate(sorted(curves.items())):
+            depth, val, test = zip(*curve)
+            ax.plot(depth, test, "o-", color=f"C{i}", label=_label(lb, model))
+            ax.plot(depth, val, "s--", color=f"C{i}", alpha=0.6, markersize=4)
+        ax.set_xlabel("relative depth of the layer read (blocks applied / blocks)")
+        ax.set_ylabel(f"{task.primary} {arrow(task.higher[task.primary])}")
+        ax.set_title(f"{task.task} ({task.dataset}), {readout} readout: test (solid), held-out (dashed)")
+        ax.set_xlim(0, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=7)
+    return _png(fig)
+
+
+def layer_plot_path(task: TaskColumn) -> str:
+    return f"plots/layers__{slug(task.task)}__{slug(task.dataset)}.png"
+
+
 def task_plot_path(task: TaskColumn) -> str:
     return f"plots/{slug(task.task)}__{slug(task.dataset)}.png"
 
@@ -141,7 +168,8 @@ def _params_tasks(lb: Leaderboard) -> list[TaskColumn]:
 
 def plot_paths(lb: Leaderboard) -> list[str]:
     """The paths :func:`plots` produces, without drawing anything."""
-    return sorted([task_plot_path(t) for t in lb.tasks] + (["plots/params.png"] if _params_tasks(lb) else []))
+    layers = [layer_plot_path(t) for t in lb.tasks if any((*t.key, r) in lb.curves for r in lb.task_readouts(t))]
+    return sorted([task_plot_path(t) for t in lb.tasks] + layers + (["plots/params.png"] if _params_tasks(lb) else []))
 
 
 def plots(lb: Leaderboard) -> dict[str, bytes]:
@@ -152,6 +180,8 @@ def plots(lb: Leaderboard) -> dict[str, bytes]:
         matplotlib.rcParams.update(RC)
         for task in lb.tasks:
             out[task_plot_path(task)] = _task_bars(lb, task)
+            if (layers := _layer_plot(lb, task)) is not None:
+                out[layer_plot_path(task)] = layers
         params = _params_plot(lb)
         if params is not None:
             out["plots/params.png"] = params

@@ -17,6 +17,7 @@ ROW_FIELDS = {
                     "peak_gflops", "mfu", "times_s"},
     "demo_workers": {"side", "jobs_s", "speedup", "times_s"},
     "layerlock_savings": {"variant", "frozen", "step_time", "flops", "predicted_saving", "time_saving"},
+    "grid": {"task", "heads", "s_one", "s_grid", "per_head_over_one", "times_s"},
 }
 
 
@@ -43,8 +44,8 @@ def test_quick_benchmarks_write_their_json(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_layerlock_savings_writes_its_json(tmp_path):
-    run_quick(tmp_path, ("layerlock_savings",))
+def test_quick_layerlock_savings_and_grid_write_their_json(tmp_path):
+    run_quick(tmp_path, ("layerlock_savings", "grid"))
 
 
 def test_cpu_peak_memory_counts_the_steps_even_after_a_higher_start_up_peak():
