@@ -3,6 +3,8 @@ shapes, dtypes and values of every provided key, the shipped YAML configs, cachi
 ``bench.run`` evaluation end to end, and one-line errors that name the bad file."""
 from __future__ import annotations
 
+import builtins
+import errno
 import importlib
 import json
 import os
@@ -17,6 +19,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from bench.data.video_io import DatasetError, Resize, sample_indices
+from bench.errors import UserError
 from bench.registry import DATASETS, TASKS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +67,52 @@ def check_error(excinfo, path: Path, *words: str) -> str:
     for word in words:
         assert word in msg, msg
     return msg
+
+
+def compose_datasets(task: str, name: str, data_dir: Path, tmp_path: Path, *overrides: str):
+    """The (train, test) splits as ``python -m bench.run`` builds them: hydra composes the config
+    from the shipped YAML and the command-line overrides, then ``load_datasets`` constructs them."""
+    from hydra import compose, initialize_config_dir
+
+    from bench.run import load_datasets  # importing bench.run registers the ConfigStore nodes
+
+    with initialize_config_dir(config_dir=str(REPO / "bench" / "configs"), version_base="1.3"):
+        cfg = compose("bench", overrides=[f"task={task}", f"data={name}", f"data.data_dir={data_dir}",
+                                          "data.num_frames=4", "data.resolution=32", f"paths.cache={tmp_path / 'cache'}",
+                                          *overrides])
+    return load_datasets(cfg, TASKS.get(task))
+
+
+@pytest.fixture
+def deny(monkeypatch):
+    """``deny(path)`` makes a file or directory unreadable: chmod 000 does it for a normal user; root
+    reads through any mode, so opening or listing the path also raises PermissionError (as EACCES would)."""
+    denied: dict[Path, int] = {}
+    real_open, real_scandir = builtins.open, os.scandir
+
+    def refuse(path) -> None:
+        if isinstance(path, (str, os.PathLike)) and Path(path) in denied:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    def fake_open(file, *args, **kwargs):
+        refuse(file)
+        return real_open(file, *args, **kwargs)
+
+    def fake_scandir(path="."):
+        refuse(path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(os, "scandir", fake_scandir)
+
+    def apply(path: Path) -> Path:
+        denied[path] = path.stat().st_mode
+        path.chmod(0)
+        return path
+
+    yield apply
+    for path, mode in reversed(denied.items()):  # last denied first: a directory before a file in it
+        path.chmod(mode)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -637,6 +686,102 @@ def test_malformed_and_empty_annotation_files(tmp_path):
     with pytest.raises(DatasetError) as e:
         build("tapvid", tap, tmp_path, split="test")
     check_error(e, pkl, "corrupt or truncated pickle")
+
+
+TAPVID_ENTRY_CASES = [  # (field, its bad value given the good entry, the message after "<file>: video 'bear': ")
+    ("points", lambda e: (e["points"] * 64).astype(np.int64), "'points' has dtype int64: expected floats in [0, 1]"),
+    ("video", lambda e: True,
+     "'video' has type bool: expected uint8 frames [T, H, W, 3] or a list of JPEG-encoded frames"),
+    ("points", lambda e: e["points"][:, 0, 0], "'points' has shape (3,), expected [N, 10, 2] for 10 frames"),
+    ("occluded", lambda e: np.zeros((3, 12), bool),  # occlusion flags for frames the video does not have
+     "'occluded' has shape (3, 12), expected (3, 10) (one flag per track of 'points' and frame of 'video')"),
+    ("points", lambda e: [[[0.5, 0.5]] * 10, [[0.5]] * 10],
+     "'points' is a ragged nested list (rows of different lengths): expected floats [N, 10, 2]"),
+    ("occluded", lambda e: [[False] * 10, [False] * 9, [False] * 10],
+     "'occluded' is a ragged nested list (rows of different lengths): expected booleans [N, 10]"),
+    ("video", lambda e: [], "'video' has no frames: expected one JPEG-encoded frame per time step"),
+]
+
+
+@pytest.mark.parametrize("field,bad,message", TAPVID_ENTRY_CASES,
+                         ids=["int-points", "bool-video", "1d-points", "occluded-shape", "ragged-points",
+                              "ragged-occluded", "no-frames"])
+def test_malformed_tapvid_entries_name_the_file_entry_and_field(tmp_path, field, bad, message):
+    tap = make_tapvid(tmp_path / "tapvid")
+    pkl = tap / "tapvid_davis" / "tapvid_davis.pkl"
+    entry = tapvid_entry()
+    entry[field] = bad(entry)
+    pkl.write_bytes(pickle.dumps({"bear": entry, "camel": tapvid_entry(seed=1)}))
+    with pytest.raises(DatasetError) as e:
+        build("tapvid", tap, tmp_path, split="test")
+    assert str(e.value) == f"{pkl}: video 'bear': {message}"
+
+
+# ---------------------------------------------------------------------------------------------
+# data.partition given on the command line
+
+DAVIS_ONLY = "data.pickles={train:tapvid_davis/tapvid_davis.pkl,test:tapvid_davis/tapvid_davis.pkl}"
+
+
+@pytest.mark.parametrize("partition", ["data.partition={train:[0,0.5],test:[0.5,1]}",
+                                       "++data.partition={train:[0,0.5],test:[0.5,1]}"])
+def test_tapvid_davis_only_partition_recipe_through_hydra(tmp_path, partition):
+    """docs/datasets.md's DAVIS-only TAP-Vid split: both splits read one pickle, halves of its videos."""
+    tap = make_tapvid(tmp_path / "tapvid")
+    names = ["bear", "camel", "dog", "goat"]
+    (tap / "tapvid_davis" / "tapvid_davis.pkl").write_bytes(
+        pickle.dumps({name: tapvid_entry(seed=i) for i, name in enumerate(names)}))
+    train, test = compose_datasets("point_tracking", "tapvid", tap, tmp_path, DAVIS_ONLY, partition)
+    assert train.meta["clip_ids"] == ["tapvid_davis/bear", "tapvid_davis/camel"]
+    assert test.meta["clip_ids"] == ["tapvid_davis/dog", "tapvid_davis/goat"]
+    assert train[0]["video"].shape == (4, 32, 32, 3)
+
+
+def test_kinetics_partition_through_hydra(tmp_path, kinetics_data):
+    train, test = compose_datasets("action", "kinetics", kinetics_data, tmp_path,
+                                   "data.partition={train:[0,0.5],test:[0,1]}")
+    assert train.meta["clip_ids"] == ["abc123_000010_000020", "def456_000000_000010"]  # round(0.5 * 3) = 2 of 3
+    assert test.meta["clip_ids"] == ["jkl012_000030_000040"]
+
+
+BAD_PARTITIONS = [  # (value of data.partition=, message)
+    ("{train:[0,0.5],val:[0.5,1]}", "data.partition.val=[0.5, 1]: expected a split of dataset 'tapvid' (it has "
+                                    "['test', 'train'])"),
+    ("{train:[0,1.5],test:[0.5,1]}", "data.partition.train=[0, 1.5]: expected [lo, hi] with 0 <= lo <= hi <= 1"),
+    ("{train:[-0.5,0.5],test:[0.5,1]}", "data.partition.train=[-0.5, 0.5]: expected [lo, hi] with 0 <= lo <= hi <= 1"),
+    ("{train:[0,0.5],test:[0.6,0.5]}", "data.partition.test=[0.6, 0.5]: expected [lo, hi] with 0 <= lo <= hi <= 1"),
+    ("{train:[0.5,0.5],test:[0.5,1]}", "data.partition.train=[0.5, 0.5]: expected lo < hi (an empty range keeps no "
+                                       "video)"),
+    ("{train:[0,0.5,1],test:[0.5,1]}", "data.partition.train=[0, 0.5, 1]: expected [lo, hi] with 0 <= lo <= hi <= 1"),
+    ("{train:0.5,test:[0.5,1]}", "data.partition.train=0.5: expected [lo, hi] with 0 <= lo <= hi <= 1"),
+    ("{train:[a,0.5],test:[0.5,1]}", "data.partition.train=['a', 0.5]: expected [lo, hi] with 0 <= lo <= hi <= 1"),
+    ("[0,0.5]", "data.partition=[0, 0.5]: expected {split: [lo, hi], ...} of fractions of the sorted videos, e.g. "
+                "{train: [0, 0.5], test: [0.5, 1]}"),
+    ("{train:[0,0.5]}", "dataset 'tapvid': no split 'test' in its partition config (has ['train'])"),
+]
+
+
+@pytest.mark.parametrize("partition,message", BAD_PARTITIONS, ids=[c[0] for c in BAD_PARTITIONS])
+def test_malformed_partitions_are_one_line_errors(tmp_path, partition, message):
+    tap = make_tapvid(tmp_path / "tapvid")
+    with pytest.raises(UserError) as e:
+        compose_datasets("point_tracking", "tapvid", tap, tmp_path, f"data.partition={partition}")
+    assert str(e.value) == message and isinstance(e.value, DatasetError)
+
+
+# ---------------------------------------------------------------------------------------------
+# files and directories this process may not read
+
+
+def test_unreadable_video_file_and_videos_directory(tmp_path, kinetics_data, deny):
+    video = deny(video_of(kinetics_data))
+    with pytest.raises(DatasetError) as e:
+        build("kinetics", kinetics_data, tmp_path, split="test")[0]
+    assert str(e.value) == f"{video}: video cannot be read (permission denied)"
+    videos_dir = deny(kinetics_data / "val")
+    with pytest.raises(DatasetError) as e:
+        build("kinetics", kinetics_data, tmp_path, split="test")
+    assert str(e.value) == f"{videos_dir}: videos directory cannot be read (permission denied)"
 
 
 # ---------------------------------------------------------------------------------------------

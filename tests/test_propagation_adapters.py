@@ -16,6 +16,7 @@ from bench.data.jhmdb import JHMDB
 from bench.data.video_io import DatasetError
 from bench.data.vip import VIP
 from bench.registry import DATASETS, TASKS
+from tests.test_adapters import deny  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 H, W, FRAMES = 48, 64, 5  # fixture frames (landscape: the centre crop removes 8 px each side)
@@ -127,3 +128,29 @@ def test_errors_name_the_bad_file(tmp_path):
     mat.write_bytes(b"not a mat file")
     with pytest.raises(DatasetError, match="cannot read MATLAB file"):
         JHMDB(split="test", root=tmp_path / "c4", data_dir=jhmdb, **SMALL).arrays(["target_points"])
+
+
+def test_jhmdb_joint_far_outside_the_frame_names_the_joint(tmp_path):
+    """A joint may lie past the frame's border (it is occluded in the clip), but not further than one
+    frame: 1e6 px is not a position in a 64x48 video. Every frame is checked, sampled or not."""
+    data = make_jhmdb(tmp_path / "jhmdb")
+    mat = data / "joint_positions/run/b/joint_positions.mat"
+    pos = np.full((2, 15, FRAMES), 20.0)
+    pos[0, 3, 2] = 1e6  # frame 2 is not among the sampled frames 0, 1, 3, 4
+    savemat(mat, {"pos_img": pos})
+    with pytest.raises(DatasetError) as err:
+        JHMDB(split="test", root=tmp_path / "cache", data_dir=data, **SMALL).arrays(["target_points"])
+    assert str(err.value) == (f"{mat}: 'pos_img' at x, joint 3, frame 2 is 1e+06: expected a joint at most 1 frame "
+                              f"beyond the 64x48 frame (-64 <= x <= 128, -48 <= y <= 96)")
+    pos[0, 3, 2], pos[1, 3, 1] = 20.0, -40.0  # above the frame, within one frame height
+    savemat(mat, {"pos_img": pos})
+    clip = JHMDB(split="test", root=tmp_path / "cache", data_dir=data, cache=False, **SMALL)[0]
+    assert clip["occluded"][3].tolist() == [False, True, False, False] and not clip["occluded"][4].any()
+
+
+def test_unreadable_davis_sequence_directory(tmp_path, deny):
+    data = make_davis(tmp_path / "davis")
+    frames = deny(data / "JPEGImages/480p/goat")
+    with pytest.raises(DatasetError) as err:
+        Davis(split="test", root=tmp_path / "cache", data_dir=data, **SMALL)
+    assert str(err.value) == f"{frames}: frames of sequence 'goat' cannot be read (permission denied)"

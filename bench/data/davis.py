@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bench.data.video_io import AdapterDataset, Item, check_dir, check_file, check_range, fail, read_image
+from bench.data.video_io import AdapterDataset, Item, check_dir, check_file, check_range, fail, found, read_image
 from bench.registry import DATASETS
 
 VOID = 255
@@ -71,9 +71,10 @@ class Davis(AdapterDataset):
             raise fail(self.list_file, "lists no sequence")
         items = []
         for seq in names:
-            frames = self.path(self.options["frames_dir"]) / seq
-            if not frames.is_dir() and self.missing(frames, f"frames of sequence {seq!r}"):
+            frames, what = self.path(self.options["frames_dir"]) / seq, f"frames of sequence {seq!r}"
+            if not found(frames, what) and self.missing(frames, what):
                 continue
+            frames = check_dir(frames, what)
             masks = check_dir(self.path(self.options["masks_dir"]) / seq, f"annotations of sequence {seq!r}")
             items.append(Item(seq, [frames, masks], {"frames": frames, "masks": masks}))
         return items

@@ -18,12 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from bench.data.video_io import (AdapterDataset, DatasetError, Item, check_dir, check_file, check_finite, fail,
-                                 positive_int, read_image)
+from bench.data.video_io import (AdapterDataset, DatasetError, Item, check_dir, check_file, check_finite, check_values,
+                                 fail, found, positive_int, read_image)
 from bench.registry import DATASETS
 
 SPLIT_CODES = {"train": "1", "test": "2"}
 NUM_JOINTS = 15  # JHMDB's puppet joints
+# A joint may lie this many frame widths (heights) beyond the frame's left or right (top or bottom)
+# border: the puppet is annotated past the image edge, but a joint further out is not a position in
+# this video (a wrong unit or a corrupt file) and would overflow the float32 clip coordinates.
+JOINT_MARGIN = 1.0
 
 
 def read_joints(path: Path) -> np.ndarray:
@@ -45,6 +49,16 @@ def read_joints(path: Path) -> np.ndarray:
     return check_finite(pos, path, "'pos_img'", (("x", "y"), "joint", "frame")).astype(np.float64)
 
 
+def check_joints_inside(pos: np.ndarray, path: Path, height: int, width: int) -> None:
+    """Every joint of 'pos_img' [2, 15, T] (MATLAB pixels) within ``JOINT_MARGIN`` frames of the
+    ``width`` x ``height`` frame; a joint just outside it is fine (occluded in the clip)."""
+    size = np.array([width, height], np.float64)[:, None, None]
+    lo, hi = -JOINT_MARGIN * size, (1 + JOINT_MARGIN) * size
+    check_values(pos, (pos >= lo) & (pos <= hi), path, "'pos_img'",
+                 f"a joint at most {JOINT_MARGIN:g} frame beyond the {width}x{height} frame ({lo[0, 0, 0]:g} <= x <= "
+                 f"{hi[0, 0, 0]:g}, {lo[1, 0, 0]:g} <= y <= {hi[1, 0, 0]:g})", (("x", "y"), "joint", "frame"))
+
+
 @DATASETS.register("jhmdb")
 class JHMDB(AdapterDataset):
     name = "jhmdb"
@@ -60,6 +74,7 @@ class JHMDB(AdapterDataset):
     def _setup(self) -> None:
         if self.split not in SPLIT_CODES:
             raise DatasetError(f"dataset 'jhmdb' has splits {list(SPLIT_CODES)}, not {self.split!r}")
+        self.split_code = self.per_split(SPLIT_CODES, "split codes")
         pattern = f"*_test_split{self.options['split_number']}.txt"
         self.split_files = sorted(check_dir(self.path(self.options["splits_dir"]), "splits_dir").glob(pattern))
         if not self.split_files:
@@ -78,14 +93,15 @@ class JHMDB(AdapterDataset):
                     continue
                 if len(fields) != 2 or fields[1] not in SPLIT_CODES.values():
                     raise fail(split_file, f"line {n}: expected '<video>.avi 1|2', found {line.strip()!r}")
-                if fields[1] == SPLIT_CODES[self.split]:
+                if fields[1] == self.split_code:
                     items.extend(self._item(action, Path(fields[0]).stem))
         return items
 
     def _item(self, action: str, video: str) -> list[Item]:
-        frames = self.path(self.options["frames_dir"]) / action / video
-        if not frames.is_dir() and self.missing(frames, f"frames of video {action}/{video}"):
+        frames, what = self.path(self.options["frames_dir"]) / action / video, f"frames of video {action}/{video}"
+        if not found(frames, what) and self.missing(frames, what):
             return []
+        frames = check_dir(frames, what)
         joints = self.path(self.options["joints_dir"]) / action / video / "joint_positions.mat"
         return [Item(f"{action}/{video}", [frames, check_file(joints, "joint file")], {"frames": frames, "joints": joints})]
 
@@ -98,6 +114,7 @@ class JHMDB(AdapterDataset):
         images = [read_image(frames[int(i)]) for i in idx]
         if len({img.shape for img in images}) != 1:
             raise fail(item.info["frames"], f"frames have different sizes {sorted({img.shape for img in images})}")
+        check_joints_inside(pos, joints, *images[0].shape[:2])
         resize = self.resize_for(*images[0].shape[:2])
         points = resize.points(pos.transpose(1, 2, 0)[:, idx] - 0.5)  # [J, T, 2] (x, y)
         return {"video": np.stack([resize.image(img) for img in images]).astype(np.uint8),

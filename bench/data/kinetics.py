@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.data.video_io import AdapterDataset, Item, check_dir, check_file, fail, option_error
+from bench.data.video_io import AdapterDataset, Item, check_dir, check_file, fail, found, option_error
 from bench.registry import DATASETS
 
 COLUMNS = ("label", "youtube_id", "time_start", "time_end")
@@ -81,7 +81,7 @@ class Kinetics(AdapterDataset):
     def _find(self, label: str, name: str) -> Path | None:
         for candidate in (self.videos_dir / name, self.videos_dir / label / name,
                           self.videos_dir / label.replace(" ", "_") / name):
-            if candidate.exists():
+            if found(candidate, "video"):
                 return candidate
         return None
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.data.video_io import (AdapterDataset, DatasetError, Item, check_dir, check_finite, check_range,
-                                 check_rotation, check_values, fail, read_image)
+from bench.data.video_io import (AdapterDataset, DatasetError, Item, check_dir, check_file, check_finite, check_range,
+                                 check_rotation, check_values, fail, found, read_image)
 from bench.registry import DATASETS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -29,7 +29,7 @@ FIELDS = ("fx", "fy", "cx", "cy", "field 6", "field 7", "r11", "r12", "r13", "t1
 
 def parse_camera_file(path: Path) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
     """(url, timestamps int64 [F], normalised intrinsics [F, 4] (fx, fy, cx, cy), world_to_camera [F, 4, 4])."""
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    lines = [ln for ln in check_file(path, "camera file").read_text().splitlines() if ln.strip()]
     if not lines:
         raise fail(path, "camera file is empty")
     url, rows = lines[0].strip(), lines[1:]
@@ -80,9 +80,10 @@ class RealEstate10K(AdapterDataset):
         items = []
         for txt in sorted(self.cameras_dir.glob("*.txt")):
             folder = self.frames_dir / txt.stem
-            if not folder.is_dir():
-                if self.missing(folder, f"frames folder of sequence {txt.stem!r}"):
-                    continue
+            what = f"frames folder of sequence {txt.stem!r}"
+            if not found(folder, what) and self.missing(folder, what):
+                continue
+            check_dir(folder, what)
             items.append(Item(txt.stem, [txt, folder], {"txt": txt, "folder": folder}))
         if not items:
             raise DatasetError(f"{self.cameras_dir}: no RealEstate10K camera file (<sequence>.txt)")

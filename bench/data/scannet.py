@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from bench.data.video_io import (AdapterDataset, Item, check_dir, check_file, check_intrinsics, check_pose, fail,
-                                 option_error, read_image)
+                                 found, option_error, read_image)
 from bench.registry import DATASETS
 
 
@@ -82,9 +82,10 @@ class ScanNet(AdapterDataset):
         items = []
         for scene in scenes:
             folder = self.scenes_dir / scene
-            if not folder.is_dir():
-                if self.missing(folder, f"scene {scene!r} (listed in {self.split_file.name})"):
-                    continue
+            what = f"scene {scene!r} (listed in {self.split_file.name})"
+            if not found(folder, what) and self.missing(folder, what):
+                continue
+            check_dir(folder, what)
             parts = {sub: check_dir(folder / sub, f"{sub}/ folder of scene {scene!r}")
                      for sub in ("color", "depth", "pose", "intrinsic")}
             intrinsic = check_file(parts["intrinsic"] / "intrinsic_color.txt", "colour intrinsics")

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from bench.data.safe_pickle import safe_load
-from bench.data.video_io import (AdapterDataset, DatasetError, Item, check_kind, check_range, check_values, check_video,
-                                 decode_image, fail, positive_int)
+from bench.data.video_io import (AdapterDataset, DatasetError, Item, as_array, check_kind, check_range, check_values,
+                                 check_video, decode_image, fail, positive_int)
 from bench.registry import DATASETS
 
 
@@ -33,6 +33,18 @@ def _is_encoded(video: Any) -> bool:
     if isinstance(video, (list, tuple)):
         return True
     return isinstance(video, np.ndarray) and video.dtype == object
+
+
+def _frame_count(path: Path, where: str, video: Any) -> int:
+    """Frames of an entry's 'video': a list of encoded frames, or a checked uint8 array [T, H, W, 3]."""
+    if _is_encoded(video):
+        if len(video) == 0:
+            raise fail(path, f"{where}: 'video' has no frames: expected one JPEG-encoded frame per time step")
+        return len(video)
+    if not isinstance(video, np.ndarray):
+        raise fail(path, f"{where}: 'video' has type {type(video).__name__}: expected uint8 frames [T, H, W, 3] or a "
+                         f"list of JPEG-encoded frames")
+    return check_video(video, path, f"{where}: 'video'").shape[0]
 
 
 @DATASETS.register("tapvid")
@@ -97,12 +109,14 @@ class TapVid(AdapterDataset):
         missing = [f for f in ("video", "points", "occluded") if f not in entry]
         if missing:
             raise fail(path, f"{where}: missing field(s) {missing}")
-        video, points, occ = entry["video"], np.asarray(entry["points"]), np.asarray(entry["occluded"])
-        t = len(video) if _is_encoded(video) else check_video(video, path, f"{where}: 'video'").shape[0]
+        t = _frame_count(path, where, entry["video"])
+        points = as_array(entry["points"], path, f"{where}: 'points'", f"floats [N, {t}, 2]")
+        occ = as_array(entry["occluded"], path, f"{where}: 'occluded'", f"booleans [N, {t}]")
         if points.ndim != 3 or points.shape[1:] != (t, 2):
             raise fail(path, f"{where}: 'points' has shape {points.shape}, expected [N, {t}, 2] for {t} frames")
         if occ.shape != points.shape[:2]:
-            raise fail(path, f"{where}: 'occluded' has shape {occ.shape}, expected {points.shape[:2]}")
+            raise fail(path, f"{where}: 'occluded' has shape {occ.shape}, expected {points.shape[:2]} (one flag per "
+                             f"track of 'points' and frame of 'video')")
         check_kind(points, path, f"{where}: 'points'", "f", "floats in [0, 1]")
         occ = check_kind(occ, path, f"{where}: 'occluded'", "biu", "booleans (or integers 0/1)")
         check_values(occ, (occ == 0) | (occ == 1), path, f"{where}: 'occluded'", "0 or 1", ("track", "frame"))

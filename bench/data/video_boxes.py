@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.data.video_io import (AdapterDataset, Item, Resize, check_dir, check_values, fail, load_json, positive_int,
-                                 read_image)
+from bench.data.video_io import (AdapterDataset, Item, Partition, Resize, check_dir, check_values, fail, load_json,
+                                 positive_int, read_image)
 from bench.registry import DATASETS
 
 
@@ -71,7 +71,7 @@ class VideoBoxes(AdapterDataset):
 
     def __init__(self, split: str, root: str | Path, data_dir: str | Path | None = None, *,
                  annotations: dict[str, str] | None = None, frames: dict[str, str] | None = None,
-                 max_objects: int = 4, partition: dict[str, Any] | None = DEFAULT_PARTITION, **common: Any):
+                 max_objects: int = 4, partition: Partition = DEFAULT_PARTITION, **common: Any):
         # YouTube-VIS publishes annotations for its train split only: both splits come from it
         annotations = annotations or {"train": "train/instances.json", "test": "train/instances.json"}
         frames = frames or {"train": "train/JPEGImages", "test": "train/JPEGImages"}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import re
 import warnings
@@ -59,24 +60,51 @@ def one_line(text: Any, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def denied(path: Any, what: str) -> DatasetError:
+    """The error for a file or directory the operating system refuses to read."""
+    return fail(path, f"{what} cannot be read (permission denied)")
+
+
 def check_file(path: Path, what: str = "file") -> Path:
-    """``path`` if it is a non-empty regular file, else a ``DatasetError`` naming it."""
+    """``path`` if it is a non-empty regular file this process may read, else a ``DatasetError``
+    naming it (opened once here: decoders report an unreadable file as a corrupt one)."""
     path = Path(path)
-    if not path.exists():
-        raise fail(path, f"{what} not found")
-    if not path.is_file():
-        raise fail(path, f"{what} is not a regular file")
-    if path.stat().st_size == 0:
-        raise fail(path, f"{what} is empty (0 bytes)")
+    try:
+        if not path.exists():
+            raise fail(path, f"{what} not found")
+        if not path.is_file():
+            raise fail(path, f"{what} is not a regular file")
+        if path.stat().st_size == 0:
+            raise fail(path, f"{what} is empty (0 bytes)")
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise denied(path, what) from None
     return path
 
 
 def check_dir(path: Path, what: str = "directory") -> Path:
-    """``path`` if it is a directory, else a ``DatasetError`` naming it."""
+    """``path`` if it is a directory this process may list and enter, else a ``DatasetError`` naming it."""
     path = Path(path)
-    if not path.is_dir():
-        raise fail(path, f"{what} not found" if not path.exists() else f"{what} is not a directory")
+    try:
+        if not path.is_dir():
+            raise fail(path, f"{what} not found" if not path.exists() else f"{what} is not a directory")
+        with os.scandir(path):
+            pass
+    except PermissionError:
+        raise denied(path, what) from None
+    if not os.access(path, os.X_OK):  # listable but its entries cannot be opened
+        raise denied(path, what)
     return path
+
+
+def found(path: Path, what: str = "file") -> bool:
+    """Whether ``path`` exists; a directory on the way that refuses the look-up is a ``DatasetError``
+    naming ``path`` (``Path.exists`` raises ``PermissionError`` there)."""
+    try:
+        return Path(path).exists()
+    except PermissionError:
+        raise denied(path, what) from None
 
 
 def load_json(path: Path) -> Any:
@@ -97,6 +125,12 @@ def load_json(path: Path) -> Any:
 ROTATION_TOLERANCE = 1e-3
 
 Axis = Union[str, Sequence[str]]  # an axis name ("frame" -> "frame 3") or its labels (("x", "y") -> "y")
+
+# ``{split: [lo, hi]}`` or null, checked by ``AdapterDataset._partition_bounds``. ``Any`` leaves its
+# config node untyped: OmegaConf 2.3 cannot merge a command-line dict (``data.partition={train: [0, 0.5]}``)
+# into a typed dict node that holds null, the YAML default (AttributeError: 'NoneType' ... 'get').
+Partition = Any
+PARTITION_FORM = "{split: [lo, hi], ...} of fractions of the sorted videos, e.g. {train: [0, 0.5], test: [0.5, 1]}"
 
 
 def option_error(name: str, value: Any, allowed: str) -> DatasetError:
@@ -140,6 +174,20 @@ def check_values(array: Any, ok: Any, source: Any, what: str, allowed: str, axes
         more = f" ({int(bad.sum())} such values)" if bad.sum() > 1 else ""
         raise fail(source, f"{_located(what, index, axes)} is {_shown(array[index])}: expected {allowed}{more}")
     return array
+
+
+def _is_fraction(x: Any) -> bool:
+    """A real number in [0, 1] (bools and NaN are not)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)) and 0.0 <= x <= 1.0
+
+
+def as_array(value: Any, source: Any, what: str, expected: str) -> np.ndarray:
+    """``value`` as a numpy array; nested lists whose rows differ in length are a ``DatasetError``
+    naming ``source`` and ``what`` (numpy refuses them with a bare ``ValueError``)."""
+    try:
+        return np.asarray(value)
+    except ValueError:
+        raise fail(source, f"{what} is a ragged nested list (rows of different lengths): expected {expected}") from None
 
 
 def check_kind(array: Any, source: Any, what: str, kinds: str, expected: str) -> np.ndarray:
@@ -456,7 +504,7 @@ class AdapterDataset(Dataset):
 
     def __init__(self, split: str, root: str | Path, data_dir: str | Path | None = None, *, num_frames: int = 16,
                  resolution: int | Sequence[int] = 64, crop: str = "center", frame_stride: int | None = None,
-                 clips_per_video: int = 1, short_clip: str = "error", partition: dict[str, Sequence[float]] | None = None,
+                 clips_per_video: int = 1, short_clip: str = "error", partition: Partition = None,
                  max_clips: int | None = None, missing_videos: str = "error", check_truncation: bool = True,
                  cache: bool = True, seed: int = 0, **options: Any):
         if data_dir in (None, "", "???"):
@@ -478,13 +526,15 @@ class AdapterDataset(Dataset):
                            clips_per_video=int(clips_per_video), short_clip=short_clip, partition=partition,
                            max_clips=max_clips, missing_videos=missing_videos, check_truncation=self.check_truncation,
                            seed=self.seed, **options)
+        self._split_names: set[str] = set()  # the splits of the per-split options ``_setup`` read
         self._setup()
+        bounds = self._partition_bounds(partition)
         self._skipped = 0
         items = sorted(self._index(), key=lambda it: it.key)
         if self._skipped:
             warnings.warn(f"dataset {self.name!r} split {self.split!r}: left out {self._skipped} clip(s) whose "
                           f"video is missing (missing_videos=skip)", RuntimeWarning, stacklevel=2)
-        items = self._select(items, partition, max_clips)
+        items = self._select(items, bounds, max_clips)
         if not items:
             raise DatasetError(f"dataset {self.name!r} split {self.split!r} has no clips under {self.data_dir}")
         self.items = items
@@ -508,7 +558,10 @@ class AdapterDataset(Dataset):
 
     # --- helpers for subclasses -----------------------------------------------------------
     def per_split(self, mapping: Any, what: str) -> Any:
-        """``mapping[split]`` of a per-split config entry, or a clear error listing the splits."""
+        """``mapping[split]`` of a per-split config entry, or a clear error listing the splits; the
+        splits it names are those ``partition`` may name."""
+        if isinstance(mapping, dict):
+            self._split_names.update(map(str, mapping))
         if not isinstance(mapping, dict) or self.split not in mapping:
             known = list(mapping) if isinstance(mapping, dict) else mapping
             raise DatasetError(f"dataset {self.name!r}: no split {self.split!r} in its {what} config (has {known})")
@@ -544,14 +597,30 @@ class AdapterDataset(Dataset):
         return np.random.default_rng([self.seed, zlib.crc32(key.encode())])
 
     # --- split selection --------------------------------------------------------------------
-    def _select(self, items: list[Item], partition: dict[str, Sequence[float]] | None,
-                max_clips: int | None) -> list[Item]:
-        if partition:
-            bounds = self.per_split(partition, "partition")
-            if not (isinstance(bounds, (list, tuple)) and len(bounds) == 2
-                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in bounds)
-                    and 0.0 <= bounds[0] <= bounds[1] <= 1.0):
-                raise option_error(f"partition.{self.split}", bounds, "[lo, hi] with 0 <= lo <= hi <= 1")
+    def _partition_bounds(self, partition: Partition) -> tuple[float, float] | None:
+        """This split's (lo, hi) of ``partition``, after checking every entry: a 2-list of fractions
+        0 <= lo < hi <= 1 under a split name this dataset's per-split options have."""
+        if not isinstance(partition, dict):
+            if partition is None:
+                return None
+            raise option_error("partition", partition, PARTITION_FORM)
+        if not partition:
+            return None
+        for split, bounds in partition.items():
+            if not (isinstance(bounds, (list, tuple)) and len(bounds) == 2 and all(map(_is_fraction, bounds))
+                    and bounds[0] <= bounds[1]):
+                raise option_error(f"partition.{split}", bounds, "[lo, hi] with 0 <= lo <= hi <= 1")
+            if bounds[0] == bounds[1]:
+                raise option_error(f"partition.{split}", bounds, "lo < hi (an empty range keeps no video)")
+        unknown = [s for s in partition if self._split_names and str(s) not in self._split_names]
+        if unknown:
+            raise option_error(f"partition.{unknown[0]}", partition[unknown[0]],
+                               f"a split of dataset {self.name!r} (it has {sorted(self._split_names)})")
+        lo, hi = self.per_split(partition, "partition")
+        return float(lo), float(hi)
+
+    def _select(self, items: list[Item], bounds: tuple[float, float] | None, max_clips: int | None) -> list[Item]:
+        if bounds is not None:
             lo, hi = bounds
             n = len(items)
             items = items[int(round(lo * n)):int(round(hi * n))]
