@@ -1,4 +1,5 @@
 """Checkpoint IO and the zoo: roundtrip, integrity checks, clear errors, no unpickling."""
+import errno
 import json
 from pathlib import Path
 
@@ -6,9 +7,9 @@ import pytest
 import torch
 
 from bench.errors import UserError
-from bench.models.checkpoint import (CheckpointError, conforms, load_checkpoint, load_torch_state_dict, read_sidecar,
-                                     save_checkpoint, save_timm_checkpoint, sidecar_path, sidecar_problem,
-                                     timm_architecture, type_name)
+from bench.models.checkpoint import (CheckpointError, atomic_write_files, conforms, load_checkpoint,
+                                     load_torch_state_dict, read_sidecar, save_checkpoint, save_timm_checkpoint,
+                                     sidecar_path, sidecar_problem, timm_architecture, type_name)
 from bench.models.zoo import build_encoder
 
 
@@ -190,3 +191,50 @@ def test_sidecars_that_are_not_json_objects(tiny_vit, tmp_path):
 def test_every_committed_sidecar_fits_the_schema():
     sidecars = sorted((Path(__file__).resolve().parents[1] / "leaderboard" / "checkpoints").glob("*.json"))
     assert sidecars and all(sidecar_problem(json.loads(p.read_text())) is None for p in sidecars)
+
+
+def deny_reading(monkeypatch, denied: Path) -> None:
+    """Opening ``denied`` fails as a file without read permission does (chmod cannot deny root)."""
+    import builtins
+    real_open = builtins.open
+
+    def deny(file, *args, **kwargs):
+        if isinstance(file, (str, Path)) and Path(file) == denied:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+    monkeypatch.setattr(builtins, "open", deny)
+
+
+def test_a_checkpoint_that_is_a_directory_or_unreadable_is_named(tiny_vit, tmp_path, monkeypatch):
+    """The weights path (a .safetensors that is a folder, beside a valid sidecar), a sidecar that is a
+    folder, and files without read permission: one line each, not a traceback, not 'corrupt'."""
+    good = tmp_path / "good.safetensors"
+    save_checkpoint(tiny_vit, good)
+    folder = tmp_path / "folder.safetensors"
+    folder.mkdir()
+    sidecar_path(folder).write_text(sidecar_path(good).read_text())
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(folder)
+    assert str(err.value) == f"{folder}: is a directory; expected a .safetensors checkpoint file"
+    with pytest.raises(CheckpointError, match="is a directory"):
+        timm_architecture(folder, read_sidecar(folder))
+    sidecar_path(folder).unlink()
+    sidecar_path(folder).mkdir()
+    with pytest.raises(CheckpointError) as err:
+        read_sidecar(tmp_path / "folder.safetensors")
+    assert str(err.value) == f"{sidecar_path(folder)}: is a directory; expected the checkpoint's JSON sidecar file"
+    for denied in (good, sidecar_path(good)):
+        deny_reading(monkeypatch, denied)
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(good)
+        assert str(err.value) == f"{denied}: cannot be read (permission denied)" and isinstance(err.value, UserError)
+        monkeypatch.undo()
+
+
+def test_a_directory_target_is_refused_before_any_file_of_the_set_is_written(tmp_path):
+    """Weights and sidecar are renamed one after the other: a sidecar path that is a folder must fail
+    before the weights are renamed into place, or they would be left without a sidecar."""
+    (tmp_path / "m.json").mkdir()
+    with pytest.raises(IsADirectoryError):
+        atomic_write_files({tmp_path / "m.safetensors": b"weights", tmp_path / "m.json": b"{}"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"] and not list((tmp_path / "m.json").iterdir())

@@ -7,8 +7,10 @@ missing keys / bad shapes / unreadable files are one-line errors naming the file
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +25,7 @@ from bench.models.convert import ConversionError, convert
 from bench.models.convert import fourds, videomae, vjepa
 from bench.models.vit import normalize_video
 from bench.models.zoo import build_encoder
+from tests.test_checkpoint import deny_reading
 
 D, DEPTH, HEADS, MLP = 64, 2, 4, 256
 PATCH = (2, 8, 8)
@@ -447,3 +450,108 @@ def test_unreadable_files_are_named(tmp_path):
     np.savez(obj, **{P4 + "encoder/patch_embedding/Conv_0/kernel": np.array([{"a": 1}], dtype=object)})
     with pytest.raises(ConversionError, match=f"^{obj}: unreadable"):
         convert("4ds", obj, tmp_path / "out.safetensors")
+
+
+INPUTS = {"videomae": ("in.pth", "a .pt/.pth checkpoint file"), "vjepa": ("in.pth", "a .pt/.pth checkpoint file"),
+          "vjepa2": ("in.pt", "a .pt/.pth checkpoint file"), "4ds": ("in.npz", "an .npz parameter file"),
+          "onnx-dinov2": ("in.onnx", "an .onnx model file")}
+
+
+@pytest.mark.parametrize("kind", sorted(INPUTS))
+def test_an_input_that_is_a_directory_or_unreadable_says_so(tmp_path, monkeypatch, kind):
+    name, expected = INPUTS[kind]
+    src = tmp_path / name
+    src.mkdir()
+    with pytest.raises(ConversionError) as err:
+        convert(kind, src, tmp_path / "out.safetensors")
+    assert str(err.value) == f"{src}: is a directory; expected {expected}"
+    src.rmdir()
+    src.write_bytes(b"\0" * 64)
+    deny_reading(monkeypatch, src)
+    with pytest.raises(ConversionError) as err:
+        convert(kind, src, tmp_path / "out.safetensors")
+    assert str(err.value) == f"{src}: cannot be read (permission denied)"
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_converting(tmp_path):
+    src = tmp_path / "scaling4d_tiny.npz"
+    fourds_file(src)
+    (tmp_path / "dir.safetensors").mkdir()
+    (tmp_path / "side.json").mkdir()
+    (tmp_path / "afile").write_text("")
+    cases = [(tmp_path / "dir.safetensors",
+              f"{tmp_path / 'dir.safetensors'}: is a directory; expected the path of the .safetensors file to write"),
+             (tmp_path / "side.safetensors", f"{tmp_path / 'side.json'}: is a directory, where the sidecar of "
+                                             f"{tmp_path / 'side.safetensors'} goes; choose another output name"),
+             (tmp_path / "afile" / "x.safetensors",
+              f"{tmp_path / 'afile' / 'x.safetensors'}: cannot be written: {tmp_path / 'afile'} is a file, "
+              f"not a folder")]
+    for out, message in cases:
+        with pytest.raises(ConversionError) as err:
+            convert("4ds", src, out)
+        assert str(err.value) == message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "dir.safetensors", "scaling4d_tiny.npz", "side.json"]
+    assert list((tmp_path / "dir.safetensors").iterdir()) == []
+
+
+def test_disk_full_while_writing_is_one_line_and_leaves_no_file(tmp_path, monkeypatch, capsys):
+    """ENOSPC on the first fsync (the weights' temp file): one error line naming the output, no
+    checkpoint, sidecar or temp file; an earlier checkpoint at that path is kept as it was."""
+    from bench.models.convert.__main__ import main as cli
+    src = tmp_path / "scaling4d_tiny.npz"
+    fourds_file(src)
+    out = tmp_path / "ckpt" / "fourds.safetensors"
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "fsync", full)
+    assert cli(["4ds", str(src), str(out)]) == 2
+    assert capsys.readouterr().err == (f"error: {out}: cannot write the converted checkpoint (No space left on "
+                                       f"device); any earlier checkpoint there is unchanged\n")
+    assert list(out.parent.iterdir()) == []
+    monkeypatch.undo()
+    _, sha = convert("4ds", src, out)
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(ConversionError, match="No space left on device"):
+        convert("4ds", src, out, img_size=2 * SIZE)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["fourds.json", "fourds.safetensors"]
+    assert sha256_file(out) == sha
+
+
+@pytest.mark.parametrize("option, value", [("num_heads", 0), ("num_heads", -2), ("img_size", 0), ("img_size", -32),
+                                           ("num_frames", 0), ("num_frames", True), ("img_size", 32.0)])
+def test_size_options_from_python_are_checked_like_the_flags(tmp_path, option, value):
+    """``convert(num_heads=0)`` would read as 'the default' and -2 be recorded as the head count."""
+    src = tmp_path / "scaling4d_tiny.npz"
+    fourds_file(src)
+    with pytest.raises(ConversionError) as err:
+        convert("4ds", src, tmp_path / "out.safetensors", **{option: value})
+    assert str(err.value) == f"{option}={value!r}: expected an integer >= 1 (or None for the default)"
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.mark.parametrize("flag", ["--img-size", "--num-frames", "--num-heads"])
+@pytest.mark.parametrize("value", ["0", "-2", "2.5", "many"])
+def test_every_size_flag_refuses_what_is_no_count(tmp_path, capsys, flag, value):
+    from bench.models.convert.__main__ import main as cli
+    with pytest.raises(SystemExit) as exit_:
+        cli(["4ds", str(tmp_path / "in.npz"), str(tmp_path / "out.safetensors"), flag, value])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and err[-1].endswith(f"error: argument {flag}: '{value}' is not an integer >= 1")
+
+
+@pytest.mark.parametrize("kind, options, message", [
+    ("4ds", dict(num_frames=3), "num_frames=3 is not divisible by the tubelet length 2"),  # was rounded down to 2
+    ("4ds", dict(num_frames=1), "num_frames=1 is not divisible by the tubelet length 2"),
+    ("4ds", dict(img_size=33), "img_size=33 is not divisible by the patch 8×8"),  # was rounded down to 32
+    ("4ds", dict(img_size=4), "img_size=4 is not divisible by the patch 8×8"),
+    ("vjepa2", dict(num_frames=3, num_heads=HEADS), "num_frames=3 is not divisible by the tubelet length 2"),
+    ("vjepa2", dict(img_size=36, num_heads=HEADS), "img_size=36 is not divisible by the patch 8×8"),
+], ids=["4ds-frames3", "4ds-frames1", "4ds-size33", "4ds-size4", "vjepa2-frames3", "vjepa2-size36"])
+def test_clip_sizes_the_tubelets_do_not_tile_are_refused(tmp_path, kind, options, message):
+    src = tmp_path / ("scaling4d_tiny.npz" if kind == "4ds" else "vitl.pt")
+    fourds_file(src) if kind == "4ds" else vjepa_file(src)
+    with pytest.raises(ConversionError) as err:
+        convert(kind, src, tmp_path / "out.safetensors", **options)
+    assert str(err.value) == f"{src}: {message}"
+    assert not (tmp_path / "out.safetensors").exists()

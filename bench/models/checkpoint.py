@@ -6,6 +6,7 @@ and a failed write keeps the previous checkpoint. Nothing here unpickles anythin
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -31,6 +32,20 @@ class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, truncated, or disagrees with its sidecar."""
 
 
+def readable_file(path: Path, expected: str, error: type[CheckpointError] = CheckpointError) -> Path:
+    """``path`` once it opens for reading; else one ``error`` line naming it: not found, a directory
+    (``expected`` says what should be there), or no read permission (the file may be fine)."""
+    try:
+        with open(path, "rb"):
+            return Path(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise error(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory; expected {expected}") from None
+    except PermissionError:
+        raise error(f"{path}: cannot be read (permission denied)") from None
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -49,8 +64,12 @@ def atomic_write_files(files: dict[Path, bytes]) -> None:
 
     All contents go to fsynced temp files first (unique names, so concurrent writers never
     collide); only when every one is on disk are they renamed into place, then the directories
-    are fsynced so the renames survive a power loss.
+    are fsynced so the renames survive a power loss. A target that is a directory is refused before
+    anything is written, so no rename of the set can fail on it after another succeeded.
     """
+    for path in map(Path, files):
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     temps: list[tuple[Path, Path]] = []
     try:
         for path, data in files.items():
@@ -115,6 +134,7 @@ def save_timm_checkpoint(state: dict[str, torch.Tensor], arch: str, overrides: d
 def timm_architecture(path: Path, meta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(timm architecture, keyword overrides) of a ``timm/1`` checkpoint, after checking the file's
     sha256 against its sidecar."""
+    readable_file(path, "a .safetensors checkpoint file")
     if (digest := sha256_file(path)) != meta["sha256"]:
         raise CheckpointError(f"{path}: sha256 {digest[:12]}… does not match its sidecar ({meta['sha256'][:12]}…)")
     overrides = dict(meta["architecture"])
@@ -126,6 +146,7 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     side = sidecar_path(path)
     if not side.exists():
         raise CheckpointError(f"{side}: sidecar JSON missing next to checkpoint {path}")
+    readable_file(side, "the checkpoint's JSON sidecar file")
     try:
         meta = json.loads(side.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -258,6 +279,7 @@ def load_checkpoint(path: Path, verify: bool = True) -> tuple[VideoViT, dict[str
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found")
+    readable_file(path, "a .safetensors checkpoint file")
     meta = read_sidecar(path)
     if meta["format"] != VIT_FORMAT:
         raise CheckpointError(f"{path}: a {meta['format']} checkpoint, not a frozen4d VideoViT (run it by its name, "

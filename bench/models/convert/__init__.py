@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 from bench.models.checkpoint import save_timm_checkpoint
 from bench.models.convert import fourds, hf_videomae, hf_vjepa2, onnx_dinov2, videomae, vjepa
-from bench.models.convert.common import ConversionError, source_record, write
+from bench.models.convert.common import ConversionError, check_output, save_to, source_record, write
 from bench.models.vit import VideoViT
 
 CONVERTERS: dict[str, Callable[..., tuple[VideoViT, dict[str, Any]]]] = {
@@ -57,6 +57,16 @@ IMAGE_CONVERTERS: dict[str, Callable[..., tuple[str, dict, dict[str, Any], dict[
     onnx_dinov2.KIND: onnx_dinov2.convert,
 }
 KINDS = (*CONVERTERS, *IMAGE_CONVERTERS)
+SIZES = ("img_size", "num_frames", "num_heads")  # options that are a size or a count: None or >= 1
+
+
+def check_options(options: dict[str, Any]) -> None:
+    """Refuse a size or count option that is not None or an integer >= 1 (the CLI's flags are
+    checked by argparse; this guards calls from Python, where 0 would read as 'the default')."""
+    for name in SIZES:
+        value = options.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConversionError(f"{name}={value!r}: expected an integer >= 1 (or None for the default)")
 
 
 def convert(kind: str, src: str | Path, out: str | Path, **options: Any) -> tuple[VideoViT | dict[str, Any], str]:
@@ -65,14 +75,15 @@ def convert(kind: str, src: str | Path, out: str | Path, **options: Any) -> tupl
     ``options``: img_size, num_frames, num_heads, checkpoint_key (V-JEPA, V-JEPA 2)."""
     if kind not in KINDS:
         raise ConversionError(f"unknown checkpoint kind {kind!r}; known: {', '.join(KINDS)}")
-    if Path(out).suffix != ".safetensors":
-        raise ConversionError(f"{out}: the output must be a .safetensors file")
+    out = check_output(out)
+    check_options(options)
     if kind in IMAGE_CONVERTERS:
         arch, state, overrides, notes = IMAGE_CONVERTERS[kind](Path(src), **options)
         extra = {"source": source_record(kind, Path(src)), "conversion": notes}
-        return {"timm": arch, **overrides}, save_timm_checkpoint(state, arch, overrides, Path(out), extra)
+        sha = save_to(out, lambda: save_timm_checkpoint(state, arch, overrides, out, extra))
+        return {"timm": arch, **overrides}, sha
     model, notes = CONVERTERS[kind](Path(src), **options)
-    return model, write(model, Path(out), kind, Path(src), notes)
+    return model, write(model, out, kind, Path(src), notes)
 
 
 __all__ = ["CONVERTERS", "IMAGE_CONVERTERS", "KINDS", "ConversionError", "convert"]

@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.models.convert import KINDS, ConversionError, convert
+from bench.errors import UserError
+from bench.models.convert import KINDS, convert
 
 
 def positive(text: str) -> int:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, sha = convert(args.kind, args.src, args.out, img_size=args.img_size, num_frames=args.num_frames,
                              num_heads=args.num_heads, checkpoint_key=args.checkpoint_key)
-    except ConversionError as exc:
+    except UserError as exc:  # a ConversionError naming the file, or a ConfigError naming the value
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{args.kind} {args.src} -> {args.out}")

@@ -5,20 +5,21 @@ Readers never execute code from a file: ``.pt``/``.pth`` go through
 ``torch.load(weights_only=True)`` (plus ``argparse.Namespace``, a plain attribute bag that
 VideoMAE-style training checkpoints store under ``args``), ``.npz`` through
 ``np.load(allow_pickle=False)``. Every error is a :class:`ConversionError` whose message is one
-line that starts with the input file's path.
+line that starts with the path of the input (or output) file it is about.
 """
 from __future__ import annotations
 
 import argparse
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.models.checkpoint import CheckpointError, save_checkpoint, sha256_file, torch_load_problem
+from bench.models.checkpoint import (CheckpointError, readable_file, save_checkpoint, sha256_file, sidecar_path,
+                                     torch_load_problem)
 from bench.models.vit import IMAGENET_MEAN, IMAGENET_STD, ViTConfig, VideoViT
 
 # heads of the standard ViT widths (head dim 64, 80 for H, 88 for g, 104 for G): the public
@@ -39,9 +40,7 @@ def first_line(exc: BaseException) -> str:
 def read_torch(path: Path) -> Any:
     """The object in a ``.pt``/``.pth`` file, unpickled with ``weights_only=True`` (tensors,
     containers, numbers, strings, and ``argparse.Namespace``). Anything else is refused unrun."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"{path}: file not found")
+    path = readable_file(path, "a .pt/.pth checkpoint file", ConversionError)
     allow = [argparse.Namespace]
     try:
         if hasattr(torch.serialization, "safe_globals"):
@@ -54,9 +53,7 @@ def read_torch(path: Path) -> Any:
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` archive, read with ``allow_pickle=False``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"{path}: file not found")
+    path = readable_file(path, "an .npz parameter file", ConversionError)
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {k: np.asarray(archive[k]) for k in archive.files}
@@ -190,24 +187,32 @@ def factor_grid(path: Path, tokens: int, patch: tuple[int, int, int], img_size: 
                 num_frames: int) -> tuple[int, int, int]:
     """(T', h, w) of a flattened position table of ``tokens`` rows for square frames: T' from
     ``num_frames``; h = w from ``img_size``, or from tokens / T' when ``img_size`` is None."""
-    pt, ph, pw = patch
-    if num_frames % pt:
-        raise ConversionError(f"{path}: num_frames={num_frames} is not divisible by the tubelet length {pt}")
-    t = num_frames // pt
+    grid = clip_grid(path, patch, img_size, num_frames)
+    t = grid[0]
     if img_size is None:
         side = int(round((tokens / t) ** 0.5)) if tokens % t == 0 else 0
-        if side * side * t != tokens or ph != pw:
+        if side * side * t != tokens or patch[1] != patch[2]:
             raise ConversionError(f"{path}: {tokens} position rows do not factor as {t}×h×h; "
                                   f"pass --num-frames/--img-size of the pretraining clip")
         return t, side, side
-    if img_size % ph or img_size % pw:
-        raise ConversionError(f"{path}: img_size={img_size} is not divisible by the patch {ph}×{pw}")
-    grid = (t, img_size // ph, img_size // pw)
     if grid[0] * grid[1] * grid[2] != tokens:
         raise ConversionError(f"{path}: the position table has {tokens} rows, but a {num_frames}×{img_size}²"
                               f" clip gives {grid[0]}×{grid[1]}×{grid[2]} = {grid[0] * grid[1] * grid[2]} tokens;"
                               f" pass the pretraining --img-size/--num-frames")
     return grid
+
+
+def clip_grid(path: Path, patch: tuple[int, int, int], img_size: int | None,
+              num_frames: int | None) -> tuple[int | None, int | None, int | None]:
+    """(T', h, w) of a ``num_frames`` × ``img_size``² clip cut into ``patch`` tubelets (None where a
+    size is None); a size the tubelets do not tile is an error, never rounded down."""
+    pt, ph, pw = patch
+    if num_frames is not None and num_frames % pt:
+        raise ConversionError(f"{path}: num_frames={num_frames} is not divisible by the tubelet length {pt}")
+    if img_size is not None and (img_size % ph or img_size % pw):
+        raise ConversionError(f"{path}: img_size={img_size} is not divisible by the patch {ph}×{pw}")
+    return (None if num_frames is None else num_frames // pt, None if img_size is None else img_size // ph,
+            None if img_size is None else img_size // pw)
 
 
 def resample_table(table: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
@@ -254,10 +259,36 @@ def source_record(kind: str, src: Path) -> dict[str, Any]:
     return {"kind": kind, "file": src.name, "files": {f.name: sha256_file(f) for f in files}}
 
 
-def write(model: VideoViT, out: Path, kind: str, src: Path, notes: dict[str, Any]) -> str:
-    """Save the converted encoder (safetensors + sidecar naming the source kind, file and sha256)."""
+def check_output(out: Path) -> Path:
+    """``out`` if it can name a converted checkpoint: a ``.safetensors`` path where neither it nor its
+    ``.json`` sidecar is a directory, under folders that are folders; checked before converting."""
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ConversionError(f"{out}: the output must be a .safetensors file")
+    if out.is_dir():
+        raise ConversionError(f"{out}: is a directory; expected the path of the .safetensors file to write")
+    if sidecar_path(out).is_dir():
+        raise ConversionError(f"{sidecar_path(out)}: is a directory, where the sidecar of {out} goes; "
+                              f"choose another output name")
+    above = next((d for d in out.parents if d.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ConversionError(f"{out}: cannot be written: {above} is a file, not a folder")
+    return out
+
+
+def save_to(out: Path, save: Callable[[], str]) -> str:
+    """The sha256 that ``save()`` returns; an OSError while it writes ``out`` (disk full, no write
+    permission, a read-only disk) is one line naming ``out``. The write is atomic: nothing of it is
+    left, and an earlier checkpoint there stays as it was."""
+    try:
+        return save()
+    except OSError as exc:
+        raise ConversionError(f"{out}: cannot write the converted checkpoint ({exc.strerror or exc}); "
+                              f"any earlier checkpoint there is unchanged") from exc
+
+
+def write(model: VideoViT, out: Path, kind: str, src: Path, notes: dict[str, Any]) -> str:
+    """Save the converted encoder (safetensors + sidecar naming the source kind, file and sha256)."""
+    out = check_output(out)
     extra = {"source": source_record(kind, src), "conversion": notes}
-    return save_checkpoint(model, out, train_config={}, extra=extra)
+    return save_to(out, lambda: save_checkpoint(model, out, train_config={}, extra=extra))

@@ -45,8 +45,8 @@ from typing import Any
 
 import torch
 
-from bench.models.convert.common import (ConversionError, Params, block_count, build, fold_input_normalization,
-                                         read_npz, resample_table)
+from bench.models.convert.common import (ConversionError, Params, block_count, build, clip_grid,
+                                         fold_input_normalization, read_npz, resample_table)
 from bench.models.vit import ViTConfig, VideoViT
 
 KIND = "4ds"
@@ -98,9 +98,7 @@ def convert(src: Path, img_size: int | None = None, num_frames: int | None = Non
     native = tuple(int(s) for s in table.shape[:3])
     if native[1] * patch[1] != native[2] * patch[2]:
         raise ConversionError(f"{src}: the position table is for non-square frames {native}; frozen4d needs square")
-    grid = (native[0] if num_frames is None else num_frames // patch[0],
-            native[1] if img_size is None else img_size // patch[1],
-            native[2] if img_size is None else img_size // patch[2])
+    grid = tuple(n if g is None else g for n, g in zip(native, clip_grid(src, patch, img_size, num_frames)))
     weight, bias = fold_input_normalization(kernel.permute(4, 3, 0, 1, 2), p.get(enc + "patch_embedding/Conv_0/bias",
                                                                                  (dim,)), SOURCE_MEAN, SOURCE_STD)
     out: dict[str, torch.Tensor] = {"patch_embed.weight": weight, "patch_embed.bias": bias,

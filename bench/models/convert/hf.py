@@ -11,6 +11,7 @@ listed as dropped in the sidecar.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from bench.models.checkpoint import load_safetensors
+from bench.models.checkpoint import brief, load_safetensors, readable_file
 from bench.models.convert.common import ConversionError, Params, first_line, read_torch, select_prefix
 from bench.models.vit import VideoViT
 
@@ -27,12 +28,36 @@ WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 
 
+def is_count(value: Any) -> bool:
+    """An integer >= 1, and not a bool (Python's True is an int; a config's true is no count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def is_positive(value: Any) -> bool:
+    """A finite number > 0."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+COUNT = (is_count, "an integer >= 1")
+# every config.json field a converter reads: (test, what the field allows)
+FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "image_size": COUNT, "num_frames": COUNT, "crop_size": COUNT, "frames_per_clip": COUNT,
+    "num_attention_heads": COUNT,
+    "layer_norm_eps": (is_positive, "a finite number > 0"),
+    "hidden_act": (lambda v: isinstance(v, str) and v in ACTIVATIONS,
+                   f"one of {', '.join(map(json.dumps, ACTIVATIONS))} (the MLP activations frozen4d has)"),
+    "architectures": (lambda v: v is None or isinstance(v, list) and all(isinstance(a, str) for a in v),
+                      "a list of class names"),
+}
+
+
 @dataclass(frozen=True)
 class Layout:
     """How a transformers model family is stored and converted: config ``model_type``, a tensor name
     that ends only in the encoder's prefix, renaming ``rules`` to the original release's names, the
-    config class's defaults, the config keys of the clip's frame size and length, and the original
-    layout's ``encoder(params, img_size, num_frames, num_heads, **arch)`` builder."""
+    config class's defaults of the fields read (each with its rule in :data:`FIELDS`), the config
+    keys of the clip's frame size and length, and the original layout's
+    ``encoder(params, img_size, num_frames, num_heads, **arch)`` builder."""
 
     model_type: str
     marker: str
@@ -47,13 +72,24 @@ class Layout:
         its encoder renamed and built as this layout says; sizes and heads default to the config's."""
         src = Path(src)
         config, state = read_folder(src, self.model_type)
+        setting = checked_setting(src / "config.json", config, self.defaults)
         p, prefix = encoder_params(src, state, self.marker, self.rules)
-        setting = {**self.defaults, **config}
         size, frames = (setting[k] for k in self.clip_keys)
         model, notes = self.encoder(p, size if img_size is None else img_size,
                                     frames if num_frames is None else num_frames,
-                                    num_heads or setting["num_attention_heads"], **architecture(src, setting))
+                                    setting["num_attention_heads"] if num_heads is None else num_heads,
+                                    **architecture(setting))
         return model, {"prefix": prefix, "architectures": config.get("architectures"), **notes}
+
+
+def checked_setting(file: Path, config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``config`` over ``defaults`` once every field read from it (the keys of ``defaults``, and
+    ``architectures``, which the sidecar records) has a value its rule in :data:`FIELDS` allows."""
+    for key in (*defaults, "architectures"):
+        ok, expected = FIELDS[key]
+        if key in config and not ok(config[key]):
+            raise ConversionError(f"{file}: field {key!r} is {brief(config[key])}; expected {expected}")
+    return {**defaults, **config}
 
 
 def read_folder(path: Path, model_type: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -70,8 +106,9 @@ def read_folder(path: Path, model_type: str) -> tuple[dict[str, Any], dict[str, 
 
 
 def read_json(file: Path, missing: str) -> dict[str, Any]:
-    if not file.is_file():
+    if not file.exists():
         raise ConversionError(missing)
+    readable_file(file, "a JSON file", ConversionError)
     try:
         obj = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -94,6 +131,7 @@ def read_weights(path: Path) -> dict[str, Any]:
 
 
 def read_weight_file(file: Path) -> dict[str, Any]:
+    readable_file(file, "a weights file", ConversionError)
     if file.suffix != ".safetensors":
         state = read_torch(file)
         if not isinstance(state, dict):
@@ -156,11 +194,7 @@ def rename(name: str, rules: list[tuple[str, str]]) -> str | None:
     return None
 
 
-def architecture(path: Path, config: dict[str, Any]) -> dict[str, Any]:
-    """ViTConfig fields read from a config (config.json over the model's defaults): the LayerNorm
-    eps and the MLP activation."""
-    act = config["hidden_act"]
-    if act not in ACTIVATIONS:
-        raise ConversionError(f"{path}: hidden_act {act!r} has no frozen4d equivalent "
-                              f"(supported: {', '.join(ACTIVATIONS)})")
-    return {"mlp_act": ACTIVATIONS[act], "norm_eps": float(config["layer_norm_eps"])}
+def architecture(setting: dict[str, Any]) -> dict[str, Any]:
+    """ViTConfig fields read from a checked setting (config.json over the model's defaults): the
+    LayerNorm eps and the MLP activation."""
+    return {"mlp_act": ACTIVATIONS[setting["hidden_act"]], "norm_eps": float(setting["layer_norm_eps"])}

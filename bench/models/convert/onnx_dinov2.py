@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.models.checkpoint import readable_file
 from bench.models.convert.common import ConversionError, Params, block_count, first_line, heads_for
 
 KIND = "onnx-dinov2"
@@ -47,8 +48,7 @@ def read_graph(path: Path) -> Any:
     """The ONNX graph of ``path``, parsed as protobuf data (no operator is run)."""
     import onnx
 
-    if not path.is_file():
-        raise ConversionError(f"{path}: file not found")
+    readable_file(path, "an .onnx model file", ConversionError)
     try:
         return onnx.load(str(path), load_external_data=False).graph
     except Exception as exc:  # protobuf DecodeError and friends: not an ONNX file, or truncated

@@ -35,8 +35,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.models.convert.common import (ConversionError, Params, block_tensors, build, factor_grid, read_torch,
-                                         select_prefix, torch_vit_layout)
+from bench.models.convert.common import (ConversionError, Params, block_tensors, build, clip_grid, factor_grid,
+                                         read_torch, select_prefix, torch_vit_layout)
 from bench.models.vit import ViTConfig, VideoViT
 
 KIND = "vjepa"
@@ -107,6 +107,7 @@ def rope_encoder(p: Params, img_size: int, num_frames: int, num_heads: int | Non
     by V-JEPA 2's RoPE. ``img_size`` / ``num_frames`` only name the nominal clip (RoPE has no table);
     ``arch`` sets further :class:`ViTConfig` fields. Shared with the Hugging Face converter."""
     w, dim, patch, depth, heads, mlp_dim = torch_vit_layout(p, num_heads, hint=HINT)
+    clip_grid(p.path, patch, img_size, num_frames)
     if (dim // heads) // 3 < 2:
         raise ConversionError(f"{p.path}: heads of {dim // heads} channels are too narrow for 3D RoPE")
     out = {"patch_embed.weight": w, "patch_embed.bias": p.get("patch_embed.proj.bias", (dim,))}
