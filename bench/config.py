@@ -146,6 +146,7 @@ Rule = tuple[Callable[[Any], bool], str]
 
 
 INT64_MAX = 2**63 - 1  # seeds reach torch and numpy as int64
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # a Python float: comparing with it never overflows a cast
 
 
 def integer(at_least: int, at_most: int = INT64_MAX) -> Rule:
@@ -158,7 +159,7 @@ def number(above: float = 0.0, strict: bool = True) -> Rule:
     and a positive one not below its smallest normal value."""
     def ok(v: Any) -> bool:
         real = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        in_float32 = real and abs(v) <= np.finfo(np.float32).max and (v == 0 or abs(v) >= FLOAT32_TINY)
+        in_float32 = real and abs(v) <= FLOAT32_MAX and (v == 0 or abs(v) >= FLOAT32_TINY)
         return in_float32 and (v > above if strict else v >= above)
     relation = ">" if strict else ">="
     return ok, f"a finite number {relation} {above:g} that float32 holds (magnitude in [1.2e-38, 3.4e38])"

@@ -17,8 +17,10 @@ the non-reference models per task, and writes under ``--out`` (default ``leaderb
                        parameter count
 
 Outputs are deterministic (same records -> byte-identical files; no dates) and written
-atomically. ``--check`` writes nothing and exits 1 if any file would change (the drift check of
-the committed leaderboard). Exit status 1 also when there is no valid record at all.
+atomically, all or none: a failed write (a full disk) keeps every earlier file. ``--check`` writes
+nothing and exits 1 if any file would change (the drift check of the committed leaderboard). A user
+error (no valid record, ``--results`` or ``--out`` not a directory, a README without the leaderboard
+block, a failed write) is one ``leaderboard: error:`` line and exit status 2.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.models.checkpoint import atomic_write_bytes
+from bench.models.checkpoint import atomic_write_bytes, atomic_write_files
 from leaderboard.aggregate import Leaderboard, aggregate, load
 from leaderboard.page import page
 from leaderboard.plots import plot_paths
@@ -36,6 +38,7 @@ from leaderboard.plots import plots as render_plots
 from leaderboard.tables import markdown, overview_markdown, tidy_csv
 
 PLOTS_DIR = "plots"
+PAGES = ("leaderboard.md", "leaderboard.csv", "index.html")  # written by every build, whatever the records
 README_START, README_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
 
@@ -48,7 +51,11 @@ class NoRecordsError(UserError, RuntimeError):
 
 
 class ReadmeError(UserError, ValueError):
-    """A README to embed the overview in that has no leaderboard block."""
+    """A README to embed the overview in that cannot be read or written, or has no leaderboard block."""
+
+
+class OutputError(UserError, OSError):
+    """An output directory that is not one, or whose files cannot be written (a full disk, permissions)."""
 
 
 def render(results_dir: str | Path, with_plots: bool = True) -> tuple[dict[str, bytes], Leaderboard, list[str]]:
@@ -56,6 +63,9 @@ def render(results_dir: str | Path, with_plots: bool = True) -> tuple[dict[str, 
 
     Raises NoRecordsError (one line) when ``results_dir`` holds no valid record."""
     results_dir = Path(results_dir)
+    if results_dir.exists() and not results_dir.is_dir():
+        raise NoRecordsError(f"results directory {results_dir} is not a directory; pass the directory of the "
+                             "result records")
     if not results_dir.is_dir():
         raise NoRecordsError(f"results directory {results_dir} does not exist; run `python -m bench.run` first")
     records, errors = load(results_dir)
@@ -78,6 +88,34 @@ def _stale(out_dir: Path, files: dict[str, bytes]) -> list[str]:
                   if p.relative_to(out_dir).as_posix() not in files)
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """OutputError when ``out_dir`` exists and is not a directory (a missing one is created)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"output directory {out_dir} is not a directory; pass --out a directory (a missing one "
+                          "is created)")
+
+
+def has_build(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds an earlier build."""
+    return any((out_dir / name).is_file() for name in PAGES)
+
+
+def write_build(out_dir: Path, files: dict[str, bytes]) -> None:
+    """Write the ``files`` that differ from those under ``out_dir``, all or none, and remove stale plots;
+    a failed write is an OutputError and leaves every earlier file as it was."""
+    changed = {out_dir / rel: data for rel, data in files.items()
+               if not ((out_dir / rel).is_file() and (out_dir / rel).read_bytes() == data)}
+    try:
+        atomic_write_files(changed)
+        for path in changed:
+            os.chmod(path, 0o644)  # mkstemp creates 0600; these are public pages and tables
+        for rel in _stale(out_dir, files):
+            (out_dir / rel).unlink()
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: cannot write the leaderboard files ({exc.strerror or exc}); the files "
+                          "there are unchanged") from exc
+
+
 def _report(messages: list[str]) -> None:
     for msg in messages:
         print(f"leaderboard: {msg}", file=sys.stderr)
@@ -89,22 +127,15 @@ def build(results_dir: str | Path = "results",
 
     Skipped files are reported on stderr; stale plots of an earlier build are removed."""
     out_dir = Path(out_dir)
+    check_out_dir(out_dir)
     try:
         files, lb, messages = render(results_dir)
     except NoRecordsError as exc:
         _report([f"skipped {e}" for e in exc.skipped])
         raise
     _report(messages)
-    written = {}
-    for rel, data in files.items():
-        path = out_dir / rel
-        if not (path.is_file() and path.read_bytes() == data):
-            atomic_write_bytes(path, data)
-            os.chmod(path, 0o644)  # mkstemp creates 0600; these are public pages and tables
-        written[rel] = path
-    for rel in _stale(out_dir, files):
-        (out_dir / rel).unlink()
-    return written, lb
+    write_build(out_dir, files)
+    return {rel: out_dir / rel for rel in files}, lb
 
 
 def check(results_dir: str | Path = "results", out_dir: str | Path = "leaderboard",
@@ -114,6 +145,7 @@ def check(results_dir: str | Path = "results", out_dir: str | Path = "leaderboar
     ``with_plots=False`` compares only the Markdown and CSV (PNG bytes, and the HTML page that
     embeds them, can differ across matplotlib/freetype versions)."""
     out_dir = Path(out_dir)
+    check_out_dir(out_dir)
     files, _, _ = render(results_dir, with_plots=with_plots)
     if not with_plots:
         files = {k: v for k, v in files.items() if k != "index.html"}
@@ -141,8 +173,11 @@ def embed_in_readme(readme: str | Path, lb: Leaderboard) -> bool:
         raise ReadmeError(f"{path}: cannot read the README ({exc.strerror or exc})") from exc
     new = with_overview(text, overview_markdown(lb), str(path))
     if new != text:
-        atomic_write_bytes(path, new.encode())
-        os.chmod(path, 0o644)
+        try:
+            atomic_write_bytes(path, new.encode())
+            os.chmod(path, 0o644)
+        except OSError as exc:
+            raise ReadmeError(f"{path}: cannot write the README ({exc.strerror or exc}); it is unchanged") from exc
     return new != text
 
 
@@ -172,15 +207,17 @@ def main(argv: list[str] | None = None) -> int:
             for rel in changed:
                 print(f"would change: {Path(args.out) / rel}")
             if changed:
-                print(f"leaderboard: {len(changed)} file(s) out of date; run python -m leaderboard.build "
-                      f"--results {args.results} --out {args.out}", file=sys.stderr)
+                what = (f"{len(changed)} file(s) out of date" if has_build(Path(args.out)) else
+                        f"{args.out} holds no build yet ({len(changed)} file(s) to create)")
+                print(f"leaderboard: {what}; run python -m leaderboard.build --results {args.results} "
+                      f"--out {args.out}", file=sys.stderr)
                 return 1
             print(f"leaderboard: {args.out} is up to date with {args.results}")
             return 0
         publish(args.results, args.out, args.readme)
     except UserError as exc:
         print(f"leaderboard: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

@@ -8,6 +8,7 @@ the same averages, and the same lines, as an uninterrupted one.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.models.checkpoint import atomic_write_bytes
+from pretrain.state import atomic_write, writing
 
 Window = dict[str, list[float]]  # metric -> its values at each step since the last log record
 
@@ -30,19 +31,18 @@ class MetricsLog:
         self.path, self.enabled = Path(path), enabled
         if not enabled:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_step is None:
-            self.path.write_text("")
-        elif self.path.exists():
+        keep: list[str] = []
+        if resume_step is not None and self.path.exists():
             text = self.path.read_text()
             keep = [line for line in text[:text.rfind("\n") + 1].splitlines()
                     if line.strip() and json.loads(line)["step"] < resume_step]
-            atomic_write_bytes(self.path, "".join(line + "\n" for line in keep).encode())
+        atomic_write(self.path, "".join(line + "\n" for line in keep).encode(), "metrics log")
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
+        kept = "its records so far are kept (a resumed run drops a cut line)"
+        with writing(self.path, "metrics log", kept), open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -96,8 +96,10 @@ def plot_metrics(records: list[dict[str, Any]], path: Path, title: str = "") -> 
     axes[2].set_xlabel("step")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    atomic_write(path, png.getvalue(), "metrics plot")
 
 
 def write_table(header: list[str], rows: list[list[Any]], stem: Path) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
+from bench.config import Rule, number
 from bench.errors import ConfigError
 from bench.models.zoo import parse_name
 from pretrain.layerlock import Schedule
@@ -93,6 +94,38 @@ _CHOICES = {"objective": OBJECTIVES, "freeze_target": ("latent", "pixel"),
             "frozen_input": ("visible", "reuse")}
 
 
+def at_least(least: int) -> Rule:
+    """An integer (not a bool) >= ``least``."""
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= least, f"an integer >= {least}")
+
+
+def fraction(below_one: bool = False) -> Rule:
+    """A number in [0, 1] (``below_one``: [0, 1)) that float32, the dtype of training, holds."""
+    ok = number(strict=False)[0]
+    return (lambda v: ok(v) and (v < 1 if below_one else v <= 1),
+            f"a number in [0, 1{')' if below_one else ']'} that float32 holds")
+
+
+# train.<key> -> rule, checked before the schedule is derived; None (derived) is skipped. Floats are
+# checked in float32: lr=1e39 is inf there and lr=1e-46 is 0, neither trains.
+RULES: dict[str, Rule] = {
+    **{k: at_least(1) for k in ("steps", "batch_size", "log_every", "ckpt_every", "probe_size")},
+    **{k: at_least(0) for k in ("warmup_steps", "rewarmup_steps")},
+    "lr": number(), "grad_clip": number(), "max_frozen": number(),
+    "weight_decay": number(strict=False), "throttle_s": number(strict=False),
+    **{k: fraction() for k in ("min_lr_ratio", "warmup_frac", "pixel_frac", "freeze_end_frac")},
+    **{k: fraction(below_one=True) for k in ("beta1", "beta2")},
+}
+
+
+def check_values(recipe: Mapping[str, Any], rules: Mapping[str, Rule] = RULES) -> None:
+    """ConfigError naming the first ``train.<key>`` of ``recipe`` whose value breaks its rule."""
+    for key, (ok, allowed) in rules.items():
+        value = recipe.get(key)
+        if value is not None and not ok(value):
+            raise ConfigError(f"train.{key}={value!r}: expected {allowed}")
+
+
 def recipe_for(name: str) -> Recipe:
     """The un-resolved recipe of a zoo name (family -> objective, size -> schedule)."""
     parsed = parse_name(name)
@@ -117,8 +150,7 @@ def resolve_recipe(name: str, depth: int, overrides: Mapping[str, Any] | None = 
     for key, choices in _CHOICES.items():
         if getattr(recipe, key) not in choices:
             raise ConfigError(f"train.{key}={getattr(recipe, key)!r}: expected one of {choices}")
-    if int(recipe.steps) < 1 or recipe.batch_size < 1:
-        raise ConfigError("train.steps and train.batch_size must be positive")
+    check_values(asdict(recipe))
     if not 1 <= int(recipe.decoder_depth) < depth:
         raise ConfigError(f"train.decoder_depth={int(recipe.decoder_depth)} must be in [1, depth={depth})")
     if not 0.0 < float(recipe.mask_ratio) < 1.0:

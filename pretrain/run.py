@@ -6,9 +6,11 @@ the state and exits with status 143.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import hydra
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
 
 from bench import CONFIG_DIR
@@ -39,21 +41,35 @@ def build_trainer(cfg: DictConfig) -> Trainer | SupervisedTrainer:
 
 @hydra.main(config_path="../bench/configs", config_name="pretrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    """Train; a user error (a bad value, an unreadable state, a diverged run, a full disk) is one line, exit 2."""
     try:
         trainer = build_trainer(cfg)
+        try:
+            EXIT["status"] = trainer.fit()
+        finally:
+            trainer.close()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    try:
-        EXIT["status"] = trainer.fit()
-    finally:
-        trainer.close()
     if EXIT["status"] == "stopped":
         print(f"{cfg.model.name}: stopped by SIGTERM at step {trainer.step}; state saved to {trainer.state_path}",
               file=sys.stderr)
 
 
-if __name__ == "__main__":
-    main()
+def cli() -> None:
+    """``main`` with hydra's config errors (an unknown key, a value of the wrong type) as one line,
+    exit status 2, as ``bench.run.cli`` reports them; a run stopped by SIGTERM exits 143."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # hydra raises instead of printing its multi-line report
+    try:
+        main()
+    except CompactHydraException as exc:
+        from bench.run import hydra_error  # imported only here: bench.run registers every task on import
+
+        print(f"error: {hydra_error(exc)}", file=sys.stderr)
+        sys.exit(2)
     if EXIT["status"] == "stopped":
         sys.exit(143)
+
+
+if __name__ == "__main__":
+    cli()

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from bench.errors import ConfigError
 from bench.fit import batches, optimizer
-from bench.models.checkpoint import atomic_write_bytes, save_checkpoint
+from bench.models.checkpoint import save_checkpoint
 from bench.models.vit import VideoViT, normalize_video
 from bench.models.zoo import arch_for, checkpoint_path
 from bench.readouts import build_readout
@@ -48,7 +48,9 @@ from bench.task import FeatureSpec, Task
 from pretrain.collapse import collapse_metrics
 from pretrain.correspondence import TEMPERATURE, correspondence_loss
 from pretrain.metrics_log import MetricsLog, Window, saved_window
-from pretrain.state import atomic_torch_save, check_resumable, load_state
+from pretrain.recipes import RULES, at_least, check_values
+from pretrain.state import (atomic_torch_save, atomic_write, check_resumable, diverged, finite_weights, load_state,
+                            writing)
 
 TASK_NAMES = ("depth", "point_tracking", "box_tracking", "camera_pose", "action")
 # the recipe of the CPU size; every key can be set as train.<key>
@@ -66,7 +68,9 @@ def recipe(train: dict[str, Any]) -> dict[str, Any]:
     foreign = sorted(set(given) - set(DEFAULTS))
     if foreign:
         raise ConfigError(f"train.{foreign[0]} does not apply to supervised models (they take {sorted(DEFAULTS)})")
-    return {**DEFAULTS, **given}
+    merged = {**DEFAULTS, **given}
+    check_values(merged, {**RULES, "scale_batches": at_least(1)})
+    return merged
 
 
 class SupervisedModel(nn.Module):
@@ -120,6 +124,7 @@ class SupervisedTrainer:
         self.opt, self.sched = optimizer(self.model, r["lr"], r["weight_decay"], r["steps"],
                                          warmup_frac=r["warmup_steps"] / r["steps"])
         self.step, self.scale = 0, {}
+        self.saved_step: int | None = None  # the step of the state this run last saved or resumed from
         self.window: Window = {}  # the losses of the steps since the last log record
         resumed = cfg.get("resume", True) and self.state_path.exists()
         if resumed:
@@ -150,8 +155,9 @@ class SupervisedTrainer:
         while self.step < r["steps"]:
             losses = self.model(self.batch_at(self.step))
             total = sum(self.scale[k] * v for k, v in losses.items())
-            if not math.isfinite(float(total.detach())):
-                raise FloatingPointError(f"{self.name}: loss is {float(total)} at step {self.step}")
+            if not math.isfinite(value := float(total.detach())):
+                raise diverged(self.name, f"the loss became {value}", self.step, r["lr"], self.state_path,
+                               self.saved_step)
             self.opt.zero_grad(set_to_none=True)
             total.backward()
             self.opt.step()
@@ -171,10 +177,15 @@ class SupervisedTrainer:
         return "done"
 
     def save(self) -> None:
+        """Write the training state; weights that are no longer finite are never saved."""
+        if not finite_weights(self.model):
+            raise diverged(self.name, "the weights became non-finite", self.step - 1, self.recipe["lr"],
+                           self.state_path, self.saved_step)
         atomic_torch_save({"version": STATE_VERSION, "name": self.name, "step": self.step, "recipe": self.recipe,
                            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                            "scheduler": self.sched.state_dict(), "scale": self.scale, "seed": self.seed,
                            "rng": torch.get_rng_state(), "metrics_window": [self.window]}, self.state_path)
+        self.saved_step = self.step
 
     def load(self) -> None:
         state = load_state(self.state_path)
@@ -187,6 +198,7 @@ class SupervisedTrainer:
         self.scale, self.step = dict(state["scale"]), int(state["step"])
         torch.set_rng_state(state["rng"])
         self.window = saved_window(state, self.state_path)
+        self.saved_step = self.step
 
     def finish(self) -> None:
         """Export the encoder (checkpoint + sidecar with the recipe and the collapse monitors of
@@ -199,10 +211,11 @@ class SupervisedTrainer:
         probe = normalize_video(torch.from_numpy(np.array(self.videos[:PROBE_CLIPS])))
         monitors = {k: v for k, v in collapse_metrics(self.model.encoder, probe).items()
                     if k in ("feat_std", "eff_rank")}
-        sha = save_checkpoint(self.model.encoder, path, train_config=train_config,
-                              extra={"pretrain": {"steps": self.step, **monitors}})
+        with writing(path, "checkpoint"):
+            sha = save_checkpoint(self.model.encoder, path, train_config=train_config,
+                                  extra={"pretrain": {"steps": self.step, **monitors}})
         summary = {"name": self.name, "steps": self.step, "checkpoint": str(path), "sha256": sha, **monitors}
-        atomic_write_bytes(self.run_dir / "summary.json", json.dumps(summary, indent=2).encode())
+        atomic_write(self.run_dir / "summary.json", json.dumps(summary, indent=2).encode(), "run summary")
 
     def close(self) -> None:
         """Nothing to release (single process); kept for the Trainer interface."""

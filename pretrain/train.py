@@ -35,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from bench.errors import ConfigError
-from bench.models.checkpoint import atomic_write_bytes, save_checkpoint
+from bench.models.checkpoint import save_checkpoint
 from bench.models.vit import VideoViT, normalize_video
 from bench.models.zoo import arch_for, checkpoint_path
 from pretrain import distributed as D
@@ -47,7 +47,8 @@ from pretrain.metrics_log import MetricsLog, Window, plot_metrics, read_metrics,
 from pretrain.model import PretrainModel, build_pretrain_model
 from pretrain.optim import build_optimizer, set_lr
 from pretrain.recipes import BOOKKEEPING, resolve_recipe
-from pretrain.state import atomic_torch_save, capture_rng, check_resumable, load_state, restore_rng
+from pretrain.state import (atomic_torch_save, atomic_write, capture_rng, check_resumable, diverged, finite_weights,
+                            load_state, restore_rng, writing)
 
 STATE_VERSION = 1
 
@@ -105,6 +106,7 @@ class Trainer:
         self.ddp: torch.nn.Module | None = None
         self.state_path = self.run_dir / "state.pt"
         self.resumed_from = None
+        self.saved_step: int | None = None  # the step of the state this run last saved or resumed from
         if cfg.get("resume", True) and self.state_path.exists():
             self.load()
             self.resumed_from = self.step
@@ -183,7 +185,8 @@ class Trainer:
                     time.sleep(r["throttle_s"])
                 step_time = time.perf_counter() - t0
                 if not math.isfinite(loss):
-                    raise FloatingPointError(f"{self.name}: loss is {loss} at step {index} (phase {self.phase})")
+                    raise diverged(self.name, f"the loss became {loss}", index, r["lr"], self.state_path,
+                                   self.saved_step)
                 for key, value in (("loss", loss), ("step_time", step_time)):
                     self.window.setdefault(key, []).append(value)
                 bar.update(1)
@@ -242,11 +245,17 @@ class Trainer:
                 "metrics_window": self.metrics_windows()}
 
     def save(self) -> None:
+        """Write the training state (under DDP a collective); weights that are no longer finite are
+        never saved: the state on disk stays the last good one."""
+        if not finite_weights(self.model):
+            raise diverged(self.name, "the weights became non-finite", self.step - 1, self.recipe["lr"],
+                           self.state_path, self.saved_step)
         state = self.state_dict()
         if self.dist.is_main:
             atomic_torch_save(state, self.state_path)
         if self.dist.enabled:
             dist.barrier()
+        self.saved_step = self.step
 
     def load(self) -> None:
         state = load_state(self.state_path)
@@ -254,6 +263,7 @@ class Trainer:
                         run_settings(state.get("recipe", {}), state.get("arch", {})),
                         run_settings(self.recipe, self.arch.to_dict()))
         self.load_state_dict(state)
+        self.saved_step = self.step
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` without checking it against this run's recipe (``load``
@@ -299,11 +309,12 @@ class Trainer:
                         "readout_features": readout_role(self.model.encoder.readout_index, self.arch.depth,
                                                          self.recipe["decoder_depth"])}
         path = checkpoint_path(self.name, self.cfg["paths"]["checkpoints"])
-        sha = save_checkpoint(self.model.encoder, path, train_config=train_config,
-                              extra={"pretrain": {k: summary[k] for k in ("steps", "final_loss", "feat_std",
-                                                                          "eff_rank", "frozen")}})
+        with writing(path, "checkpoint"):
+            sha = save_checkpoint(self.model.encoder, path, train_config=train_config,
+                                  extra={"pretrain": {k: summary[k] for k in ("steps", "final_loss", "feat_std",
+                                                                              "eff_rank", "frozen")}})
         summary.update(checkpoint=str(path), sha256=sha)
-        atomic_write_bytes(self.run_dir / "summary.json", json.dumps(summary, indent=2).encode())
+        atomic_write(self.run_dir / "summary.json", json.dumps(summary, indent=2).encode(), "run summary")
         return summary
 
     def close(self) -> None:

@@ -22,9 +22,11 @@ Schema-2 records with per-clip values (``PER_CLIP``) are described where they ar
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -319,7 +321,7 @@ def test_cli_without_valid_records_fails_clearly(tmp_path):
     (tmp_path / "results" / "junk.json").write_text("[]")
     proc = subprocess.run([sys.executable, "-m", "leaderboard.build", "--results", str(tmp_path / "results"),
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "leaderboard: skipped junk.json: expected a JSON object" in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert lines[-1] == f"leaderboard: error: no valid result records under {tmp_path / 'results'} " \
@@ -346,7 +348,7 @@ def test_cli_user_errors_are_one_line_and_bugs_keep_their_traceback(results, tmp
     for readme, problem in ((tmp_path / "missing.md", "cannot read the README (No such file or directory)"),
                             (tmp_path / "plain.md", f"has no {lbuild.README_START} ... {lbuild.README_END} block "
                                                     "for the leaderboard")):
-        assert lbuild.main([*out, "--readme", str(readme)]) == 1
+        assert lbuild.main([*out, "--readme", str(readme)]) == 2
         assert capsys.readouterr().err == f"leaderboard: error: {readme}: {problem}\n"
 
     def bug(*args):
@@ -355,6 +357,70 @@ def test_cli_user_errors_are_one_line_and_bugs_keep_their_traceback(results, tmp
     monkeypatch.setattr(lbuild, "aggregate", bug)
     with pytest.raises(ValueError, match="an internal invariant"):
         lbuild.main(out)
+
+
+def test_a_file_where_a_directory_belongs_is_one_line_exit_2(results, tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a directory")
+    cases = ((["--results", str(a_file), "--out", str(tmp_path / "out")],
+              f"results directory {a_file} is not a directory; pass the directory of the result records"),
+             (["--results", str(results), "--out", str(a_file)],
+              f"output directory {a_file} is not a directory; pass --out a directory (a missing one is created)"))
+    for args, message in cases:
+        for check in ([], ["--check"]):
+            assert lbuild.main([*args, *check]) == 2
+            assert capsys.readouterr().err == f"leaderboard: error: {message}\n"
+    assert a_file.read_text() == "not a directory" and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("out", ["missing", "empty"])
+def test_check_says_when_the_output_directory_holds_no_build(results, tmp_path, out, capsys):
+    """Drift (exit 1), said as what it is: nothing was built there yet."""
+    if out == "empty":
+        (tmp_path / out).mkdir()
+    args = ["--results", str(results), "--out", str(tmp_path / out)]
+    assert lbuild.main([*args, "--check"]) == 1
+    count = len(lbuild.render(results)[0])
+    assert capsys.readouterr().err == (f"leaderboard: {tmp_path / out} holds no build yet ({count} file(s) to create); "
+                                       f"run python -m leaderboard.build {' '.join(args)}\n")
+
+
+def fsync_fails_for(monkeypatch, part: str) -> None:
+    """Make ``os.fsync`` raise ENOSPC for the files whose path contains ``part`` (a disk that fills up
+    while that file is written; Linux: the path comes from /proc/self/fd)."""
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if part in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_full_disk_while_writing_keeps_every_earlier_file(results, tmp_path, monkeypatch, capsys):
+    """All files or none: the disk fills up while the last file is written, after the others are on disk."""
+    out = tmp_path / "out"
+    lbuild.build(results, out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    moved = write_all(tmp_path / "moved")
+    write_record(record("action", "random_t", 0, {"top1": 0.99, "loss": 2.0}), moved)
+    fsync_fails_for(monkeypatch, ".params.png.")
+    capsys.readouterr()
+    assert lbuild.main(["--results", str(moved), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"leaderboard: error: {out}: cannot write the leaderboard files (No space left "
+                                       "on device); the files there are unchanged\n")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # no new file, no temp file left
+
+
+def test_a_full_disk_while_embedding_the_overview_keeps_the_readme(results, tmp_path, monkeypatch, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{lbuild.README_START}\nold table\n{lbuild.README_END}\n")
+    fsync_fails_for(monkeypatch, ".README.md.")
+    assert lbuild.main(["--results", str(results), "--out", str(tmp_path / "out"), "--readme", str(readme)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (f"leaderboard: error: {readme}: cannot write the README (No "
+                                                        "space left on device); it is unchanged")
+    assert "old table" in readme.read_text() and sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "out"]
 
 
 # Schema 2, depth (abs_rel ↓), attentive readout, 2 seeds × 16 clips: seed s of a model has per-clip abs_rel

@@ -120,6 +120,44 @@ def test_the_recorded_recipe_holds_the_whole_schedule_and_bad_schedules_are_refu
         resolve_recipe("layerlock_t", 4, {"decoder_depth": 3})
 
 
+FLOAT32_POSITIVE = "expected a finite number > 0 that float32 holds (magnitude in [1.2e-38, 3.4e38])"
+
+
+BAD_RECIPE_VALUES = [
+    ("train.ckpt_every=0", "train.ckpt_every=0: expected an integer >= 1"),
+    ("train.log_every=0", "train.log_every=0: expected an integer >= 1"),
+    ("train.steps=0", "train.steps=0: expected an integer >= 1"),
+    ("train.lr=nan", f"train.lr=nan: {FLOAT32_POSITIVE}"),
+    ("train.lr=inf", f"train.lr=inf: {FLOAT32_POSITIVE}"),
+    ("train.lr=-1e-3", f"train.lr=-0.001: {FLOAT32_POSITIVE}"),
+    ("train.lr=1e39", f"train.lr=1e+39: {FLOAT32_POSITIVE}"),     # finite in float64, inf in float32
+    ("train.lr=1e-46", f"train.lr=1e-46: {FLOAT32_POSITIVE}"),    # positive in float64, 0 in float32
+    ("train.weight_decay=-0.1", "train.weight_decay=-0.1: expected a finite number >= 0 that float32 holds "
+                                "(magnitude in [1.2e-38, 3.4e38])"),
+    ("train.beta2=1.0", "train.beta2=1.0: expected a number in [0, 1) that float32 holds"),
+    ("train.max_frozen=nan", f"train.max_frozen=nan: {FLOAT32_POSITIVE}"),
+]
+
+
+@pytest.mark.parametrize("override, message", BAD_RECIPE_VALUES, ids=[case[0] for case in BAD_RECIPE_VALUES])
+def test_bad_recipe_values_are_refused_naming_the_key(override, message):
+    """A value that would stop the loop (a modulo by zero) or never train (a NaN, Inf or, in float32,
+    zero learning rate) is a ConfigError when the recipe is resolved, before any step."""
+    train = load_config([*TINY, "model=layerlock_t", override]).train
+    with pytest.raises(ConfigError) as info:
+        resolve_recipe("layerlock_t", 4, dict(train))
+    assert str(info.value) == message
+
+
+def test_the_supervised_recipe_is_checked_by_the_same_rules():
+    from pretrain.supervised import recipe
+
+    with pytest.raises(ConfigError, match=r"^train.ckpt_every=0: expected an integer >= 1$"):
+        recipe({"ckpt_every": 0})
+    with pytest.raises(ConfigError, match=r"^train.lr=nan: expected a finite number > 0"):
+        recipe({"lr": float("nan")})
+
+
 def test_lr_warmup_cosine_and_rewarmup_shape():
     ll = schedule("layerlock_t", 8, steps=200, warmup_steps=10, pixel_steps=100, freeze_interval=20,
                   rewarmup_steps=5, min_lr_ratio=0.0)
