@@ -1,27 +1,35 @@
 """Leaderboard tables as data (cells with text, sort value, bold), and their Markdown and CSV forms.
 
 The same :class:`Table` objects are rendered to Markdown here and to HTML in ``leaderboard.page``.
-Cells show ``mean ± std`` (sample std over seeds, 4 decimals); a single seed shows
-``mean (n=1)``; a metric with fewer seeds than its row shows ``(n=k)``. Primary-metric cells add
+A cell's ``text`` is ``mean ± std`` (sample std over seeds, 4 decimals); a single seed gives
+``mean (n=1)``; a metric with fewer seeds than its row gives ``(n=k)``. Primary-metric cells add
 the 95% bootstrap interval ``[low, high]`` (3 decimals) and marks for the references the group is
-significantly better than. Reference rows come after the models, labelled ``(reference)``.
+significantly better than. The pages show a stat cell by its parts instead (``Cell.value``,
+``interval``, ``marks``), saying the seed count only where it differs from the count the table
+states once (the overview: the board's common count; a task table: the row's seeds column).
+Reference rows come after the models, labelled ``(reference)``. The published results of
+``leaderboard.published`` get tables of their own, after ours.
 """
 from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 
 from bench.models.zoo import twin_of
 from leaderboard.aggregate import Group, Leaderboard, Stat, TaskColumn, best_of, rank_key
 from leaderboard.intervals import DRAWS, LEVEL
+from leaderboard.published import PUBLISHED, Published
 
 UP, DOWN = "↑", "↓"
 MARKS = {"blind": "†", "random": "‡"}  # reference kind -> the mark of a group significantly better than it
 
 NOTES = (
-    "Each cell is the mean ± sample standard deviation (ddof=1) over readout seeds; a single seed "
-    "shows `(n=1)` (its std is 0 in the CSV), and a metric with fewer seeds than its row shows `(n=k)`. "
+    "Each cell is the mean ± sample standard deviation (ddof=1) over readout seeds, or the mean alone for "
+    "one seed (its std is 0 in the CSV). The overview states its cells' seed count once, above its tables, "
+    "and marks a cell over another count `(n=K)`; a per-task table gives each row's count in its seeds "
+    "column and marks a metric over fewer seeds than its row `(n=k)`. "
     f"A primary-metric cell also shows its {LEVEL:.0%} interval `[low, high]`: a two-level bootstrap "
     f"({DRAWS} draws) resampling the test clips (the same clips for every seed) and the seeds, both with "
     "replacement; records without per-clip values (schema version 1) have none. "
@@ -41,6 +49,15 @@ NOTES = (
     "records carry them, the primary metric on the train split (against the test split: the train–test "
     "gap) and the records' flags (e.g. `loss_still_falling`, `train_test_gap`)."
 )
+PUBLISHED_TITLE = ("Published frozen-evaluation results (reported by the model owners; not measured here, never "
+                   "ranked with ours)")
+PUBLISHED_NOTE = (
+    "Numbers as the owners of each model report them in their repository (the source file, and the config "
+    "the protocol is read from, at the commit named), on real datasets with their own probes and protocols. "
+    "None was measured by this harness; they are not comparable cell by cell with the tables above and take "
+    "no part in their ranks, bold or marks. The point trackers are supervised models, trained for the task: "
+    "they are ceilings for a frozen readout, not frozen-probe results."
+)
 
 
 @dataclass(frozen=True)
@@ -52,9 +69,14 @@ class Column:
 
 @dataclass(frozen=True)
 class Cell:
+    """A table cell: its whole ``text``, sort value and bold; a stat cell also has the parts the pages show."""
+
     text: str
     sort: float | str | None = None  # None: missing (sorts last)
     bold: bool = False
+    value: str = ""     # a stat cell's mean (± std), "(n=K)" only where K is not its table's stated count
+    interval: str = ""  # a primary cell's "[low, high]"
+    marks: str = ""     # a primary cell's marks of the references it beats
 
 
 @dataclass
@@ -63,7 +85,7 @@ class Table:
     anchor: str
     columns: list[Column]
     rows: list[list[Cell]] = field(default_factory=list)        # the models, ranked
-    kind: str = "task"  # "overview" | "task"
+    kind: str = "task"  # "overview" | "task" | "published" (not sortable, never ranked)
     references: list[list[Cell]] = field(default_factory=list)  # the reference rows, after the models
 
 
@@ -75,30 +97,77 @@ def fmt_value(x: float) -> str:
     return f"{x:.4f}"
 
 
+def fmt_mean(stat: Stat) -> str:
+    """``mean ± std``, or the mean alone for one seed."""
+    return fmt_value(stat.mean) if stat.n == 1 else f"{fmt_value(stat.mean)} ± {fmt_value(stat.std)}"
+
+
 def fmt_stat(stat: Stat, row_n: int | None = None) -> str:
     if stat.n == 1:
         return f"{fmt_value(stat.mean)} (n=1)"
-    text = f"{fmt_value(stat.mean)} ± {fmt_value(stat.std)}"
+    text = fmt_mean(stat)
     return text if row_n is None or stat.n == row_n else f"{text} (n={stat.n})"
+
+
+def fmt_shown(stat: Stat, stated: int | None) -> str:
+    """``fmt_mean`` with ``(n=K)`` only where K is not the seed count its table states (``stated``)."""
+    return fmt_mean(stat) if stat.n == stated else f"{fmt_mean(stat)} (n={stat.n})"
+
+
+def fmt_interval(group: Group) -> str:
+    return f"[{group.ci[0]:.3f}, {group.ci[1]:.3f}]" if group.ci is not None else ""
+
+
+def fmt_marks(lb: Leaderboard, group: Group) -> str:
+    """The marks of the reference kinds ``group`` is significantly better than, e.g. ``†‡``."""
+    kinds = {"random" if twin_of(ref) else lb.references.get(ref) for ref in group.beats}  # a twin is random
+    return "".join(mark for kind, mark in MARKS.items() if kind in kinds)
 
 
 def fmt_primary(lb: Leaderboard, group: Group, stat: Stat, row_n: int | None = None) -> str:
     """A primary-metric cell: ``fmt_stat``, then the group's interval and marks, e.g.
     ``0.3412 ± 0.0021 [0.331, 0.352] †‡``."""
-    text = fmt_stat(stat, row_n)
-    if group.ci is not None:
-        text += f" [{group.ci[0]:.3f}, {group.ci[1]:.3f}]"
-    kinds = {"random" if twin_of(ref) else lb.references.get(ref) for ref in group.beats}  # a twin is random
-    marks = "".join(mark for kind, mark in MARKS.items() if kind in kinds)
-    return f"{text} {marks}" if marks else text
+    return " ".join(part for part in (fmt_stat(stat, row_n), fmt_interval(group), fmt_marks(lb, group)) if part)
 
 
-def stat_cell(lb: Leaderboard, group: Group, metric: str, primary: str, row_n: int | None = None) -> Cell:
-    """The cell of one metric of a group (the primary one with interval and marks); "—" if missing."""
+def stat_cell(lb: Leaderboard, group: Group, metric: str, primary: str, row_n: int | None = None,
+              stated: int | None = None) -> Cell:
+    """The cell of one metric of a group (the primary one with interval and marks); "—" if missing.
+    ``stated``: the seed count its table states, which the shown value leaves unsaid."""
     s = group.metrics.get(metric)
     if s is None:
         return Cell("—")
-    return Cell(fmt_primary(lb, group, s, row_n) if metric == primary else fmt_stat(s, row_n), s.mean)
+    if metric != primary:
+        return Cell(fmt_stat(s, row_n), s.mean, value=fmt_shown(s, stated))
+    return Cell(fmt_primary(lb, group, s, row_n), s.mean, value=fmt_shown(s, stated), interval=fmt_interval(group),
+                marks=fmt_marks(lb, group))
+
+
+def shown(cell: Cell) -> str:
+    """A cell as the Markdown page shows it: a stat cell by its parts (value, interval, marks), else its text."""
+    if not cell.value:
+        return cell.text
+    return " ".join(part for part in (cell.value, cell.interval, cell.marks) if part)
+
+
+def common_seeds(lb: Leaderboard) -> int:
+    """The board's most common seed count per group (of equals, the smallest): the count the overview states."""
+    counts = Counter(len(g.seeds) for g in lb.groups)
+    return min(counts, key=lambda n: (-counts[n], n))
+
+
+def overview_key(lb: Leaderboard) -> str:
+    """One Markdown line above the overview: the seed count of its cells, and what intervals, marks, bold and
+    references mean (only those the board has)."""
+    n = common_seeds(lb)
+    seeds = "one readout seed" if n == 1 else f"mean ± sample std over {n} readout seeds"
+    parts = [f"Each cell: {seeds} unless marked `(n=K)`"]
+    if any(g.ci is not None for g in lb.groups):
+        parts.append(f"`[low, high]`: its {LEVEL:.0%} bootstrap interval")
+    if any(g.beats for g in lb.groups):
+        parts.append(f"{MARKS['blind']} / {MARKS['random']}: significantly better than `blind` / the random encoder")
+    parts.append("**bold**: the best model of a column; references, after the models, are neither ranked nor bolded")
+    return "; ".join(parts) + "."
 
 
 def model_cell(lb: Leaderboard, model: str) -> Cell:
@@ -127,7 +196,7 @@ def _bold_best(rows: list[list[Cell]], col: int, higher_is_better: bool) -> None
     for r in rows:
         c = r[col]
         if best is not None and isinstance(c.sort, float) and rank_key(c.sort) == best:
-            r[col] = Cell(c.text, c.sort, True)
+            r[col] = replace(c, bold=True)
 
 
 def overview_tables(lb: Leaderboard) -> list[Table]:
@@ -135,6 +204,7 @@ def overview_tables(lb: Leaderboard) -> list[Table]:
     the references after the models."""
     tables = []
     collapse_keys = sorted({k for v in lb.collapse.values() for k in v})
+    stated = common_seeds(lb)
     for readout in lb.readouts:
         rows_data, tasks = lb.overview(readout), lb.readout_tasks(readout)
         models = [r.model for r in rows_data]
@@ -158,7 +228,8 @@ def overview_tables(lb: Leaderboard) -> list[Table]:
                 row.append(Cell(fmt_params(p), float(p)) if p is not None else Cell("—"))
             for t in tasks:
                 group = lb.group(t, r.model, readout)
-                row.append(stat_cell(lb, group, t.primary, t.primary) if group is not None else Cell("—"))
+                row.append(stat_cell(lb, group, t.primary, t.primary, stated=stated) if group is not None
+                           else Cell("—"))
             if r.mean_rank is None:
                 row.append(Cell("—"))
             else:
@@ -205,10 +276,11 @@ def task_tables(lb: Leaderboard) -> list[Table]:
                 rank = ranks.get(model)
                 row = [Cell(f"{rank:g}", rank) if rank is not None else Cell("—"), model_cell(lb, model),
                        Cell(str(len(g.seeds)), float(len(g.seeds)))]
-                row += [stat_cell(lb, g, m, t.primary, len(g.seeds)) for m in t.metrics]
+                row += [stat_cell(lb, g, m, t.primary, len(g.seeds), len(g.seeds)) for m in t.metrics]
                 if show_train:
                     train = g.train_primary
-                    row.append(Cell(fmt_stat(train, len(g.seeds)), train.mean) if train is not None else Cell("—"))
+                    row.append(Cell(fmt_stat(train, len(g.seeds)), train.mean, value=fmt_shown(train, len(g.seeds)))
+                               if train is not None else Cell("—"))
                 if show_flags:
                     row.append(Cell(", ".join(g.flags), ", ".join(g.flags) or None))
                 (reference_rows if model in lb.references else model_rows).append(row)
@@ -229,26 +301,64 @@ def table_markdown(table: Table) -> str:
     lines = ["| " + " | ".join(_md_escape(c.label) for c in table.columns) + " |",
              "|" + "|".join("---:" if c.numeric else ":---" for c in table.columns) + "|"]
     for row in table.rows + table.references:
-        cells = [f"**{_md_escape(c.text)}**" if c.bold else _md_escape(c.text) for c in row]
+        cells = [f"**{_md_escape(shown(c))}**" if c.bold else _md_escape(shown(c)) for c in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def overview_markdown(lb: Leaderboard) -> str:
-    return "\n".join(f"### Overview — {t.title}\n\n{table_markdown(t)}" for t in overview_tables(lb))
+    """The overview key, then one table per readout (also what the README embeds)."""
+    return "\n".join([overview_key(lb) + "\n"] + [f"### Overview — {t.title}\n\n{table_markdown(t)}"
+                                                  for t in overview_tables(lb)])
+
+
+def summary(lb: Leaderboard) -> str:
+    """The one sentence under the page title (Markdown)."""
+    return (f"Frozen video encoders compared on the same tasks with the same readouts: {lb.n_records} result "
+            f"records ({len(lb.groups)} task × model × readout groups), built by `python -m leaderboard.build`.")
+
+
+def _published_row(p: Published) -> list[Cell]:
+    config = f", {p.config}" if p.config else ""
+    return [Cell(p.model, p.model), Cell(p.architecture, p.architecture), Cell(p.dataset, p.dataset),
+            Cell(p.metric, p.metric), Cell(repr(p.value), p.value), Cell(p.protocol, p.protocol),
+            Cell(f"{p.source}{config} ({p.commit[:7]})", p.source)]
+
+
+def published_tables(entries: tuple[Published, ...] | None = None) -> list[Table]:
+    """The published results (``entries``, default ``PUBLISHED``) as two tables, frozen-encoder probes and
+    supervised ceilings, in entry order; no rank, bold or mark (``kind="published"``)."""
+    entries = PUBLISHED if entries is None else entries
+    columns = [Column("model"), Column("architecture"), Column("dataset"), Column("metric"),
+               Column("value", numeric=True), Column("protocol (probe; frames × clips × views; resolution)"),
+               Column("source (file, protocol config, commit)")]
+    tables = []
+    for supervised, title in ((False, "Frozen encoders under a probe"),
+                              (True, "Supervised trackers (ceilings, not frozen probes)")):
+        rows = [_published_row(p) for p in entries if p.supervised == supervised]
+        if rows:
+            tables.append(Table(title, slug("published", "supervised" if supervised else "frozen"), list(columns),
+                                rows, kind="published"))
+    return tables
+
+
+def published_markdown() -> str:
+    """The section of published results, after our tables."""
+    parts = [f"## {PUBLISHED_TITLE}\n", PUBLISHED_NOTE + "\n"]
+    parts += [f"### {t.title}\n\n{table_markdown(t)}" for t in published_tables()]
+    return "\n".join(parts)
 
 
 def markdown(lb: Leaderboard, plots: list[str]) -> str:
-    """The whole ``leaderboard.md``; ``plots`` are PNG paths relative to it."""
-    parts = ["# frozen4d leaderboard\n",
-             f"Built by `python -m leaderboard.build` from {lb.n_records} result records "
-             f"({len(lb.groups)} task × model × readout groups).\n", NOTES + "\n", "## Overview\n",
-             overview_markdown(lb), "## Tasks\n"]
+    """The whole ``leaderboard.md``: title and one sentence, our tables (overview first), plots, the notes,
+    then the published results; ``plots`` are PNG paths relative to it."""
+    parts = ["# frozen4d leaderboard\n", summary(lb) + "\n", "## Overview\n", overview_markdown(lb), "## Tasks\n"]
     for t in task_tables(lb):
         parts.append(f"### {t.title}\n\n{table_markdown(t)}")
     if plots:
         parts.append("## Plots\n")
         parts += [f"![{p}]({p})\n" for p in plots]
+    parts += ["## How to read these tables\n", NOTES + "\n", published_markdown()]
     return "\n".join(parts)
 
 

@@ -3,8 +3,11 @@
 The built ``index.html`` gets a test script appended (after the page's own script) that reads the
 page state, clicks table headers, and writes what it saw as JSON into the DOM; ``chromium
 --headless --dump-dom`` prints the DOM after load. No Python dependency beyond the standard library.
-Both tests take a few seconds once chromium is there (not marked slow); installing it the first
-time takes a minute or two, and they skip with the reason when it cannot be installed.
+A second page, as wide as the committed board (five tasks with long metric names, nine models,
+intervals and marks), is laid out in a 1400x900 window: it must not scroll sideways, must show the
+overview in that first screen, and must end with the published results. The tests take a few
+seconds each once chromium is there (not marked slow); installing it the first time takes a minute
+or two, and they skip with the reason when it cannot be installed.
 """
 from __future__ import annotations
 
@@ -102,8 +105,8 @@ def chromium() -> str:
     return _chromium()
 
 
-def dump_dom(chromium: str, page: Path, profile: Path) -> tuple[str, str]:
-    proc = subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
+def dump_dom(chromium: str, page: Path, profile: Path, *flags: str) -> tuple[str, str]:
+    proc = subprocess.run([chromium, *FLAGS, *flags, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout, proc.stderr
@@ -167,3 +170,102 @@ def test_probe_sees_script_errors(chromium, tmp_path):
                     "</script></body></html>")
     dom, _ = dump_dom(chromium, page, tmp_path / "profile")
     assert "undefinedFunction" in probe(dom)["errors"]
+
+
+# A board as wide as the committed one: task -> (primary metric, higher is better, scale, other metrics).
+# Values are fractions, or degrees (scale 20) whose intervals take the most room, e.g. "[13.771, 16.857]".
+WIDE_TASKS = {
+    "action": ("top1", True, 1.0, ["top5"]),
+    "box_tracking": ("mean_iou", True, 1.0, []),
+    "camera_pose": ("rot_err_deg_mean", False, 20.0, ["auc30", "rot_err_deg_median", "trans_dir_err_deg_mean",
+                                                      "trans_dir_err_deg_median", "trans_err_mean",
+                                                      "trans_err_median"]),
+    "depth": ("abs_rel", False, 1.0, ["delta1"]),
+    "point_tracking": ("average_jaccard", True, 1.0, []),
+}
+WIDE_MODELS = ("layerlock_t", "latent_nofreeze_t", "mae_t", "blind", "pixels", "random_t", "supervised_t",
+               "dinov2_s14_imgfocus", "random_dinov2_s14_imgfocus")
+EXTRA_SEEDS = ("depth", "mae_t")  # the one group with 3 seeds, not the board's 1: its overview cell says (n=3)
+WINDOW = 1400
+LAYOUT_PROBE = """
+<script>
+(function () {
+  var d = document.documentElement, overview = document.getElementById("overview-attentive");
+  var published = document.getElementById("published"), tasks = document.querySelectorAll("table.task");
+  var lastTask = tasks[tasks.length - 1];
+  function follows(a, b) { return !!(a && b && (a.compareDocumentPosition(b) & Node.DOCUMENT_POSITION_FOLLOWING)); }
+  var before = document.createRange();
+  before.setStart(document.body, 0);
+  before.setEndBefore(overview);
+  var out = {innerWidth: window.innerWidth, scrollWidth: d.scrollWidth, clientWidth: d.clientWidth,
+             firstTable: document.querySelector("table").id, overviewTop: overview.getBoundingClientRect().top,
+             wordsBefore: before.toString().split(/\\s+/).filter(Boolean).length,
+             overviewText: overview.innerText, published: !!published,
+             publishedAfterOverview: follows(overview, published), publishedAfterTasks: follows(lastTask, published),
+             notesAfterTasks: follows(lastTask, document.getElementById("notes")),
+             publishedHeading: published ? published.querySelector("h2").textContent : null,
+             publishedSortable: published ? published.querySelectorAll("table.sortable, th[tabindex]").length : null,
+             publishedRows: published ? published.querySelectorAll("tbody tr").length : 0};
+  var pre = document.createElement("pre");
+  pre.id = "probe";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();
+</script>
+"""
+
+
+def clip_values(level: float, spread: float, n: int = 16) -> dict[str, list[float]]:
+    """Per-clip values level ∓ spread (even / odd clips), weights 1 / 3."""
+    return {"values": [level + (spread if k % 2 else -spread) for k in range(n)],
+            "weights": [3.0 if k % 2 else 1.0 for k in range(n)]}
+
+
+def write_wide(results: Path) -> Path:
+    """Schema-2 records of every model on every task of ``WIDE_TASKS``, one seed each (``EXTRA_SEEDS``: three)."""
+    for task, (primary, higher, scale, others) in WIDE_TASKS.items():
+        for i, model in enumerate(WIDE_MODELS):
+            for seed in range(3 if (task, model) == EXTRA_SEEDS else 1):
+                level = scale * (0.2 + 0.05 * i + 0.01 * seed)
+                clips = clip_values(level, 0.1 * level)
+                value = sum(v * w for v, w in zip(clips["values"], clips["weights"])) / sum(clips["weights"])
+                metrics = {primary: value, **{m: 0.3 + 0.01 * i for m in others}}
+                directions = {m: higher if m == primary else "err" not in m for m in metrics}
+                write_record(ResultRecord(
+                    task=task, dataset="synthetic", split="test", model=model, checkpoint_sha256="0" * 64,
+                    readout="attentive", seed=seed, metrics=metrics, directions=directions, primary_metric=primary,
+                    higher_is_better=higher, per_clip=clips, schema_version=2), results)
+    return results
+
+
+def layout(chromium: str, html: str, tmp_path: Path, name: str) -> dict:
+    """What ``LAYOUT_PROBE`` sees of ``html`` in a WINDOW x 900 window."""
+    page = tmp_path / f"{name}.html"
+    page.write_text(html.replace("</body>", LAYOUT_PROBE + "</body>"))
+    dom, _ = dump_dom(chromium, page, tmp_path / f"profile-{name}", f"--window-size={WINDOW},900")
+    return probe(dom)
+
+
+def test_a_wide_board_fits_the_window_and_ends_with_the_published_results(chromium, tmp_path):
+    from leaderboard.published import PUBLISHED
+    from leaderboard.tables import PUBLISHED_TITLE
+
+    out = tmp_path / "out"
+    build(write_wide(tmp_path / "results"), out)
+    html = (out / "index.html").read_text()
+    seen = layout(chromium, html, tmp_path, "wide")
+    assert seen["innerWidth"] == WINDOW, "the window size did not take effect"
+    assert seen["scrollWidth"] <= seen["clientWidth"] <= WINDOW, seen        # no sideways scroll of the page
+    # the overview comes first, in the first screen, after a title and a sentence (its key is the rest)
+    assert seen["firstTable"] == "overview-attentive" and seen["overviewTop"] < 900, seen
+    assert seen["wordsBefore"] <= 100, seen["wordsBefore"]
+    # the seed count is said once, above the tables: a cell says (n=K) only where K is not the board's 1
+    assert "(n=1)" not in seen["overviewText"] and seen["overviewText"].count("(n=3)") == 1
+    assert seen["published"] and seen["publishedAfterOverview"] and seen["publishedAfterTasks"], seen
+    assert seen["notesAfterTasks"] and seen["publishedHeading"] == PUBLISHED_TITLE
+    assert seen["publishedSortable"] == 0 and seen["publishedRows"] == len(PUBLISHED)
+    # negative control: without the tables' own scrolling and wrapping the same page is wider than the window
+    unwrapped = html.replace("</head>", "<style>.scroll { overflow: visible; } th, td { white-space: nowrap; }"
+                                        "</style></head>")
+    wide = layout(chromium, unwrapped, tmp_path, "unwrapped")
+    assert wide["innerWidth"] == WINDOW and wide["scrollWidth"] > WINDOW, wide
