@@ -2,7 +2,8 @@
 
 Reads every record under ``--results`` (default ``results``; malformed files and copies of a
 record under another name are skipped and named on stderr), aggregates seeds per (task, dataset,
-model, readout) into mean ± sample std (ddof=1; one seed: std 0, shown "(n=1)") and, from per-clip
+model, readout) into mean ± sample std (ddof=1; one seed: std 0; a cell names its seed count only
+where it differs from the board's) and, from per-clip
 values, a 95% bootstrap interval and significance against the blind and random references, ranks
 the non-reference models per task, and writes under ``--out`` (default ``leaderboard``):
 
