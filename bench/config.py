@@ -215,7 +215,12 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"readout.dim={ro.dim}: expected a multiple of readout.num_heads={ro.num_heads}")
     check_lists(cfg, {"seeds": (integer(0)[0], f"integers in [0, {INT64_MAX}]"), **LIST_RULES})
     check_grid(cfg)
-    TASKS.get(cfg.task.name).check_options(**{k: v for k, v in cfg.task.items() if k != "name"})
+    task_cls = TASKS.get(cfg.task.name)
+    if ro.get("solver") == "closed_form" and not task_cls.closed_form:
+        fitted = [n for n in TASKS.names() if TASKS.get(n).closed_form]
+        raise ConfigError(f"readout.solver=closed_form: task {cfg.task.name!r} has no closed-form linear fit (those "
+                          f"that do: {fitted}); use readout.solver=sgd")
+    task_cls.check_options(**{k: v for k, v in cfg.task.items() if k != "name"})
     check_clip(cfg)
 
 

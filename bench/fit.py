@@ -13,7 +13,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from bench.errors import UserError
 from bench.task import Task
+
+
+class ReadoutDiverged(UserError, FloatingPointError):
+    """A readout fit whose loss or outputs are no longer finite: its learning rate is too high."""
 
 
 def flush_denormals() -> None:
@@ -107,9 +112,9 @@ def total_steps(clips: int, epochs: int, batch_size: int) -> int:
 
 
 def check_not_diverged(history: list[float], what: str) -> list[float]:
-    """``history`` as is, or FloatingPointError if its last loss is not finite (the fit diverged)."""
+    """``history`` as is, or ReadoutDiverged if its last loss is not finite (the fit diverged)."""
     if history and not math.isfinite(history[-1]):
-        raise FloatingPointError(f"{what}: training loss became {history[-1]} (lower readout.lr)")
+        raise ReadoutDiverged(f"{what}: training loss became {history[-1]} (lower readout.lr)")
     return history
 
 
@@ -146,7 +151,10 @@ def predict(readout: nn.Module, task: Task, features: np.ndarray, targets: dict[
     readout.to(device).eval()
     parts: dict[str, list[Any]] = {}
     for batch in batches(features, targets, batch_size, rows, device=device):
-        for k, v in task.decode(readout(batch["features"], batch), batch).items():
+        out = readout(batch["features"], batch)
+        if not torch.isfinite(out).all():  # a fit that diverged without a non-finite loss
+            raise ReadoutDiverged(f"readout {task.name}: its outputs are not finite (the fit diverged; lower readout.lr)")
+        for k, v in task.decode(out, batch).items():
             parts.setdefault(k, []).append(v.float().cpu().numpy() if v.is_floating_point() else v.cpu().numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}
 

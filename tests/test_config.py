@@ -51,6 +51,9 @@ BAD = {  # override -> what the error line must say
     "select.lr=[1e-50]": "select.lr=[1e-50]: expected a list of distinct finite numbers > 0 that float32 holds",
     "select.weight_decay=[-1.0]": "select.weight_decay=[-1.0]: expected a list of distinct finite numbers >= 0",
     "select.alpha=[nan]": "select.alpha=[nan]: expected a list of distinct finite numbers > 0",
+    "task=depth readout=linear readout.solver=closed_form": ("readout.solver=closed_form: task 'depth' has no "
+                                                             "closed-form linear fit (those that do: ['action', "
+                                                             "'camera_pose']); use readout.solver=sgd"),
     "select.val_fraction=0.9": "select.val_fraction=0.9: expected a number in [0, 0.5]",
     "select.val_fraction=0 select.lr=[1e-3,3e-3]": ("select.val_fraction=0.0 with a grid over select.lr: no held-out "
                                                    "train clips to choose its head on (the test split never chooses)"),

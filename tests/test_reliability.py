@@ -184,6 +184,18 @@ def test_inf_features_are_refused_before_training(shared, tmp_path, monkeypatch)
     assert any(np.isinf(f).any() and not np.isnan(f).any() for f in cached)  # the Inf-only case was exercised
 
 
+def test_a_diverging_readout_is_one_line_and_writes_no_record(shared, tmp_path):
+    """readout.lr=1e30: the pose head's outputs overflow before any loss is non-finite; the SVD that
+    decodes them is never reached."""
+    args = bench_args(shared / "cache", tmp_path / "results", tmp_path / "out", *TINY_WORLD, "readout=attentive",
+                      "readout.epochs=1", "readout.lr=1e30")
+    assert error_line(*run_here(*args)) in (
+        "error: readout camera_pose: its outputs are not finite (the fit diverged; lower readout.lr)",
+        "error: readout camera_pose seed 0 (layer 6, lr 1e+30, weight decay 0.05): training loss became nan "
+        "(lower readout.lr)")
+    assert not (tmp_path / "results").exists()
+
+
 def test_a_bug_keeps_its_traceback(shared, tmp_path, monkeypatch):
     """Only user errors (bench.errors.UserError) become one line: a plain ValueError from inside the
     code is a bug, and it reaches the caller whole instead of being printed as `error: ...`."""
