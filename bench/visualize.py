@@ -40,6 +40,7 @@ PALETTE = np.array([(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
                     (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128)], dtype=np.uint8)
 PERCENTILES = (1.0, 99.0)  # the range of each principal component that spans 0..255
 KMEANS_SEED, KMEANS_INITS = 0, 4
+K = 8  # k-means clusters unless asked otherwise
 DISPLAY = 192  # frames are enlarged (nearest neighbour) to about this many pixels a side
 HEADER, GAP = 14, 4  # caption strip above each tile and space between tiles, in pixels
 FRAME_MS = 150  # GIF frame duration
@@ -215,7 +216,20 @@ def write(out: Path, stem: str, files: dict[str, bytes]) -> list[Path]:
     return list(paths)
 
 
-def visualize(model: str, clip: str, out: str | Path = "outputs/visualize", k: int = 8, size: int = 64,
+def clip_maps(encoder: Any, model: str, clip: str, frames: int, size: int, k: int = K,
+              device: str = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(clip, PCA map, k-means map), each uint8 [T, H, W, 3], of ``encoder`` (named ``model``) on ``clip``:
+    what both pictures draw, so that a caller can draw either."""
+    video = load_clip(clip, frames, size)
+    features = encode(encoder, video, device)
+    if not np.isfinite(features).all():
+        from bench.features import FeatureError
+        raise FeatureError(f"model {model!r} on clip {clip!r}: features contain NaN or Inf")
+    pca, km = (upsample(m, video.shape[:3]) for m in feature_maps(features, k))
+    return video, pca, km
+
+
+def visualize(model: str, clip: str, out: str | Path = "outputs/visualize", k: int = K, size: int = 64,
               frames: int = 16, columns: int = 4, checkpoints: str | Path = "checkpoints", seed: int = 0,
               weights: str | None = None, token_px: int | None = None, device: str = "cpu") -> list[Path]:
     """Write the GIF and contact sheet of ``model`` on ``clip``; returns their paths."""
@@ -223,12 +237,7 @@ def visualize(model: str, clip: str, out: str | Path = "outputs/visualize", k: i
         raise ConfigError(f"k={k}: expected an integer in 1..{len(PALETTE)} (one palette colour per cluster)")
     parse_clip(clip)  # a bad spec fails before any model is built
     encoder = build_model(model, frames, size, checkpoints, seed, weights, token_px)
-    video = load_clip(clip, frames, size)
-    features = encode(encoder, video, device)
-    if not np.isfinite(features).all():
-        from bench.features import FeatureError
-        raise FeatureError(f"model {model!r} on clip {clip!r}: features contain NaN or Inf")
-    pca, km = (upsample(m, video.shape[:3]) for m in feature_maps(features, k))
+    video, pca, km = clip_maps(encoder, model, clip, frames, size, k, device)
     return write(Path(out), file_stem(model, clip), {".gif": animation(video, pca, km, k),
                                                      ".png": contact_sheet(video, pca, km, k, columns)})
 
@@ -248,7 +257,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="as bench.run's model=: random_t, pixels, timm/<arch>, a checkpoint")
     p.add_argument("--clip", required=True, help="world:<split>:<index> (e.g. world:test:0) or a video file")
     p.add_argument("--out", type=Path, default=Path("outputs/visualize"), help="output directory")
-    p.add_argument("--k", type=count(1, len(PALETTE)), default=8, help="k-means clusters (default 8)")
+    p.add_argument("--k", type=count(1, len(PALETTE)), default=K, help=f"k-means clusters (default {K})")
     p.add_argument("--size", type=count(1), default=64, help="frame side in pixels (default 64)")
     p.add_argument("--frames", type=count(1), default=16, help="frames of the clip (default 16)")
     p.add_argument("--columns", type=count(1), default=4, help="frames on the contact sheet (default 4)")

@@ -17,6 +17,10 @@ the non-reference models per task, and writes under ``--out`` (default ``leaderb
 - ``plots/*.png``      per-task bars of the primary metric with 95% intervals; primary metric vs
                        parameter count
 
+The feature pictures ``features/<model>__<clip>.png`` under ``--out`` (``python -m leaderboard.demo
+--pictures`` draws them) are inputs: the page embeds them and ``leaderboard.md`` links them, in a
+section of their own; a build never writes or removes them, and ``--check`` compares against them.
+
 Outputs are deterministic (same records -> byte-identical files; no dates) and written
 atomically, all or none: a failed write (a full disk) keeps every earlier file. ``--check`` writes
 nothing and exits 1 if any file would change (the drift check of the committed leaderboard). A user
@@ -39,6 +43,7 @@ from leaderboard.plots import plots as render_plots
 from leaderboard.tables import markdown, overview_markdown, tidy_csv
 
 PLOTS_DIR = "plots"
+PICTURES_DIR = "features"  # feature pictures: inputs of the build, found under the output directory
 PAGES = ("leaderboard.md", "leaderboard.csv", "index.html")  # written by every build, whatever the records
 README_START, README_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
@@ -59,10 +64,13 @@ class OutputError(UserError, OSError):
     """An output directory that is not one, or whose files cannot be written (a full disk, permissions)."""
 
 
-def render(results_dir: str | Path, with_plots: bool = True) -> tuple[dict[str, bytes], Leaderboard, list[str]]:
-    """({relative path: bytes} of every output file, the leaderboard, skipped-file/warning messages).
+def render(results_dir: str | Path, with_plots: bool = True,
+           images: dict[str, bytes] | None = None) -> tuple[dict[str, bytes], Leaderboard, list[str]]:
+    """({relative path: bytes} of every output file, the leaderboard, skipped-file/warning messages);
+    ``images``: the feature pictures, {relative path: PNG}, shown but not among the outputs.
 
     Raises NoRecordsError (one line) when ``results_dir`` holds no valid record."""
+    images = images or {}
     results_dir = Path(results_dir)
     if results_dir.exists() and not results_dir.is_dir():
         raise NoRecordsError(f"results directory {results_dir} is not a directory; pass the directory of the "
@@ -75,9 +83,19 @@ def render(results_dir: str | Path, with_plots: bool = True) -> tuple[dict[str, 
         raise NoRecordsError(f"no valid result records under {results_dir}{skipped}", errors)
     lb, warnings = aggregate(records)
     pngs = render_plots(lb) if with_plots else {}
-    files = {"leaderboard.md": markdown(lb, plot_paths(lb)).encode(), "leaderboard.csv": tidy_csv(lb).encode(),
-             "index.html": page(lb, pngs).encode(), **pngs}
+    files = {"leaderboard.md": markdown(lb, plot_paths(lb), list(images)).encode(),
+             "leaderboard.csv": tidy_csv(lb).encode(), "index.html": page(lb, pngs, images).encode(), **pngs}
     return dict(sorted(files.items())), lb, [f"skipped {e}" for e in errors] + [f"warning: {w}" for w in warnings]
+
+
+def feature_pictures(out_dir: Path) -> dict[str, bytes]:
+    """{``features/<name>.png``: bytes} of the feature pictures under ``out_dir``, by name (none: {})."""
+    try:
+        found = sorted(p for p in (out_dir / PICTURES_DIR).glob("*.png") if p.is_file())
+        return {f"{PICTURES_DIR}/{p.name}": p.read_bytes() for p in found}
+    except OSError as exc:
+        where = out_dir / PICTURES_DIR
+        raise OutputError(f"{where}: cannot read the feature pictures ({exc.strerror or exc})") from exc
 
 
 def _stale(out_dir: Path, files: dict[str, bytes]) -> list[str]:
@@ -130,7 +148,7 @@ def build(results_dir: str | Path = "results",
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
     try:
-        files, lb, messages = render(results_dir)
+        files, lb, messages = render(results_dir, images=feature_pictures(out_dir))
     except NoRecordsError as exc:
         _report([f"skipped {e}" for e in exc.skipped])
         raise
@@ -147,7 +165,7 @@ def check(results_dir: str | Path = "results", out_dir: str | Path = "leaderboar
     embeds them, can differ across matplotlib/freetype versions)."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
-    files, _, _ = render(results_dir, with_plots=with_plots)
+    files, _, _ = render(results_dir, with_plots=with_plots, images=feature_pictures(out_dir))
     if not with_plots:
         files = {k: v for k, v in files.items() if k != "index.html"}
     changed = [rel for rel, data in files.items()

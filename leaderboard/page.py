@@ -1,11 +1,12 @@
 """The leaderboard as one self-contained static HTML page (``index.html``).
 
 The overview comes first, under the title and one sentence; then the task tables, the plots, the
-notes, and last the results their model owners published (``leaderboard.published``) in a section
-of its own. Each table sits in a container that scrolls sideways on its own, so the page never
-does; a primary cell shows its interval on a second, smaller line. Inline CSS, plots embedded as
-PNG data URIs, and a small inline script that sorts a table when a header is clicked (first click:
-best first for scores, ascending otherwise; again: reverse; missing values always last). Reference
+feature pictures (a grid, each under its model and clip), the notes, and last the results their
+model owners published (``leaderboard.published``) in a section of its own. Each table sits in a
+container that scrolls sideways on its own, so the page never does; a primary cell shows its
+interval on a second, smaller line. Inline CSS, plots and pictures embedded as PNG data URIs, and a
+small inline script that sorts a table when a header is clicked (first click: best first for
+scores, ascending otherwise; again: reverse; missing values always last). Reference
 rows are a second, grey ``<tbody>`` that sorts on its own, so they stay below the models. No
 external assets. The page records script errors in the ``data-errors`` attribute of ``<html>`` and
 sets ``data-ok="1"`` on ``<body>`` once its script has run, so a headless browser can check it.
@@ -18,8 +19,8 @@ import re
 from html import escape
 
 from leaderboard.aggregate import Leaderboard
-from leaderboard.tables import (DOWN, NOTES, PUBLISHED_NOTE, PUBLISHED_TITLE, UP, Cell, Table, overview_key,
-                                overview_tables, published_tables, summary, task_tables)
+from leaderboard.tables import (DOWN, NOTES, PICTURES_NOTE, PICTURES_TITLE, PUBLISHED_NOTE, PUBLISHED_TITLE, UP, Cell,
+                                Table, overview_key, overview_tables, pictures, published_tables, summary, task_tables)
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em auto; max-width: 1320px;
@@ -43,6 +44,9 @@ tbody tr:hover { background: #fafafa; }
 tbody.references td { color: #666; background: #f7f7f7; }
 tbody.references tr:first-child td { border-top: 2px solid #bbb; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+.pictures { display: grid; grid-template-columns: repeat(auto-fill, minmax(20em, 1fr)); gap: 0.8em; }
+.pictures figure { margin: 0; } .pictures img { display: block; width: 100%; height: auto; }
+.pictures figcaption { font-size: 0.92em; overflow-wrap: anywhere; }
 nav ul { columns: 2; margin: 0.3em 0; }
 section.published { margin-top: 3em; padding: 0.2em 1em 0.5em; background: #f6f8fb; border: 1px solid #d5dde8;
                     border-left: 4px solid #7a8ca8; }
@@ -167,25 +171,45 @@ def published_html() -> str:
     return "\n".join(parts + ["</section>"])
 
 
+def data_uri(png: bytes) -> str:
+    """A PNG as a data URI, so that the page needs no file beside it."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
 def _plots_html(plots: dict[str, bytes]) -> list[str]:
     parts = ['<h2 id="plots">Plots</h2>'] if plots else []
     for name, data in plots.items():
-        uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-        parts.append(f'<figure><img src="{uri}" alt="{escape(name)}"><figcaption>{escape(name)}</figcaption></figure>')
+        parts.append(f'<figure><img src="{data_uri(data)}" alt="{escape(name)}"><figcaption>{escape(name)}'
+                     "</figcaption></figure>")
     return parts
 
 
-def _nav(tasks: list[Table], plots: bool) -> list[str]:
+def pictures_html(lb: Leaderboard, images: dict[str, bytes]) -> list[str]:
+    """The feature pictures (``{relative path: PNG}``) as a grid in the board's row order, each captioned
+    with its model and clip; nothing without pictures."""
+    if not images:
+        return []
+    parts = [f'<h2 id="pictures">{escape(PICTURES_TITLE)}</h2>',
+             f'<p class="notes">{inline_markdown(PICTURES_NOTE)}</p>', '<div class="pictures">']
+    for p in pictures(lb, list(images)):
+        parts.append(f'<figure><img src="{data_uri(images[p.path])}" alt="{escape(p.model)} on {escape(p.clip)}">'
+                     f"<figcaption><strong>{escape(p.model)}</strong> · {escape(p.clip)}</figcaption></figure>")
+    return parts + ["</div>"]
+
+
+def _nav(tasks: list[Table], plots: bool, images: bool) -> list[str]:
     """Links to the task tables and the sections after them."""
     links = [(t.anchor, t.title) for t in tasks] + ([("plots", "Plots")] if plots else [])
+    links += [("pictures", PICTURES_TITLE)] if images else []
     links += [("notes", "How to read these tables"), ("published", "Published results (not measured here)")]
     items = [f'<li><a href="#{escape(anchor)}">{escape(label)}</a></li>' for anchor, label in links]
     return ["<nav><ul>", *items, "</ul></nav>"]
 
 
-def page(lb: Leaderboard, plots: dict[str, bytes]) -> str:
-    """The page: title and one sentence, the overview with its key, the task tables, the plots, the notes,
-    then the published results."""
+def page(lb: Leaderboard, plots: dict[str, bytes], images: dict[str, bytes] | None = None) -> str:
+    """The page: title and one sentence, the overview with its key, the task tables, the plots, the feature
+    pictures (``images``: {relative path: PNG}), the notes, then the published results."""
+    images = images or {}
     overview, tasks = overview_tables(lb), task_tables(lb)
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -195,10 +219,10 @@ def page(lb: Leaderboard, plots: dict[str, bytes]) -> str:
              f'<p class="key">{inline_markdown(overview_key(lb))} <a href="#notes">How each number is made</a>.</p>']
     for t in overview:
         parts += [f"<h3>Overview — {escape(t.title)}</h3>", table_html(t)]
-    parts += ['<h2 id="tasks">Tasks</h2>', *_nav(tasks, bool(plots))]
+    parts += ['<h2 id="tasks">Tasks</h2>', *_nav(tasks, bool(plots), bool(images))]
     for t in tasks:
         parts += [f"<h3>{escape(t.title)}</h3>", table_html(t)]
-    parts += _plots_html(plots)
+    parts += _plots_html(plots) + pictures_html(lb, images)
     parts += ['<h2 id="notes">How to read these tables</h2>',
               f'<p class="notes">{inline_markdown(NOTES)} Click a column header to sort (reference rows sort among '
               "themselves, below the models).</p>", published_html()]

@@ -8,14 +8,17 @@ significantly better than. The pages show a stat cell by its parts instead (``Ce
 ``interval``, ``marks``), saying the seed count only where it differs from the count the table
 states once (the overview: the board's common count; a task table: the row's seeds column).
 Reference rows come after the models, labelled ``(reference)``. The published results of
-``leaderboard.published`` get tables of their own, after ours.
+``leaderboard.published`` get tables of their own, after ours. The feature pictures (:class:`Picture`)
+are named and ordered here for both pages.
 """
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from pathlib import PurePosixPath
 
 from bench.models.zoo import twin_of
 from leaderboard.aggregate import Group, Leaderboard, Stat, TaskColumn, best_of, rank_key
@@ -59,6 +62,23 @@ PUBLISHED_NOTE = (
     "they are ceilings for a frozen readout, not frozen-probe results."
 )
 
+PICTURES_TITLE = "Feature pictures"
+PICTURES_NOTE = (
+    "Each row's frozen features on one clip, as `python -m bench.visualize` draws them: the clip's frames, then "
+    "the first three principal components of the model's readout-layer tokens as red, green and blue, then "
+    "their k-means clusters (both fitted on that clip's tokens alone, so colours compare within a picture, not "
+    "across pictures). `python -m leaderboard.demo --pictures` redraws the study's rows."
+)
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A feature picture under the output directory: its relative ``path``, and the ``model`` and ``clip`` it shows."""
+
+    path: str
+    model: str
+    clip: str
+
 
 @dataclass(frozen=True)
 class Column:
@@ -85,7 +105,7 @@ class Table:
     anchor: str
     columns: list[Column]
     rows: list[list[Cell]] = field(default_factory=list)        # the models, ranked
-    kind: str = "task"  # "overview" | "task" | "published" (not sortable, never ranked)
+    kind: str = "task"  # "overview" | "task" | "published" (not sortable, never ranked) | "pictures" (Markdown only)
     references: list[list[Cell]] = field(default_factory=list)  # the reference rows, after the models
 
 
@@ -293,6 +313,31 @@ def task_tables(lb: Leaderboard) -> list[Table]:
     return tables
 
 
+def picture_clip(stem: str) -> str:
+    """The clip a picture's file stem names: ``world-test-0`` is the spec ``world:test:0``, a video its stem."""
+    return re.sub(r"^world-([A-Za-z]+)-(\d+)$", r"world:\1:\2", stem)
+
+
+def pictures(lb: Leaderboard, paths: list[str]) -> list[Picture]:
+    """The pictures ``<dir>/<model>__<clip>.png`` at ``paths`` in the row order of the first overview table
+    (a model not in it after, by name), each model's clips by name."""
+    found = []
+    for path in paths:
+        model, _, clip = PurePosixPath(path).stem.partition("__")
+        found.append(Picture(path, model, picture_clip(clip)))
+    order = {r.model: i for i, r in enumerate(lb.overview(lb.readouts[0]))}
+    return sorted(found, key=lambda p: (order.get(p.model, len(order)), p.model, p.clip, p.path))
+
+
+def pictures_table(found: list[Picture]) -> Table:
+    """The pictures as a Markdown table: one row per model, one column per clip, each cell an image link."""
+    clips = sorted({p.clip for p in found})
+    cells = {(p.model, p.clip): Cell(f"![{p.model} on {p.clip}]({p.path})") for p in found}
+    rows = [[Cell(model), *(cells.get((model, c), Cell("—")) for c in clips)]
+            for model in dict.fromkeys(p.model for p in found)]
+    return Table(PICTURES_TITLE, "pictures", [Column("model"), *(Column(c) for c in clips)], rows, kind="pictures")
+
+
 def _md_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|")
 
@@ -349,15 +394,18 @@ def published_markdown() -> str:
     return "\n".join(parts)
 
 
-def markdown(lb: Leaderboard, plots: list[str]) -> str:
-    """The whole ``leaderboard.md``: title and one sentence, our tables (overview first), plots, the notes,
-    then the published results; ``plots`` are PNG paths relative to it."""
+def markdown(lb: Leaderboard, plots: list[str], picture_paths: list[str] | None = None) -> str:
+    """The whole ``leaderboard.md``: title and one sentence, our tables (overview first), plots, feature
+    pictures, the notes, then the published results; ``plots`` and ``picture_paths`` are PNG paths relative to it."""
     parts = ["# frozen4d leaderboard\n", summary(lb) + "\n", "## Overview\n", overview_markdown(lb), "## Tasks\n"]
     for t in task_tables(lb):
         parts.append(f"### {t.title}\n\n{table_markdown(t)}")
     if plots:
         parts.append("## Plots\n")
         parts += [f"![{p}]({p})\n" for p in plots]
+    if picture_paths:
+        grid = pictures_table(pictures(lb, picture_paths))
+        parts += [f"## {PICTURES_TITLE}\n", PICTURES_NOTE + "\n", table_markdown(grid)]
     parts += ["## How to read these tables\n", NOTES + "\n", published_markdown()]
     return "\n".join(parts)
 

@@ -4,8 +4,9 @@ The built ``index.html`` gets a test script appended (after the page's own scrip
 page state, clicks table headers, and writes what it saw as JSON into the DOM; ``chromium
 --headless --dump-dom`` prints the DOM after load. No Python dependency beyond the standard library.
 A second page, as wide as the committed board (five tasks with long metric names, nine models,
-intervals and marks), is laid out in a 1400x900 window: it must not scroll sideways, must show the
-overview in that first screen, and must end with the published results. The tests take a few
+intervals and marks, and a feature picture of each row on two clips as large as the study's), is
+laid out in a 1400x900 window: it must not scroll sideways, must show the overview in that first
+screen, must load every picture, and must end with the published results. The tests take a few
 seconds each once chromium is there (not marked slow); installing it the first time takes a minute
 or two, and they skip with the reason when it cannot be installed.
 """
@@ -20,6 +21,7 @@ from html import unescape
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bench.results import ResultRecord, write_record
 from leaderboard.build import build
@@ -187,11 +189,15 @@ WIDE_MODELS = ("layerlock_t", "latent_nofreeze_t", "mae_t", "blind", "pixels", "
                "dinov2_s14_imgfocus", "random_dinov2_s14_imgfocus")
 EXTRA_SEEDS = ("depth", "mae_t")  # the one group with 3 seeds, not the board's 1: its overview cell says (n=3)
 WINDOW = 1400
+PICTURE_CLIPS = {"carphone_pristine": "carphone_pristine", "world-test-0": "world:test:0"}  # file stem: caption
+PICTURE_SIZE = (780, 626)  # a contact sheet of a 64x64 clip
 LAYOUT_PROBE = """
 <script>
-(function () {
+window.addEventListener("load", function () {  // the pictures decoded
   var d = document.documentElement, overview = document.getElementById("overview-attentive");
   var published = document.getElementById("published"), tasks = document.querySelectorAll("table.task");
+  var pictures = document.getElementById("pictures"), figures = document.querySelectorAll(".pictures figure");
+  var images = document.querySelectorAll(".pictures img");
   var lastTask = tasks[tasks.length - 1];
   function follows(a, b) { return !!(a && b && (a.compareDocumentPosition(b) & Node.DOCUMENT_POSITION_FOLLOWING)); }
   var before = document.createRange();
@@ -205,12 +211,19 @@ LAYOUT_PROBE = """
              notesAfterTasks: follows(lastTask, document.getElementById("notes")),
              publishedHeading: published ? published.querySelector("h2").textContent : null,
              publishedSortable: published ? published.querySelectorAll("table.sortable, th[tabindex]").length : null,
-             publishedRows: published ? published.querySelectorAll("tbody tr").length : 0};
+             publishedRows: published ? published.querySelectorAll("tbody tr").length : 0,
+             pictures: !!pictures, picturesAfterTasks: follows(lastTask, pictures),
+             notesAfterPictures: follows(pictures, document.getElementById("notes")), images: images.length,
+             imagesLoaded: Array.prototype.filter.call(images, function (i) { return i.naturalWidth > 0; }).length,
+             picturesPerLine: Array.prototype.filter.call(figures, function (f) {
+               return f.offsetTop === figures[0].offsetTop; }).length,
+             captions: Array.prototype.map.call(document.querySelectorAll(".pictures figcaption"), function (c) {
+               return c.textContent; })};
   var pre = document.createElement("pre");
   pre.id = "probe";
   pre.textContent = JSON.stringify(out);
   document.body.appendChild(pre);
-})();
+});
 </script>
 """
 
@@ -238,6 +251,18 @@ def write_wide(results: Path) -> Path:
     return results
 
 
+def write_pictures(out: Path) -> list[str]:
+    """A contact-sheet-sized picture of every row with features on each of ``PICTURE_CLIPS``, under
+    ``out/features``; their captions."""
+    (out / "features").mkdir(parents=True)
+    captions = []
+    for i, model in enumerate(m for m in WIDE_MODELS if m != "blind"):
+        for stem, clip in PICTURE_CLIPS.items():
+            Image.new("RGB", PICTURE_SIZE, (20 * i, 120, 200)).save(out / "features" / f"{model}__{stem}.png")
+            captions.append(f"{model} · {clip}")
+    return captions
+
+
 def layout(chromium: str, html: str, tmp_path: Path, name: str) -> dict:
     """What ``LAYOUT_PROBE`` sees of ``html`` in a WINDOW x 900 window."""
     page = tmp_path / f"{name}.html"
@@ -251,6 +276,7 @@ def test_a_wide_board_fits_the_window_and_ends_with_the_published_results(chromi
     from leaderboard.tables import PUBLISHED_TITLE
 
     out = tmp_path / "out"
+    captions = write_pictures(out)
     build(write_wide(tmp_path / "results"), out)
     html = (out / "index.html").read_text()
     seen = layout(chromium, html, tmp_path, "wide")
@@ -264,8 +290,16 @@ def test_a_wide_board_fits_the_window_and_ends_with_the_published_results(chromi
     assert seen["published"] and seen["publishedAfterOverview"] and seen["publishedAfterTasks"], seen
     assert seen["notesAfterTasks"] and seen["publishedHeading"] == PUBLISHED_TITLE
     assert seen["publishedSortable"] == 0 and seen["publishedRows"] == len(PUBLISHED)
-    # negative control: without the tables' own scrolling and wrapping the same page is wider than the window
+    # the feature pictures: after the task tables, before the notes, every one loaded, under its model and clip,
+    # several to a line with each row's clips side by side
+    assert seen["pictures"] and seen["picturesAfterTasks"] and seen["notesAfterPictures"], seen
+    assert seen["images"] == seen["imagesLoaded"] == len(captions) and sorted(seen["captions"]) == sorted(captions)
+    assert seen["picturesPerLine"] >= 2 and seen["picturesPerLine"] % len(PICTURE_CLIPS) == 0, seen
+    # negative controls: without the tables' own scrolling and wrapping the same page is wider than the window;
+    # a picture whose data is broken does not load
     unwrapped = html.replace("</head>", "<style>.scroll { overflow: visible; } th, td { white-space: nowrap; }"
                                         "</style></head>")
-    wide = layout(chromium, unwrapped, tmp_path, "unwrapped")
+    head, grid, tail = unwrapped.partition('<div class="pictures">')
+    wide = layout(chromium, head + grid + tail.replace("base64,iVBOR", "base64,AAAA", 1), tmp_path, "unwrapped")
     assert wide["innerWidth"] == WINDOW and wide["scrollWidth"] > WINDOW, wide
+    assert wide["imagesLoaded"] == len(captions) - 1, wide
