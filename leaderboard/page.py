@@ -19,7 +19,7 @@ import re
 from html import escape
 
 from leaderboard.aggregate import Leaderboard
-from leaderboard.tables import (DOWN, NOTES, PICTURES_NOTE, PICTURES_TITLE, PUBLISHED_NOTE, PUBLISHED_TITLE, UP, Cell,
+from leaderboard.tables import (DOWN, HEADLINE, NOTES, PICTURES_NOTE, PICTURES_TITLE, PUBLISHED_NOTE, PUBLISHED_TITLE, UP, Cell,
                                 Table, overview_key, overview_tables, pictures, published_tables, summary, task_tables)
 
 CSS = """
@@ -219,10 +219,15 @@ def page(lb: Leaderboard, plots: dict[str, bytes], images: dict[str, bytes] | No
              f'<p class="key">{inline_markdown(overview_key(lb))} <a href="#notes">How each number is made</a>.</p>']
     for t in overview:
         parts += [f"<h3>Overview — {escape(t.title)}</h3>", table_html(t)]
-    parts += ['<h2 id="tasks">Tasks</h2>', *_nav(tasks, bool(plots), bool(images))]
+    if HEADLINE in plots:
+        parts.append(f'<figure class="headline"><img src="{data_uri(plots[HEADLINE])}" alt="every row on every task">'
+                     "<figcaption>Every row on every task: the primary metric with its 95% interval; the models in "
+                     "colour, the references below the dashed line in grey.</figcaption></figure>")
+    rest = {name: data for name, data in plots.items() if name != HEADLINE}
+    parts += ['<h2 id="tasks">Tasks</h2>', *_nav(tasks, bool(rest), bool(images))]
     for t in tasks:
         parts += [f"<h3>{escape(t.title)}</h3>", table_html(t)]
-    parts += _plots_html(plots) + pictures_html(lb, images)
+    parts += _plots_html(rest) + pictures_html(lb, images)
     parts += ['<h2 id="notes">How to read these tables</h2>',
               f'<p class="notes">{inline_markdown(NOTES)} Click a column header to sort (reference rows sort among '
               "themselves, below the models).</p>", published_html()]

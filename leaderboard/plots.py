@@ -3,6 +3,9 @@
 - ``plots/<task>__<dataset>.png``: the primary metric per model, one bar per readout, error bars
   = the 95% bootstrap interval (the sample std over seeds where records have no per-clip values);
   the models first, then the reference rows as hatched grey bars labelled ``(ref.)``;
+- ``plots/headline.png``: every row on every task at once, one panel per task (its first readout:
+  the attentive one where there is one), the primary metric with its 95% interval as a horizontal
+  bar per row; the models on top in colour, the references below a dashed line in grey;
 - ``plots/params.png``: the primary metric of each task against encoder parameter count (log
   scale), for the models whose parameter count is known (references labelled ``(ref.)``);
 - ``plots/layers__<task>__<dataset>.png``: layer curves where records hold probe grids over
@@ -23,7 +26,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from leaderboard.aggregate import Group, Leaderboard, TaskColumn
-from leaderboard.tables import arrow, slug, task_label
+from leaderboard.tables import HEADLINE, arrow, slug, task_label
 
 RC = {"svg.hashsalt": "frozen4d-leaderboard", "font.size": 9, "axes.titlesize": 10}
 DPI = 100
@@ -158,6 +161,40 @@ def layer_plot_path(task: TaskColumn) -> str:
     return f"plots/layers__{slug(task.task)}__{slug(task.dataset)}.png"
 
 
+def headline_rows(lb: Leaderboard) -> list[str]:
+    """The headline's rows, top to bottom: the models by the first overview's order, then the references."""
+    order = [r.model for readout in lb.readouts for r in lb.overview(readout)]
+    models = list(dict.fromkeys(order + lb.models))
+    return [m for m in models if m not in lb.references] + lb.reference_order(models)
+
+
+def _headline(lb: Leaderboard) -> bytes | None:
+    panels = [(t, lb.task_readouts(t)[0]) for t in lb.tasks if lb.task_readouts(t)]
+    rows = headline_rows(lb)
+    if not panels or not rows:
+        return None
+    n_models = sum(m not in lb.references for m in rows)
+    fig = Figure(figsize=(min(13.5, 2.0 * len(panels) + 1.8), 0.32 * len(rows) + 1.3), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, (task, readout) in zip(axes, panels):
+        for y, model in enumerate(rows):
+            g = lb.group(task, model, readout)
+            if g is None or task.primary not in g.metrics:
+                continue
+            ref = model in lb.references
+            low, high = error_bar(g, task.primary)
+            ax.errorbar(g.metrics[task.primary].mean, y, xerr=[[low], [high]], fmt="s" if ref else "o", capsize=2,
+                        color="0.55" if ref else "C0", markersize=4)
+        if 0 < n_models < len(rows):
+            ax.axhline(n_models - 0.5, color="0.5", linestyle="--", linewidth=0.8)
+        ax.set_title(f"{task.task} ({readout})\n{task.primary} {arrow(task.higher[task.primary])}", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=7)
+    axes[0].set_yticks(range(len(rows)), [_label(lb, m) for m in rows], fontsize=8)
+    axes[0].invert_yaxis()
+    return _png(fig)
+
+
 def task_plot_path(task: TaskColumn) -> str:
     return f"plots/{slug(task.task)}__{slug(task.dataset)}.png"
 
@@ -168,8 +205,10 @@ def _params_tasks(lb: Leaderboard) -> list[TaskColumn]:
 
 def plot_paths(lb: Leaderboard) -> list[str]:
     """The paths :func:`plots` produces, without drawing anything."""
+    headline = [HEADLINE] if lb.tasks and headline_rows(lb) else []
     layers = [layer_plot_path(t) for t in lb.tasks if any((*t.key, r) in lb.curves for r in lb.task_readouts(t))]
-    return sorted([task_plot_path(t) for t in lb.tasks] + layers + (["plots/params.png"] if _params_tasks(lb) else []))
+    return sorted([task_plot_path(t) for t in lb.tasks] + headline + layers
+                  + (["plots/params.png"] if _params_tasks(lb) else []))
 
 
 def plots(lb: Leaderboard) -> dict[str, bytes]:
@@ -182,6 +221,8 @@ def plots(lb: Leaderboard) -> dict[str, bytes]:
             out[task_plot_path(task)] = _task_bars(lb, task)
             if (layers := _layer_plot(lb, task)) is not None:
                 out[layer_plot_path(task)] = layers
+        if (headline := _headline(lb)) is not None:
+            out[HEADLINE] = headline
         params = _params_plot(lb)
         if params is not None:
             out["plots/params.png"] = params

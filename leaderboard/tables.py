@@ -394,15 +394,20 @@ def published_markdown() -> str:
     return "\n".join(parts)
 
 
+HEADLINE = "plots/headline.png"  # every row on every task in one figure: shown under the overview, not with the plots
+
+
 def markdown(lb: Leaderboard, plots: list[str], picture_paths: list[str] | None = None) -> str:
     """The whole ``leaderboard.md``: title and one sentence, our tables (overview first), plots, feature
     pictures, the notes, then the published results; ``plots`` and ``picture_paths`` are PNG paths relative to it."""
-    parts = ["# frozen4d leaderboard\n", summary(lb) + "\n", "## Overview\n", overview_markdown(lb), "## Tasks\n"]
+    parts = ["# frozen4d leaderboard\n", summary(lb) + "\n", "## Overview\n", overview_markdown(lb)]
+    parts += [f"![every row on every task]({HEADLINE})\n"] if HEADLINE in plots else []
+    parts.append("## Tasks\n")
     for t in task_tables(lb):
         parts.append(f"### {t.title}\n\n{table_markdown(t)}")
-    if plots:
+    if rest := [p for p in plots if p != HEADLINE]:
         parts.append("## Plots\n")
-        parts += [f"![{p}]({p})\n" for p in plots]
+        parts += [f"![{p}]({p})\n" for p in rest]
     if picture_paths:
         grid = pictures_table(pictures(lb, picture_paths))
         parts += [f"## {PICTURES_TITLE}\n", PICTURES_NOTE + "\n", table_markdown(grid)]

@@ -168,7 +168,7 @@ def test_mean_rank_with_a_tie(lb):
 def test_outputs_markdown_csv_html_plots(built, lb):
     names = sorted(p.relative_to(built).as_posix() for p in built.rglob("*") if p.is_file())
     assert names == ["index.html", "leaderboard.csv", "leaderboard.md", "plots/action__synthetic.png",
-                     "plots/depth__synthetic.png", "plots/params.png"]
+                     "plots/depth__synthetic.png", "plots/headline.png", "plots/params.png"]
     md = (built / "leaderboard.md").read_text()
     assert "| 1 | mae_t | 3 | **0.1200 ± 0.0200** | 0.8500 ± 0.0500 |" in md
     assert "| — | random_t (reference) | 3 | 0.6000 ± 0.1000 | 0.3000 ± 0.0000 |" in md
@@ -208,8 +208,8 @@ def test_builds_are_byte_identical_and_check_detects_drift(results, built, tmp_p
     (built / "plots" / "old__task.png").write_bytes(b"stale")
     try:
         assert lbuild.check(moved, built) == ["index.html", "leaderboard.csv", "leaderboard.md",
-                                              "plots/action__synthetic.png", "plots/old__task.png",
-                                              "plots/params.png"]
+                                              "plots/action__synthetic.png", "plots/headline.png",
+                                              "plots/old__task.png", "plots/params.png"]
         assert lbuild.check(moved, built, with_plots=False) == ["leaderboard.csv", "leaderboard.md"]
     finally:
         (built / "plots" / "old__task.png").unlink()

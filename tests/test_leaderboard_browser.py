@@ -197,7 +197,8 @@ window.addEventListener("load", function () {  // the pictures decoded
   var d = document.documentElement, overview = document.getElementById("overview-attentive");
   var published = document.getElementById("published"), tasks = document.querySelectorAll("table.task");
   var pictures = document.getElementById("pictures"), figures = document.querySelectorAll(".pictures figure");
-  var images = document.querySelectorAll(".pictures img");
+  var images = document.querySelectorAll(".pictures img"), headline = document.querySelector("figure.headline img");
+  var firstTask = document.querySelector("table.task");
   var lastTask = tasks[tasks.length - 1];
   function follows(a, b) { return !!(a && b && (a.compareDocumentPosition(b) & Node.DOCUMENT_POSITION_FOLLOWING)); }
   var before = document.createRange();
@@ -212,6 +213,9 @@ window.addEventListener("load", function () {  // the pictures decoded
              publishedHeading: published ? published.querySelector("h2").textContent : null,
              publishedSortable: published ? published.querySelectorAll("table.sortable, th[tabindex]").length : null,
              publishedRows: published ? published.querySelectorAll("tbody tr").length : 0,
+             headlineLoaded: !!(headline && headline.naturalWidth > 0),
+             headlineWidth: headline ? headline.getBoundingClientRect().width : 0,
+             headlineBeforeTasks: follows(overview, headline) && follows(headline, firstTask),
              pictures: !!pictures, picturesAfterTasks: follows(lastTask, pictures),
              notesAfterPictures: follows(pictures, document.getElementById("notes")), images: images.length,
              imagesLoaded: Array.prototype.filter.call(images, function (i) { return i.naturalWidth > 0; }).length,
@@ -290,6 +294,8 @@ def test_a_wide_board_fits_the_window_and_ends_with_the_published_results(chromi
     assert seen["published"] and seen["publishedAfterOverview"] and seen["publishedAfterTasks"], seen
     assert seen["notesAfterTasks"] and seen["publishedHeading"] == PUBLISHED_TITLE
     assert seen["publishedSortable"] == 0 and seen["publishedRows"] == len(PUBLISHED)
+    # the headline figure (every row on every task) right under the overview, loaded, within the window
+    assert seen["headlineLoaded"] and seen["headlineBeforeTasks"] and 0 < seen["headlineWidth"] <= WINDOW, seen
     # the feature pictures: after the task tables, before the notes, every one loaded, under its model and clip,
     # several to a line with each row's clips side by side
     assert seen["pictures"] and seen["picturesAfterTasks"] and seen["notesAfterPictures"], seen
