@@ -110,6 +110,7 @@ class Leaderboard:
     params: dict[str, int] = field(default_factory=dict)
     collapse: dict[str, dict[str, float]] = field(default_factory=dict)
     n_records: int = 0
+    n_selected: int = 0  # records whose head was chosen from a probe grid on held-out clips
     curves: dict[CurveKey, dict[str, Curve]] = field(default_factory=dict)  # layer curves of probe grids
     references: dict[str, str] = field(init=False)  # reference model -> its kind (blind, random, ...)
 
@@ -428,7 +429,8 @@ def aggregate(records: list[tuple[str, ResultRecord]]) -> tuple[Leaderboard, lis
             collapse[model] = {k: summarize(v).mean for k, v in sorted(values.items())}
 
     lb = Leaderboard(groups=groups, tasks=tasks, readouts=sorted({g.readout for g in groups}), models=models,
-                     params=params, collapse=collapse, n_records=len(kept), curves=layer_curves(grouped))
+                     params=params, collapse=collapse, n_records=len(kept),
+                     n_selected=sum(bool(r.selection) for r in kept), curves=layer_curves(grouped))
     return lb, warnings
 
 

@@ -141,7 +141,8 @@ def _layer_plot(lb: Leaderboard, task: TaskColumn) -> bytes | None:
     panels = [(r, lb.curves[(*task.key, r)]) for r in lb.task_readouts(task) if (*task.key, r) in lb.curves]
     if not panels:
         return None
-    fig = Figure(figsize=(4.6 * len(panels), 3.4), layout="constrained")
+    fig = Figure(figsize=(4.6 * len(panels), 3.6), layout="constrained")
+    fig.suptitle("score of the best held-out head at each layer: test (solid), held-out clips (dashed)", fontsize=9)
     for k, (readout, curves) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), k + 1)
         for i, (model, curve) in enumerate(sorted(curves.items())):
@@ -150,7 +151,7 @@ def _layer_plot(lb: Leaderboard, task: TaskColumn) -> bytes | None:
             ax.plot(depth, val, "s--", color=f"C{i}", alpha=0.6, markersize=4)
         ax.set_xlabel("relative depth of the layer read (blocks applied / blocks)")
         ax.set_ylabel(f"{task.primary} {arrow(task.higher[task.primary])}")
-        ax.set_title(f"{task.task} ({task.dataset}), {readout} readout: test (solid), held-out (dashed)")
+        ax.set_title(f"{task.task} ({task.dataset}), {readout} readout")
         ax.set_xlim(0, 1.05)
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=7)

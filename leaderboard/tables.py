@@ -359,8 +359,10 @@ def overview_markdown(lb: Leaderboard) -> str:
 
 def summary(lb: Leaderboard) -> str:
     """The one sentence under the page title (Markdown)."""
+    chosen = (f" In {lb.n_selected} of them each row's readout head was chosen from a probe grid on held-out train "
+              "clips, never on the test split (layer curves under Plots)." if lb.n_selected else "")
     return (f"Frozen video encoders compared on the same tasks with the same readouts: {lb.n_records} result "
-            f"records ({len(lb.groups)} task × model × readout groups), built by `python -m leaderboard.build`.")
+            f"records ({len(lb.groups)} task × model × readout groups), built by `python -m leaderboard.build`.{chosen}")
 
 
 def _published_row(p: Published) -> list[Cell]:

@@ -7,6 +7,7 @@ import pytest
 from bench.results import RecordError, write_record
 from leaderboard.aggregate import aggregate
 from leaderboard.plots import plot_paths, plots
+from leaderboard.tables import summary
 from tests.test_leaderboard import record
 
 
@@ -35,6 +36,7 @@ def test_layer_curves_take_the_best_held_out_head_per_depth_averaged_over_seeds(
     curve = lb.curves[("action", "synthetic", "attentive")]["mae_t"]
     assert curve == [pytest.approx((0.25, 0.4, 0.3)), pytest.approx((0.75, 0.65, 0.5))]
     assert "random_t" not in lb.curves[("action", "synthetic", "attentive")]  # one layer: no curve
+    assert lb.n_selected == 3 and "In 3 of them each row's readout head was chosen" in summary(lb)
     assert "plots/layers__action__synthetic.png" in plot_paths(lb)
     assert plots(lb)["plots/layers__action__synthetic.png"].startswith(b"\x89PNG")
 
