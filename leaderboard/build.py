@@ -237,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"leaderboard: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the board is written all or none, the README block atomically
+        print("leaderboard: interrupted; every file is written whole or not at all: a rerun finishes the build",
+              file=sys.stderr)
+        return 130
     return 0
 
 

@@ -1,12 +1,13 @@
 """Pretrain one encoder: ``python -m pretrain.run model=layerlock_t`` (hydra; bench/configs/pretrain.yaml).
 
 Several processes: ``torchrun --nproc_per_node N -m pretrain.run model=...`` (DDP; gloo on CPU,
-nccl on GPU). Re-running the same command resumes from ``<run_dir>/state.pt``. SIGTERM saves
-the state and exits with status 143.
+nccl on GPU). Re-running the same command resumes from ``<run_dir>/state.pt``. SIGTERM or Ctrl-C
+finishes the step in flight, saves the state and exits with status 143 or 130.
 """
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import hydra
@@ -22,7 +23,7 @@ from pretrain.train import Trainer
 
 register_configs()
 register_pretrain_schemas()  # pretrain.yaml extends schema/pretrain, the data/*.yaml files schema/data/<name>
-EXIT = {"status": None}
+EXIT = {"status": None, "signal": 0}
 
 
 def load_config(overrides: list[str] | None = None) -> DictConfig:
@@ -52,13 +53,15 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     if EXIT["status"] == "stopped":
-        print(f"{cfg.model.name}: stopped by SIGTERM at step {trainer.step}; state saved to {trainer.state_path}",
-              file=sys.stderr)
+        EXIT["signal"] = int(trainer.stopped_by)
+        print(f"{cfg.model.name}: stopped by {signal.Signals(trainer.stopped_by).name} at step {trainer.step}; state "
+              f"saved to {trainer.state_path}; the same command resumes", file=sys.stderr)
 
 
 def cli() -> None:
     """``main`` with hydra's config errors (an unknown key, a value of the wrong type) as one line,
-    exit status 2, as ``bench.run.cli`` reports them; a run stopped by SIGTERM exits 143."""
+    exit status 2, as ``bench.run.cli`` reports them; a run stopped by SIGTERM or Ctrl-C saves its state
+    and exits 128 + the signal (143, 130)."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # hydra raises instead of printing its multi-line report
     try:
         main()
@@ -68,7 +71,7 @@ def cli() -> None:
         print(f"error: {hydra_error(exc)}", file=sys.stderr)
         sys.exit(2)
     if EXIT["status"] == "stopped":
-        sys.exit(143)
+        sys.exit(128 + EXIT["signal"])
 
 
 if __name__ == "__main__":

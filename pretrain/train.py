@@ -113,7 +113,8 @@ class Trainer:
         else:
             self.enter_phase(self.schedule.phase_at(0))
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", self.resumed_from, enabled=self.dist.is_main)
-        self._stop_requested = False
+        self._stop_requested = 0  # the signal that asked the loop to stop (SIGTERM, SIGINT), 0: none
+        self.stopped_by = 0  # the signal the run stopped on (fit returned "stopped")
 
     # ------------------------------------------------------------------ phases
     def enter_phase(self, phase: Phase) -> None:
@@ -163,16 +164,17 @@ class Trainer:
         return float(loss.detach()), lr
 
     # ------------------------------------------------------------------ loop
-    def _on_sigterm(self, signum, frame) -> None:
-        self._stop_requested = True
+    def _on_stop(self, signum, frame) -> None:
+        self._stop_requested = signum
 
     def fit(self) -> str:
-        """Train to ``recipe.steps``; returns "done" or "stopped" (SIGTERM: state saved)."""
+        """Train to ``recipe.steps``; returns "done" or "stopped" (SIGTERM or Ctrl-C: the step in
+        flight finishes and the state is saved)."""
         r = self.recipe
         total = r["steps"]
-        previous = None
+        previous = {}
         with contextlib.suppress(ValueError):  # only the main thread may set signal handlers
-            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            previous = {sig: signal.signal(sig, self._on_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         bar = tqdm(total=total, initial=self.step, disable=not self.dist.is_main, dynamic_ncols=True,
                    desc=self.name, mininterval=1.0)
         status = "done"
@@ -195,18 +197,19 @@ class Trainer:
                     self.log_metrics(index, lr)
                 if self.step % r["ckpt_every"] == 0 or self.step == total:
                     self.save()
-                stop = self._stop_requested
+                stop = bool(self._stop_requested)
                 if self.dist.enabled:
                     stop = D.all_reduce_max(stop, self.device)
                 if stop and self.step < total:
+                    self.stopped_by = self._stop_requested or signal.SIGTERM  # another rank's signal: SIGTERM
                     if self.step % r["ckpt_every"]:
                         self.save()
                     status = "stopped"
                     break
         finally:
             bar.close()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         if status == "done":
             self.finish()
         return status

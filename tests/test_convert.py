@@ -555,3 +555,17 @@ def test_clip_sizes_the_tubelets_do_not_tile_are_refused(tmp_path, kind, options
         convert(kind, src, tmp_path / "out.safetensors", **options)
     assert str(err.value) == f"{src}: {message}"
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_ctrl_c_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    """The converted file is written atomically, so an interrupt leaves nothing of it."""
+    import bench.models.convert.__main__ as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "convert", interrupted)
+    out = tmp_path / "x.safetensors"
+    assert cli.main(["videomae", str(tmp_path / "in.pth"), str(out)]) == 130
+    assert capsys.readouterr().err.strip() == f"interrupted: {out} was not written (any earlier file there is unchanged)"
+    assert list(tmp_path.iterdir()) == []

@@ -741,3 +741,13 @@ def test_records_of_two_task_versions_are_never_pooled(tmp_path):
 
 def test_records_that_agree_on_task_options_keep_the_task_name(lb):
     assert sorted(t.task for t in lb.tasks) == ["action", "depth"]
+
+
+def test_ctrl_c_is_one_line(results, tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lbuild, "publish", interrupted)
+    assert lbuild.main(["--results", str(results), "--out", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.strip() == ("leaderboard: interrupted; every file is written whole or not at all: "
+                                               "a rerun finishes the build")

@@ -98,11 +98,14 @@ def test_sigkill_mid_run_then_resume_is_bit_exact(reference, killed, tmp_path):
     assert comparable(metrics(tmp_path)) == comparable(metrics(reference))
 
 
-def test_sigterm_saves_state_and_exits_143_then_resumes_exactly(reference, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_saves_state_and_exits_128_plus_the_signal_then_resumes_exactly(reference, tmp_path, sig):
     from pretrain.state import load_state
 
-    proc = launch_and_signal(tmp_path, signal.SIGTERM, after_step=11)
-    assert proc.returncode == 143, proc.stderr.read()[-3000:]
+    proc = launch_and_signal(tmp_path, sig, after_step=11)
+    err = proc.stderr.read()
+    assert proc.returncode == 128 + sig, err[-3000:]
+    assert "Traceback" not in err and f"stopped by {signal.Signals(sig).name} at step" in err, err[-3000:]
     state = load_state(state_path(tmp_path))
     step = state["step"]
     assert 14 <= step < 30 and max(r["step"] for r in metrics(tmp_path)) == step // LOG_EVERY * LOG_EVERY - 1

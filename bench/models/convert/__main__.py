@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:  # a ConversionError naming the file, or a ConfigError naming the value
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the output is written atomically: nothing of this conversion is kept
+        print(f"interrupted: {args.out} was not written (any earlier file there is unchanged)", file=sys.stderr)
+        return 130
     print(f"{args.kind} {args.src} -> {args.out}")
     if isinstance(model, dict):
         print(f"  timm {model['timm']}: {model['embed_dim']} wide, {model['depth']} blocks, {model['num_heads']} heads,"
