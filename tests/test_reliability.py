@@ -313,12 +313,12 @@ from tests.conftest import TinyClips
 torch.manual_seed(0)
 model = VideoViT(ViTConfig(embed_dim=32, depth=4, num_heads=2, mlp_dim=64, patch_size=(2, 4, 4), img_size=16,
                            num_frames=4)).eval()
-forward = model.forward
-def slow_forward(x):
+forward_layers = model.forward_layers
+def slow_forward_layers(x, layers):
     print("batch", flush=True)
     time.sleep(0.02)
-    return forward(x)
-model.forward = slow_forward
+    return forward_layers(x, layers)
+model.forward_layers = slow_forward_layers
 cached_features(model, "sha-kill", TinyClips(n=40), {cache!r}, batch_size=1)
 print("done", flush=True)
 """
