@@ -151,35 +151,39 @@ def read_out(cfg: DictConfig, task_cls: type[Task], train: Any, test: Any, train
     runs = []
     for seed in seeds:
         ks = [k for k, h in enumerate(heads) if h.seed == seed]
-        chosen, selection = scored([readouts[k] for k in ks], [heads[k] for k in ks], depth)
+        chosen, selection, pred_test = scored([readouts[k] for k in ks], [heads[k] for k in ks], depth)
         k, layer = ks[chosen], heads[ks[chosen]].layer
+        if pred_test is None:
+            pred_test = predict(readouts[k], task, feats[layer][1], test_targets, ro.batch_size, cfg.device)
         runs.append(SeedRun(seed, predict(readouts[k], task, feats[layer][0], train_targets, ro.batch_size, cfg.device,
-                                          rows=seen_at),
-                            predict(readouts[k], task, feats[layer][1], test_targets, ro.batch_size, cfg.device),
-                            histories[k], selection))
+                                          rows=seen_at), pred_test, histories[k], selection))
     return task, runs, sha, subset(train_targets, seen_at)
 
 
 def score_heads(cfg: DictConfig, task: Task, feats: dict, train_targets: dict, test_targets: dict,
-                val_rows: np.ndarray | None, readouts: list, heads: list[Head], depth: int) -> tuple[int, dict]:
-    """(index of the head chosen on the held-out rows, the record's ``selection`` block); (0, {})
-    for one head. The held-out score of every head decides; its test score is recorded beside it
-    for the layer curves, and the head best on the test split only for comparison."""
+                val_rows: np.ndarray | None, readouts: list, heads: list[Head],
+                depth: int) -> tuple[int, dict, dict | None]:
+    """(index of the head chosen on the held-out rows, the record's ``selection`` block, the chosen
+    head's test predictions); (0, {}, None) for one head. The held-out score of every head decides;
+    its test score is recorded beside it for the layer curves, and the head best on the test split
+    only for comparison."""
     if val_rows is None:
-        return 0, {}
+        return 0, {}, None
     ro, metric, higher = cfg.readout, task.primary_metric, task.higher_is_better
     val_targets = subset(train_targets, val_rows)
     val = [task.metrics(predict(r, task, feats[h.layer][0], train_targets, ro.batch_size, cfg.device, rows=val_rows),
                         val_targets)[metric] for r, h in zip(readouts, heads)]
-    chosen = choose(val, higher)
-    test = [task.metrics(predict(r, task, feats[h.layer][1], test_targets, ro.batch_size, cfg.device),
-                         test_targets)[metric] for r, h in zip(readouts, heads)]
+    chosen, test, kept = choose(val, higher), [], None
+    for i, (r, h) in enumerate(zip(readouts, heads)):  # one head's test predictions in memory at a time
+        pred = predict(r, task, feats[h.layer][1], test_targets, ro.batch_size, cfg.device)
+        test.append(task.metrics(pred, test_targets)[metric])
+        kept = pred if i == chosen else kept
     solver = ro.get("solver", "sgd") if "epochs" in ro else None
     rows = [{**h.settings(solver), "depth": h.layer / depth if depth else 0.0, "val": float(v), "test": float(t)}
             for h, v, t in zip(heads, val, test)]
     return chosen, {"metric": metric, "higher_is_better": higher, "val_fraction": float(cfg.select.val_fraction),
                     "val_clips": len(val_rows), "heads": rows, "chosen": chosen,
-                    "best_on_test": choose(test, higher)}
+                    "best_on_test": choose(test, higher)}, kept
 
 
 def per_clip_record(task: Task, pred: dict, target: dict, primary: float) -> dict[str, list[float]]:
