@@ -73,14 +73,20 @@ def _write(entry: EntryWriter, render: Render, size: int, workers: int, desc: st
     return {"keys": list(out), "clips": size, **meta}
 
 
+POOL_CLIPS = 16  # clips per worker below which rendering in this process beats starting a pool
+
+
 def _clips(render: Render, indices: range, workers: int) -> Iterator[Mapping[str, Any]]:
     """render(i) for i in order, in a process pool when that pays off. Its workers come from a
     fork server (a fresh single-threaded process), never from forking this one: a fork copies the
     locks that this process's other threads (torch, decoders) hold, and a child can wait on one forever."""
     n = len(indices)
-    if workers <= 1 or n < 2 * workers:
+    if workers <= 1 or n < POOL_CLIPS * workers:
         yield from map(render, indices)
         return
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(workers) as pool:
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":  # the server imports the renderer once; each pool's workers fork from it
+        context.set_forkserver_preload([render.func.__module__ if isinstance(render, partial) else render.__module__])
+    with context.Pool(workers) as pool:
         yield from pool.imap(render, indices, chunksize=max(1, min(8, n // (4 * workers))))
