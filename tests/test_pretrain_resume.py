@@ -98,7 +98,7 @@ def test_sigkill_mid_run_then_resume_is_bit_exact(reference, killed, tmp_path):
     assert comparable(metrics(tmp_path)) == comparable(metrics(reference))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])  # one handler
 def test_sigterm_or_ctrl_c_saves_state_and_exits_128_plus_the_signal_then_resumes_exactly(reference, tmp_path, sig):
     from pretrain.state import load_state
 
