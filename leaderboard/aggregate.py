@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.grid import choose
 from bench.models.zoo import REFERENCE_FAMILIES, REFERENCE_MODELS, TWIN, arch_for, parse_name, reference_kind
 from bench.results import ResultRecord, is_number, read_records
 from leaderboard.intervals import Bootstrap, bootstrap, compare
@@ -443,16 +444,11 @@ def layer_curve(records: list[ResultRecord]) -> Curve:
         heads, higher = r.selection.get("heads", []), r.selection.get("higher_is_better", r.higher_is_better)
         for depth in sorted({h["depth"] for h in heads}):
             at = [h for h in heads if h["depth"] == depth]
-            best = at[best_index([h["val"] for h in at], higher)]
+            best = at[choose([h["val"] for h in at], higher)]
             points.setdefault(depth, []).append((best["val"], best["test"]))
     if len(points) < 2:
         return []
     return [(d, summarize([v for v, _ in vt]).mean, summarize([t for _, t in vt]).mean) for d, vt in sorted(points.items())]
-
-
-def best_index(values: list[float], higher_is_better: bool) -> int:
-    """Index of the best value (the first of equals)."""
-    return max(range(len(values)), key=lambda i: (values[i] if higher_is_better else -values[i], -i))
 
 
 def layer_curves(grouped: dict[GroupKey, list[tuple[str, ResultRecord]]]) -> dict[CurveKey, dict[str, Curve]]:
