@@ -25,9 +25,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from bench.errors import ConfigError
-from bench.models.zoo import tubelet_for
 from bench.readouts import PROTOCOLS
-from bench.registry import DATASETS, TASKS
+from bench.registry import DATASETS, TASKS, resolve_model
 from bench.schema import options, signature_node
 from bench.task import FLOAT32_TINY  # readouts compute in float32: smaller is 0 there
 
@@ -249,9 +248,10 @@ def check_clip(cfg: DictConfig) -> None:
     """The clip (``data.num_frames`` × ``data.resolution``) must be tiled by the model's tubelets;
     a zoo or checkpoint model's tubelet is known before any data is read (timm frame models resize)."""
     frames, res = cfg.data.get("num_frames"), cfg.data.get("resolution")
-    if cfg.model.name == "blind" or not isinstance(frames, int):
+    model = resolve_model(cfg.model.name)
+    if not model.has_encoder or not isinstance(frames, int):
         return
-    tubelet = tubelet_for(str(cfg.model.name), cfg.paths.checkpoints)
+    tubelet = model.tubelet(cfg.paths.checkpoints)
     sides = [res] * 2 if isinstance(res, int) else list(res or [])
     token_px = cfg.features.get("token_px")
     if tubelet is None and token_px and len(sides) == 2 and (sides[0] % token_px or sides[1] % token_px):

@@ -1,6 +1,7 @@
-"""Name -> object registries for tasks, models, datasets and readouts, timm-style.
+"""Name -> object registries for tasks, model families, datasets and readouts, timm-style.
 
-Built-ins register themselves by decorator when their module is imported; third-party tasks
+Built-ins register themselves by decorator when their module is imported; a model name resolves
+here, once, through the family that claims it (:func:`resolve_model`); third-party tasks
 are discovered through the entry-point group ``frozen4d.tasks`` (each entry point names a
 module, or an object, whose import registers the task). A plugin that fails to import is
 reported by name with its error and the other tasks stay usable.
@@ -33,7 +34,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, packages: tuple[str, ...] = (), on_register: Callable[[T], Any] | None = None):
         self.kind = kind
         self._entries: dict[str, T] = {}
-        self._packages = packages  # every public module in these packages is a built-in
+        self._packages = packages  # every public module (not subpackage) in these packages is a built-in
         self._loaded = False
         self._on_register = on_register  # e.g. store a task's typed config node
 
@@ -58,7 +59,7 @@ class Registry(Generic[T]):
         for package in self._packages:
             pkg = importlib.import_module(package)
             for info in pkgutil.iter_modules(getattr(pkg, "__path__", [])):
-                if not info.name.startswith("_"):
+                if not info.name.startswith("_") and not info.ispkg:
                     importlib.import_module(f"{package}.{info.name}")
         if self.kind == "task":
             load_plugins()
@@ -72,6 +73,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         self._load()
         return sorted(self._entries)
+
+    def values(self) -> list[T]:
+        self._load()
+        return [self._entries[name] for name in sorted(self._entries)]
 
     def __contains__(self, name: str) -> bool:
         self._load()
@@ -103,3 +108,19 @@ def _store_task_config(task_cls: Any) -> None:
 TASKS: Registry[Any] = Registry("task", packages=("tasks",), on_register=_store_task_config)
 DATASETS: Registry[Any] = Registry("dataset", packages=("bench.data",))
 READOUTS: Registry[Any] = Registry("readout", packages=("bench.readouts",))
+MODELS: Registry[Any] = Registry("model family", packages=("bench.models",))
+
+
+def model_families() -> list[Any]:
+    """One instance of each registered model family, in the order they claim names."""
+    return sorted((family() for family in MODELS.values()), key=lambda family: (family.order, family.name))
+
+
+def resolve_model(name: Any) -> Any:
+    """The :class:`bench.models.family.Model` that ``name`` means: the first family (by ``order``)
+    that claims it; every model name in the harness, pretraining and the leaderboard resolves here."""
+    name = str(name)  # hydra parses model.name=1 or =inf as a number
+    for family in model_families():
+        if (model := family.parse(name)) is not None:
+            return model
+    raise UnknownNameError(f"unknown model {name!r}: no model family claims it")

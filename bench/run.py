@@ -28,9 +28,10 @@ from bench.features import cached_layers, check_finite, feature_layers
 from bench.fit import fit_flags, flush_denormals, loss_tail, predict
 from bench.grid import Head, choose, fit_readouts, grid_heads, held_out, seeded_readouts
 from bench.models.pixels import PixelEncoder
-from bench.models.zoo import build_encoder, register_configs
+from bench.models import build_encoder
+from bench.models.family import store_configs
 from bench.readouts import build_readout
-from bench.registry import DATASETS, READOUTS, TASKS
+from bench.registry import DATASETS, READOUTS, TASKS, resolve_model
 from bench.results import ResultRecord, environment, write_record
 from bench.task import FeatureSpec, Task
 
@@ -131,7 +132,7 @@ def read_out(cfg: DictConfig, task_cls: type[Task], train: Any, test: Any, train
     task's input-blind answer."""
     task_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "name"}
     ro, seeds, test_clips = cfg.readout, seeds_of(cfg), len(next(iter(test_targets.values())))
-    if cfg.model.name == "blind":
+    if not resolve_model(cfg.model.name).has_encoder:
         seen = subset(train_targets, seen_rows(np.arange(len(train)), test_clips))
         task = task_cls(blind_spec(train), readout=ro.kind, meta=getattr(train, "meta", None), **task_kwargs)
         task.prepare(train_targets)
@@ -252,7 +253,7 @@ def report(record: ResultRecord, path: Path) -> None:
 
 
 TASKS.names()  # import built-in and plugin tasks: their ConfigStore nodes must exist before hydra composes
-register_configs()
+store_configs()
 register_schemas()
 
 

@@ -4,7 +4,7 @@
                               [--frames 16] [--columns 4] [--checkpoints checkpoints] [--seed 0]
                               [--weights FILE] [--token-px N] [--device cpu]
 
-Models resolve as in ``python -m bench.run`` (:func:`bench.models.zoo.build_encoder`): zoo names
+Models resolve as in ``python -m bench.run`` (:func:`bench.models.build_encoder`): zoo names
 (``random_t``; ``mae_t`` with ``--checkpoints leaderboard/checkpoints``), ``pixels``,
 ``timm/<arch>`` and checkpoint names; ``blind`` has no features. ``--clip`` is
 ``world:<split>:<index>`` (that clip of the synthetic world, rendered at ``--frames`` frames of
@@ -89,9 +89,11 @@ def video_file(path: Path, frames: int, size: int) -> np.ndarray:
 def build_model(name: str, frames: int, size: int, checkpoints: str | Path = "checkpoints", seed: int = 0,
                 weights: str | None = None, token_px: int | None = None) -> Any:
     """The encoder ``python -m bench.run model=<name>`` builds for clips of this size, in eval mode."""
-    if name == "blind":
-        raise ConfigError("model 'blind' has no features to picture: it is the task's input-blind answer")
-    from bench.models.zoo import build_encoder
+    from bench.models import build_encoder
+    from bench.registry import resolve_model
+
+    if not resolve_model(name).has_encoder:
+        raise ConfigError(f"model {name!r} has no features to picture: it is the task's input-blind answer")
 
     model, _ = build_encoder(name, checkpoints, seed=seed, weights=weights, img_size=size, num_frames=frames,
                              token_px=token_px)

@@ -22,7 +22,7 @@ import torch
 from bench.features import cached_features
 from bench.fit import fit, optimizer, train_step
 from bench.models.vit import VideoViT, normalize_video
-from bench.models.zoo import build_encoder
+from bench.models import build_encoder
 from bench.readouts import LearnedQueries, build_readout
 from bench.registry import TASKS
 from bench.task import FeatureSpec, Task

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 
 from bench.fit import optimizer
-from bench.models.zoo import build_encoder
+from bench.models import build_encoder
 from bench.readouts import build_readout
 from bench.task import FeatureSpec
 from benchmarks.common import interleave, median, parser, report, table

@@ -22,7 +22,7 @@ import torch
 
 from bench.features import cached_features
 from bench.models.vit import normalize_video
-from bench.models.zoo import build_encoder
+from bench.models import build_encoder
 from benchmarks.common import interleave, median, parser, report, table, world
 
 NAME = "harness_overhead"

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from bench.models.vit import VideoViT, normalize_video
-from bench.models.zoo import arch_for
+from bench.registry import resolve_model
 from benchmarks.common import RESULTS, machine, write_json
 from pretrain.flops import schedule_flops, step_flops
 from pretrain.layerlock import PIXEL, Phase, Schedule
@@ -54,7 +54,7 @@ GOAL = 0.8
 
 def setup(spec: dict):
     name = f"layerlock_{spec['size']}"
-    arch = arch_for(name, img_size=spec["resolution"], num_frames=spec["frames"])
+    arch = resolve_model(name).architecture(img_size=spec["resolution"], num_frames=spec["frames"])
     overrides = {"frozen_input": spec.get("frozen_input", "visible"), "freeze_target": "latent",
                  "latent_targets": "newest"}
     recipe = resolve_recipe(name, arch.depth, overrides)

@@ -19,7 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from bench.models.vit import VideoViT
-from bench.models.zoo import build_encoder
+from bench.models import build_encoder
 from benchmarks.common import interleave, median, parser, report, table
 
 NAME = "mfu"

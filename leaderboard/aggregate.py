@@ -17,14 +17,14 @@ dataset, readout) it is significantly better than: ``blind`` and ``random_<its s
 without a size: every ``random_*`` row), paired clip by clip on the same split. Also the
 train-split primary metric over its seeds and the union of its records' flags.
 
-References (``bench.models.zoo.reference_kind``: blind, pixels, random_*, supervised_*) are
+References (``bench.registry.resolve_model(name).reference``: blind, pixels, random_*, supervised_*) are
 shown but not ranked. Ranks: per task column and readout, the other models evaluated with that
 readout are ranked by the primary metric's mean, best = 1 (direction-aware); equal means share
 the average rank. A model's mean rank averages its ranks over the task columns it has results
 for; the overview lists models with results on more task columns first. Means are
 compared at 10 significant digits, so float noise from summation never breaks a tie.
 
-Optional per-model extras: parameter count (from the zoo name via ``bench.models.zoo``, else a
+Optional per-model extras: parameter count (from a zoo name's architecture, else a
 ``param_count`` / ``num_params`` / ``params`` / ``n_params`` number in the record's config or its
 ``model`` node) and collapse monitors (``feat_std`` / ``eff_rank`` in the record config's
 ``collapse`` or ``pretrain`` node, the latter as copied from a checkpoint sidecar).
@@ -42,14 +42,15 @@ from typing import Any
 import numpy as np
 
 from bench.grid import choose
-from bench.models.zoo import REFERENCE_FAMILIES, REFERENCE_MODELS, TWIN, arch_for, parse_name, reference_kind
+from bench.errors import ConfigError
+from bench.models.family import REFERENCE_KINDS
+from bench.registry import resolve_model
 from bench.results import ResultRecord, is_number, read_records
 from leaderboard.intervals import Bootstrap, bootstrap, compare
 
 PARAM_KEYS = ("param_count", "num_params", "params", "n_params")
 COLLAPSE_KEYS = ("feat_std", "eff_rank")
 COLLAPSE_NODES = ("collapse", "pretrain")
-REFERENCE_ORDER = (*REFERENCE_MODELS, *REFERENCE_FAMILIES, "external")  # the order reference rows are listed in
 GroupKey = tuple[str, str, str, str]  # task, dataset, model, readout
 
 
@@ -117,7 +118,7 @@ class Leaderboard:
 
     def __post_init__(self) -> None:
         self._index = {(g.task, g.dataset, g.model, g.readout): g for g in self.groups}
-        self.references = {m: kind for m in self.models if (kind := reference_kind(m)) is not None}
+        self.references = {m: kind for m in self.models if (kind := resolve_model(m).reference) is not None}
 
     def group(self, task: TaskColumn, model: str, readout: str) -> Group | None:
         return self._index.get((task.task, task.dataset, model, readout))
@@ -134,7 +135,7 @@ class Leaderboard:
     def reference_order(self, models: Iterable[str]) -> list[str]:
         """The references among ``models``: blind, pixels, random_*, supervised_*, then by name."""
         refs = [m for m in models if m in self.references]
-        return sorted(refs, key=lambda m: (REFERENCE_ORDER.index(self.references[m]), m))
+        return sorted(refs, key=lambda m: (REFERENCE_KINDS.index(self.references[m]), m))
 
     def task_models(self, task: TaskColumn, readout: str) -> list[str]:
         """Models with results for ``task`` × ``readout``: ranked ones best primary mean first (ties: by
@@ -243,8 +244,8 @@ def load(results_dir: str | Path) -> tuple[list[tuple[str, ResultRecord]], list[
 def zoo_param_count(model: str) -> int | None:
     """Encoder parameters of a zoo ``<family>_<size>`` name (default resolution), else None."""
     try:
-        cfg = arch_for(model)
-    except ValueError:
+        cfg = resolve_model(model).architecture()
+    except ConfigError:
         return None
     import torch
 
@@ -280,10 +281,11 @@ def baselines(model: str, present: Iterable[str]) -> tuple[str, ...]:
     """The references a model is tested against in its table: ``blind`` and ``random_<its size>``,
     or its own random twin ``random_<name>`` where that row is present (a model with neither: every
     ``random_*`` row), those of them ``present``, never itself."""
-    present = set(present)
-    parsed = parse_name(model)
-    randoms = ([f"random_{parsed[1]}"] if parsed else [TWIN + model] if TWIN + model in present
-               else sorted(m for m in present if reference_kind(m) == "random"))
+    present, resolved = set(present), resolve_model(model)
+    own = resolved.random_row
+    # a zoo model is held to its own size's random row only; any other to its twin, else every random row
+    randoms = ([own] if own is not None and (own in present or resolved.size is not None)
+               else sorted(m for m in present if resolve_model(m).reference == "random"))
     return tuple(m for m in ("blind", *randoms) if m in present and m != model)
 
 

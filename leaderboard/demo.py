@@ -62,10 +62,11 @@ from bench import CONFIG_DIR as BENCH_CONFIG_DIR
 from bench import visualize
 from bench.errors import UserError
 from bench.models import external
-from bench.models.checkpoint import load_checkpoint, save_checkpoint, sidecar_path
-from bench.models.zoo import TWIN, checkpoint_path, register_configs
+from bench.models.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint, sidecar_path
+from bench.models.converted import twin_name
+from bench.models.family import store_configs
 from bench.propagation import PropagationTask
-from bench.registry import TASKS
+from bench.registry import TASKS, resolve_model
 from bench.results import record_filename
 from bench.run import evaluate, load_datasets
 from leaderboard.build import PICTURES_DIR, publish
@@ -76,7 +77,7 @@ PRETRAINED = ("mae_t", "layerlock_t", "latent_nofreeze_t")
 TRAINED = ("supervised_t", *PRETRAINED)  # encoders the study trains (or takes from COMMITTED)
 REFERENCES = ("blind", "pixels", "random_t", "supervised_t")
 MODELS = (*PRETRAINED, *(r for r in REFERENCES if r not in PRETRAINED))
-EXTERNAL_ROWS = tuple(row for name in external.EXTERNAL for row in (name, TWIN + name))  # real encoder, its twin
+EXTERNAL_ROWS = tuple(row for name in external.EXTERNAL for row in (name, twin_name(name)))  # real encoder, its twin
 ROWS = (*MODELS, *EXTERNAL_ROWS)
 TASK_NAMES = ("depth", "point_tracking", "box_tracking", "camera_pose", "action", "mask_propagation",
               "keypoint_propagation")
@@ -192,7 +193,8 @@ def evaluations(model: str, plan: dict) -> list[list[str]]:
     readout) with each run of a model that has features."""
     runs = []
     frame = plan["frame_options"] if model in EXTERNAL_ROWS else []
-    grid = (lambda kind: plan["grid"][kind]) if plan["grid"] and model != "blind" else (lambda kind: [])  # noqa: E731
+    features = resolve_model(model).has_encoder
+    grid = (lambda kind: plan["grid"][kind]) if plan["grid"] and features else (lambda kind: [])  # noqa: E731
     for task in plan["tasks"]:
         readouts = ["attentive", *(["linear"] if linear_probe(task, plan) is not None else [])]
         common = [f"model={model}", f"task={task}", *plan["task_data"].get(task, []),
@@ -200,7 +202,7 @@ def evaluations(model: str, plan: dict) -> list[list[str]]:
         if issubclass(TASKS.get(task), PropagationTask):
             runs.append([*common, "seed=0", "readout=propagation", *grid("propagation")])
             continue
-        if model == "blind":
+        if not features:
             runs += [[*common, "seed=0", f"readout={r}"] for r in readouts]
             continue
         runs += [[*common, f"seed={s}", *plan["readout"], f"readout.epochs={plan['epochs'][task]}", *grid("attentive")]
@@ -293,7 +295,7 @@ def start_worker(threads: int) -> None:
     tqdm.set_lock(threading.RLock())  # not tqdm's default semaphore, which a stopped worker would leak
     torch.set_num_threads(threads)
     TASKS.names()
-    register_configs()
+    store_configs()
 
 
 def job(kind: str, arg: str | list[str], plan: dict, log: str) -> None:
@@ -403,7 +405,7 @@ def fetch_external(plan: dict, models: tuple[str, ...]) -> tuple[str, ...]:
     the others' checkpoints are installed in the study's checkpoint directory."""
     checkpoints = Path(plan["work"]) / "checkpoints"
     for name in external.EXTERNAL:
-        rows = (name, TWIN + name)
+        rows = (name, twin_name(name))
         if any(r in models for r in rows) and not external.install(name, checkpoints):
             print(f"demo: {' and '.join(rows)} skipped (their weights could not be fetched); their records are kept",
                   file=sys.stderr)
@@ -429,7 +431,7 @@ def write_pictures(plan: dict, models: tuple[str, ...]) -> list[Path]:
     under ``<out>/features``; a row that cannot be built or pictured is skipped with one stderr line."""
     out, written = Path(plan["out"]) / PICTURES_DIR, []
     clips = picture_clips()
-    for model in (m for m in models if m != "blind"):
+    for model in (m for m in models if resolve_model(m).has_encoder):
         cfg = evaluation_config([f"model={model}", *(plan["frame_options"] if model in EXTERNAL_ROWS else [])], plan)
         frames, size = cfg.data.num_frames, cfg.data.resolution
         try:
@@ -498,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         plan["frame_options"] = [f"features.token_px={args.token_px}"]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     TASKS.names()
-    register_configs()
+    store_configs()
     start = time.time()
     models = tuple(dict.fromkeys(args.models or (*MODELS, *plan["external"])))  # named twice, run once
     if args.pictures:

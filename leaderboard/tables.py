@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
-from bench.models.zoo import twin_of
+from bench.registry import resolve_model
 from leaderboard.aggregate import Group, Leaderboard, Stat, TaskColumn, best_of, rank_key
 from leaderboard.intervals import DRAWS, LEVEL
 from leaderboard.published import PUBLISHED, Published
@@ -140,7 +140,7 @@ def fmt_interval(group: Group) -> str:
 
 def fmt_marks(lb: Leaderboard, group: Group) -> str:
     """The marks of the reference kinds ``group`` is significantly better than, e.g. ``†‡``."""
-    kinds = {"random" if twin_of(ref) else lb.references.get(ref) for ref in group.beats}  # a twin is random
+    kinds = {"random" if resolve_model(ref).untrained else lb.references.get(ref) for ref in group.beats}
     return "".join(mark for kind, mark in MARKS.items() if kind in kinds)
 
 

@@ -29,7 +29,7 @@ class PretrainPaths:
 
 @dataclass
 class ArchOverrides:
-    """Architecture keys on top of ``bench.models.zoo.arch_for(model.name)``; None = the zoo's value.
+    """Architecture keys on top of the zoo's architecture of ``model.name``; None = the zoo's value.
     ``img_size`` and ``num_frames`` always come from the data."""
     embed_dim: Optional[int] = None
     depth: Optional[int] = None

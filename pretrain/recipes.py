@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 from bench.config import Rule, number
 from bench.errors import ConfigError
-from bench.models.zoo import parse_name
+from bench.registry import resolve_model
 from pretrain.layerlock import Schedule
 
 OBJECTIVES = ("mae", "layerlock", "latent_nofreeze")
@@ -127,10 +127,10 @@ def check_values(recipe: Mapping[str, Any], rules: Mapping[str, Rule] = RULES) -
 
 def recipe_for(name: str) -> Recipe:
     """The un-resolved recipe of a zoo name (family -> objective, size -> schedule)."""
-    parsed = parse_name(name)
-    if parsed is None:
+    model = resolve_model(name)
+    if model.size is None:
         raise ConfigError(f"model {name!r} is not <family>_<size>; pretraining needs a zoo name")
-    family, size = parsed
+    family, size = model.objective, model.size
     if family == "random":
         raise ConfigError(f"model {name!r} is an untrained baseline (seeded random init); nothing to pretrain")
     if family == "supervised":

@@ -16,12 +16,13 @@ from omegaconf import DictConfig
 
 from bench import CONFIG_DIR
 from bench.errors import UserError
-from bench.models.zoo import parse_name, register_configs
+from bench.models.family import store_configs
+from bench.registry import resolve_model
 from pretrain.config import register_pretrain_schemas
 from pretrain.supervised import SupervisedTrainer
 from pretrain.train import Trainer
 
-register_configs()
+store_configs()
 register_pretrain_schemas()  # pretrain.yaml extends schema/pretrain, the data/*.yaml files schema/data/<name>
 EXIT = {"status": None, "signal": 0}
 
@@ -36,8 +37,7 @@ def load_config(overrides: list[str] | None = None) -> DictConfig:
 
 def build_trainer(cfg: DictConfig) -> Trainer | SupervisedTrainer:
     """The trainer of ``model.name``'s family: the supervised control or self-supervised pretraining."""
-    parsed = parse_name(str(cfg.model.name))
-    return SupervisedTrainer(cfg) if parsed and parsed[0] == "supervised" else Trainer(cfg)
+    return SupervisedTrainer(cfg) if resolve_model(cfg.model.name).objective == "supervised" else Trainer(cfg)
 
 
 @hydra.main(config_path="../bench/configs", config_name="pretrain", version_base="1.3")

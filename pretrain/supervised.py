@@ -39,11 +39,10 @@ from tqdm import tqdm
 
 from bench.errors import ConfigError
 from bench.fit import batches, optimizer
-from bench.models.checkpoint import save_checkpoint
+from bench.models.checkpoint import checkpoint_path, save_checkpoint
 from bench.models.vit import VideoViT, normalize_video
-from bench.models.zoo import arch_for, checkpoint_path
 from bench.readouts import build_readout
-from bench.registry import DATASETS, TASKS
+from bench.registry import DATASETS, TASKS, resolve_model
 from bench.task import FeatureSpec, Task
 from pretrain.collapse import collapse_metrics
 from pretrain.correspondence import TEMPERATURE, correspondence_loss
@@ -112,7 +111,7 @@ class SupervisedTrainer:
         frames, height, width = self.videos.shape[1:4]
         torch.manual_seed(self.seed)
         overrides = {k: v for k, v in (cfg.get("arch") or {}).items() if v is not None}
-        encoder = VideoViT(arch_for(self.name, img_size=height, num_frames=frames, **overrides))
+        encoder = VideoViT(resolve_model(self.name).architecture(img_size=height, num_frames=frames, **overrides))
         spec = FeatureSpec(grid=encoder.grid_for(frames, height, width), dim=encoder.cfg.embed_dim,
                            clip=(frames, height, width))
         tasks = {n: TASKS.get(n)(spec, readout=HEADS.get(n, "linear"), meta=getattr(dataset, "meta", None))

@@ -35,9 +35,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from bench.errors import ConfigError
-from bench.models.checkpoint import save_checkpoint
+from bench.models.checkpoint import checkpoint_path, save_checkpoint
 from bench.models.vit import VideoViT, normalize_video
-from bench.models.zoo import arch_for, checkpoint_path
+from bench.registry import resolve_model
 from pretrain import distributed as D
 from pretrain.collapse import collapse_metrics
 from pretrain.data import BatchStream, open_videos
@@ -90,7 +90,7 @@ class Trainer:
             raise ConfigError(f"data.resolution={cfg['data'].get('resolution')!r} gives clips of {height}x{width}: "
                               "the ViT expects square frames; set data.resolution to one int")
         self.arch_overrides = {k: v for k, v in (cfg.get("arch") or {}).items() if v is not None}
-        self.arch = arch_for(self.name, **{"img_size": height, "num_frames": frames, **self.arch_overrides})
+        self.arch = resolve_model(self.name).architecture(img_size=height, num_frames=frames, **self.arch_overrides)
         self.recipe = resolve_recipe(self.name, self.arch.depth, cfg.get("train") or {})
         self.schedule = Schedule.from_recipe(self.recipe)
         torch.manual_seed(self.seed)

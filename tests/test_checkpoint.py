@@ -10,7 +10,7 @@ from bench.errors import UserError
 from bench.models.checkpoint import (CheckpointError, atomic_write_files, conforms, load_checkpoint,
                                      load_torch_state_dict, read_sidecar, save_checkpoint, save_timm_checkpoint,
                                      sidecar_path, sidecar_problem, timm_architecture, type_name)
-from bench.models.zoo import build_encoder
+from bench.models import build_encoder
 
 
 def test_roundtrip_is_exact(tiny_vit, tmp_path):

@@ -24,7 +24,7 @@ from bench.models.checkpoint import load_checkpoint, sha256_file
 from bench.models.convert import ConversionError, convert
 from bench.models.convert import fourds, videomae, vjepa
 from bench.models.vit import normalize_video
-from bench.models.zoo import build_encoder
+from bench.models import build_encoder
 from tests.test_checkpoint import deny_reading
 
 D, DEPTH, HEADS, MLP = 64, 2, 4, 256

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from bench.models.checkpoint import sidecar_path
-from bench.models.zoo import checkpoint_path
+from bench.models.checkpoint import checkpoint_path, sidecar_path
 from leaderboard import demo
 from leaderboard.demo import (COMMITTED, EXTERNAL_ROWS, FAST, FULL, MODELS, PRETRAINED, REFERENCES, TRAINED,
                               evaluation_config, evaluations, fetch_external, label, pretrain_config, remove_records,

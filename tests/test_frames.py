@@ -19,7 +19,8 @@ from bench.errors import ConfigError
 from bench.models.checkpoint import CheckpointError, save_checkpoint, save_timm_checkpoint, sha256_file
 from bench.models.frames import FrameEncoder, build_frame_encoder, readout_block, token_px
 from bench.models.vit import ViTConfig, VideoViT, normalize_video
-from bench.models.zoo import build_encoder, reference_kind, tubelet_for
+from bench.models import build_encoder
+from bench.registry import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,7 +122,7 @@ def test_a_timm_checkpoint_and_its_random_twin_run_by_name(tmp_path):
     twin, twin_meta = build_encoder("random_tiny", tmp_path, seed=3, img_size=32)
     expected, _ = build_frame_encoder("vit_small_patch14_dinov2", 32, seed=3, overrides=TINY)
     torch.testing.assert_close(twin(clip(32)), expected(clip(32)), rtol=0, atol=0)
-    assert twin_meta["source"] == "random init (timm)" and tubelet_for("random_tiny", tmp_path) is None
+    assert twin_meta["source"] == "random init (timm)" and resolve_model("random_tiny").tubelet(tmp_path) is None
     vit = VideoViT(ViTConfig(embed_dim=32, depth=2, num_heads=2, mlp_dim=64, patch_size=(2, 8, 8), img_size=32,
                              num_frames=4))
     save_checkpoint(vit, tmp_path / "video.safetensors")
@@ -129,15 +130,15 @@ def test_a_timm_checkpoint_and_its_random_twin_run_by_name(tmp_path):
     expected_vit = VideoViT(vit.cfg).eval()
     twin_vit, _ = build_encoder("random_video", tmp_path, seed=3)
     torch.testing.assert_close(twin_vit(clip(32, frames=4)), expected_vit(clip(32, frames=4)), rtol=0, atol=0)
-    assert tubelet_for("random_video", tmp_path) == (2, 8, 8)
+    assert resolve_model("random_video").tubelet(tmp_path) == (2, 8, 8)
     with pytest.raises(CheckpointError, match=r"model 'absent': checkpoint .*absent.safetensors not found"):
         build_encoder("random_absent", tmp_path)
 
 
 def test_external_models_and_their_twins_are_references_of_their_own_kind():
-    assert reference_kind("dinov2_s14_imgfocus") == reference_kind("random_dinov2_s14_imgfocus") == "external"
-    assert reference_kind("random_t") == "random" and reference_kind("random_my_checkpoint") is None
-    assert reference_kind("mae_t") is None
+    assert resolve_model("dinov2_s14_imgfocus").reference == resolve_model("random_dinov2_s14_imgfocus").reference == "external"
+    assert resolve_model("random_t").reference == "random" and resolve_model("random_my_checkpoint").reference is None
+    assert resolve_model("mae_t").reference is None
 
 
 @torch.inference_mode()

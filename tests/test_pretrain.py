@@ -15,7 +15,9 @@ import torch
 from bench.errors import ConfigError
 from bench.fit import cosine_with_warmup, optimizer
 from bench.models.vit import ViTConfig, VideoViT, normalize_video
-from bench.models.zoo import FAMILIES, SIZES, arch_for, build_encoder
+from bench.models import build_encoder
+from bench.models.zoo import FAMILIES, SIZES
+from bench.registry import resolve_model
 from pretrain.collapse import effective_rank, feature_std
 from pretrain.data import BatchStream, MovingPatterns
 from pretrain.flops import schedule_flops, step_flops
@@ -370,7 +372,7 @@ def test_analytic_flops_match_the_counted_flops():
 
 
 def test_schedule_flops_pixel_freezing_saves_latent_targets_cost():
-    arch = arch_for("layerlock_g", img_size=224, num_frames=16)
+    arch = resolve_model("layerlock_g").architecture(img_size=224, num_frames=16)
     tokens = 8 * 14 * 14
     pixel = resolve_recipe("layerlock_g", 48, {"freeze_target": "pixel"})
     latent = resolve_recipe("layerlock_g", 48)

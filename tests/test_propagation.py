@@ -218,7 +218,7 @@ def pixel_world(tmp_path_factory):
     """The test split of a small 16×128×128 world (8×16×16 tokens) and its ``pixels`` features."""
     from bench.data.world import SyntheticWorld
     from bench.features import cached_features
-    from bench.models.zoo import build_encoder
+    from bench.models import build_encoder
 
     cache = tmp_path_factory.mktemp("prop")
     world = SyntheticWorld(split="test", root=cache, train_size=1, test_size=16, resolution=128)

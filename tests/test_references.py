@@ -8,7 +8,8 @@ from bench.data.world import SyntheticWorld, WorldConfig
 from bench.fit import fit_flags, loss_tail
 from bench.models.pixels import PixelEncoder
 from bench.models.vit import normalize_video
-from bench.models.zoo import build_encoder, reference_kind
+from bench.models import build_encoder
+from bench.registry import resolve_model
 from bench.registry import TASKS
 from bench.task import FeatureSpec
 from tasks.depth import position_prior
@@ -101,7 +102,7 @@ def test_pixels_encoder_is_raw_tubelets_plus_a_fixed_position_code():
 
 
 def test_reference_rows_are_named():
-    assert [reference_kind(n) for n in ("blind", "pixels", "random_t", "supervised_s", "mae_t", "vjepa_l")] == \
+    assert [resolve_model(n).reference for n in ("blind", "pixels", "random_t", "supervised_s", "mae_t", "vjepa_l")] == \
         ["blind", "pixels", "random", "supervised", None, None]
 
 

@@ -144,7 +144,7 @@ def test_single_repeated_frame_random_encoder_is_at_chance(small_world):
 
     from bench.features import extract
     from bench.fit import fit_closed_form, predict
-    from bench.models.zoo import build_encoder
+    from bench.models import build_encoder
     from bench.readouts import build_readout
     from bench.task import FeatureSpec
     from tasks.action import Action

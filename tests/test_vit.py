@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from bench.models.vit import IMAGENET_MEAN, IMAGENET_STD, RoPE3D, ViTConfig, VideoViT, grid_coords, normalize_video
-from bench.models.zoo import SIZES, arch_for
+from bench.models.zoo import SIZES
+from bench.registry import resolve_model
 
 
 @pytest.mark.parametrize("pos", ["learned", "rope"])
@@ -94,7 +95,7 @@ def test_size_table_matches_the_papers_parameter_counts():
         c = SIZES[size]
         per_block = 4 * c["embed_dim"] ** 2 + 2 * c["embed_dim"] * c["mlp_dim"]
         assert abs(per_block * c["depth"] / 1e6 - millions) / millions < 0.05
-    assert arch_for("layerlock_t").pos_embed == "rope" and arch_for("mae_t").pos_embed == "learned"
+    assert resolve_model("layerlock_t").architecture().pos_embed == "rope" and resolve_model("mae_t").architecture().pos_embed == "learned"
 
 
 def test_grid_coords_raster_order():

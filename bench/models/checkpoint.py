@@ -103,6 +103,20 @@ def sidecar_path(weights: Path) -> Path:
     return Path(weights).with_suffix(".json")
 
 
+def checkpoint_path(name: str, checkpoints: str | Path) -> Path:
+    """Where model ``name``'s checkpoint lies in a checkpoint directory."""
+    return Path(checkpoints) / f"{name}.safetensors"
+
+
+def named_sidecar(name: str, checkpoints: str | Path, how: str) -> dict[str, Any]:
+    """The sidecar of checkpoint ``name``; a missing checkpoint is an error naming the path and
+    ``how`` to produce it."""
+    path = checkpoint_path(name, checkpoints)
+    if not path.exists():
+        raise CheckpointError(f"model {name!r}: checkpoint {path} not found; {how}")
+    return read_sidecar(path)
+
+
 def save_checkpoint(model: VideoViT, path: Path, train_config: dict[str, Any] | None = None,
                     extra: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> str:
     """Save encoder weights to ``path`` (.safetensors) and its sidecar; return the sha256.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import timm
 import torch
@@ -23,7 +23,14 @@ from torch import nn
 
 from bench.errors import ConfigError
 from bench.models.checkpoint import CheckpointError, load_safetensors, load_torch_state_dict, sha256_file
+from bench.models.family import Model, ModelFamily
 from bench.models.vit import IMAGENET_MEAN, IMAGENET_STD
+from bench.registry import MODELS
+
+PREFIX = "timm/"
+# timm architectures with a ``model=timm/<arch>`` node: DINOv2 (with and without registers), DINOv3,
+# SigLIP and the plain ViTs; ``model.name=timm/<arch>`` works for every other timm ViT.
+TIMM_CONFIGS = ("vit_*_dinov2", "vit_*dinov3*", "vit_*_siglip_*", "vit_*_patch16_224")
 
 
 @dataclass
@@ -222,3 +229,24 @@ def build_frame_encoder(arch: str, img_size: int = 64, seed: int = 0, weights: s
     if not weights:
         return model, {"sha256": f"timm-random-seed{seed}-{arch}", "source": "random init (timm)"}
     return model, {"sha256": sha256_file(Path(weights)), "source": str(weights)}
+
+
+@MODELS.register()
+class Timm(ModelFamily):
+    """``timm/<arch>``: any timm image ViT run frame by frame, with seeded weights or ``model.weights``."""
+
+    name = "timm"
+    order = 10
+    takes_weights = True
+
+    def parse(self, name: str) -> Model | None:
+        return Model(name, self, base=name.removeprefix(PREFIX)) if name.startswith(PREFIX) else None
+
+    def build(self, model: Model, checkpoints: Path, seed: int, weights: str | None,
+              overrides: dict[str, Any]) -> tuple[FrameEncoder, dict[str, Any]]:
+        return build_frame_encoder(model.base, overrides.get("img_size") or 64, seed, weights,
+                                   overrides.get("token_px"))
+
+    def config_nodes(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        for arch in timm.list_models(list(TIMM_CONFIGS)):
+            yield "model/timm", arch, {"name": PREFIX + arch, "weights": None}

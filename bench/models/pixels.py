@@ -7,14 +7,18 @@ representations.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
 
 import torch
 from einops import rearrange
 from torch import nn
 
 from bench.errors import ConfigError
+from bench.models.family import Model, ModelFamily
 from bench.models.vit import tubelet_grid
 from bench.positions import spatial_code
+from bench.registry import MODELS
 
 
 @dataclass
@@ -58,3 +62,29 @@ class PixelEncoder(nn.Module):
         pixels = rearrange(x, "b c (t pt) (h ph) (w pw) -> b t (h w) (pt ph pw c)", pt=pt, ph=ph, pw=pw)
         code = spatial_code(h, w, self.cfg.position_dim).to(x)
         return torch.cat([pixels, code.expand(*pixels.shape[:2], -1, -1)], dim=-1)
+
+
+@MODELS.register()
+class Pixels(ModelFamily):
+    """The ``pixels`` reference row (``model.patch_size`` sets its tubelet)."""
+
+    name = "pixels"
+    order = 0
+
+    def parse(self, name: str) -> Model | None:
+        return Model(name, self) if name == self.name else None
+
+    def build(self, model: Model, checkpoints: Path, seed: int, weights: str | None,
+              overrides: dict[str, Any]) -> tuple[PixelEncoder, dict[str, Any]]:
+        patch = overrides.get("patch_size")
+        encoder = PixelEncoder(PixelConfig(patch_size=tuple(patch)) if patch else None)
+        return encoder, {"sha256": f"pixels-{encoder.cfg.to_dict()}", "source": "raw tubelet pixels + position code"}
+
+    def tubelet(self, model: Model, checkpoints: Path) -> tuple[int, int, int]:
+        return PixelConfig().patch_size
+
+    def reference(self, model: Model) -> str:
+        return "pixels"
+
+    def config_nodes(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        yield "model", self.name, {"name": self.name}
