@@ -2,10 +2,10 @@
 
 The command lines catch exactly ``UserError`` (one ``error:`` line naming the input, exit status
 2); anything else — a plain ``ValueError`` from numpy or from our own code — is a bug and keeps its
-full traceback. ``ConfigError`` (a value outside what a key allows) is raised everywhere and lives
-here; the other errors live beside the code that raises them (``DatasetError``,
-``CheckpointError``, ...). Each also derives from the builtin it refines, so ``except ValueError``
-written against the standard library keeps working.
+full traceback. The errors that several packages raise or catch live here; an error that one module
+raises lives beside it (``StateError`` in ``pretrain.state``, ``RecordError`` in ``bench.results``).
+Each also derives from the builtin it refines, so ``except ValueError`` written against the
+standard library keeps working.
 """
 from __future__ import annotations
 
@@ -16,3 +16,12 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A configuration value outside what its key allows: names the key, the value and the rule."""
+
+
+class DatasetError(UserError, ValueError):
+    """A dataset file that is missing, empty, corrupt, truncated or malformed; the message is one
+    line naming the file."""
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint that is missing, truncated, or disagrees with its sidecar."""

@@ -30,8 +30,8 @@ from timm.layers import Mlp
 from torch import nn
 
 from bench.errors import ConfigError
+from bench.models.positions import spatial_code
 from bench.models.vit import grid_coords
-from bench.positions import spatial_code
 from bench.registry import READOUTS
 
 PROTOCOLS = ("frozen4d", "4ds")

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from bench.errors import UserError
-from bench.models.checkpoint import atomic_write_bytes
+from bench.files import atomic_write_bytes
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)

@@ -35,6 +35,8 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 import numpy as np
 from numpy.lib import format as npy_format
 
+from bench.files import fsync_directory, sha256_stream
+
 T = TypeVar("T")
 
 _VERIFIED: set[tuple[int, int, int, int]] = set()  # versions of files whose sha256 this process has checked
@@ -60,15 +62,6 @@ def _writing(path: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         raise WriteError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-
-
-def fsync_directory(directory: Path) -> None:
-    """Persist a directory's entries (a rename is durable only once its directory is synced)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 HOST = socket.gethostname().replace("-", "_")  # in temp names, between dashes: <host>.<pid>
@@ -337,7 +330,7 @@ def _open_array(path: Path, record: Any, rows: int | None) -> np.ndarray:
                                f"records shape {shape} dtype {dtype}")
             if _version(stat) not in _VERIFIED:
                 f.seek(0)
-                digest = _sha256(f)
+                digest = sha256_stream(f)
                 if digest != sha:
                     raise BadEntry(f"{path}: sha256 {digest[:12]}… does not match the metadata ({sha[:12]}…): "
                                    f"the bytes changed since they were written")
@@ -361,15 +354,6 @@ def _read_header(f: io.BufferedReader) -> tuple[tuple[int, ...], str]:
     if fortran_order:
         raise BadEntry(f"{f.name}: the .npy header says Fortran order, expected C order")
     return shape, dtype.str
-
-
-def _sha256(f: io.BufferedReader, chunk: int = 1 << 20) -> str:
-    """sha256 of the rest of ``f``, read in ``chunk``-byte pieces into one buffer."""
-    digest, buffer = hashlib.sha256(), bytearray(chunk)
-    view = memoryview(buffer)
-    while n := f.readinto(buffer):
-        digest.update(view[:n])
-    return digest.hexdigest()
 
 
 def _version(stat: os.stat_result) -> tuple[int, int, int, int]:

@@ -207,7 +207,7 @@ def file_stem(model: str, spec: str) -> str:
 
 def write(out: Path, stem: str, files: dict[str, bytes]) -> list[Path]:
     """Write ``<out>/<stem><suffix>`` for every suffix together (temp files, then renames)."""
-    from bench.models.checkpoint import atomic_write_files
+    from bench.files import atomic_write_files
 
     paths = {Path(out) / f"{stem}{suffix}": data for suffix, data in files.items()}
     try:

@@ -11,13 +11,14 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
+
+from bench.files import atomic_write_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -101,18 +102,10 @@ def _cell(value: Any) -> str:
 
 
 def write_json(out_dir: str | Path, name: str, payload: dict[str, Any]) -> Path:
-    """Write ``<out_dir>/<name>.json`` atomically (temp file in the same directory + os.replace)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2)
-        os.replace(tmp, out_dir / f"{name}.json")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out_dir / f"{name}.json"
+    """Write ``<out_dir>/<name>.json`` atomically (``bench.files``)."""
+    path = Path(out_dir) / f"{name}.json"
+    atomic_write_bytes(path, json.dumps(payload, indent=2).encode())
+    return path
 
 
 def report(name: str, config: dict[str, Any], rows: list[dict[str, Any]], goal: dict[str, Any],

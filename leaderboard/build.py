@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.models.checkpoint import atomic_write_bytes, atomic_write_files
+from bench.files import atomic_write_bytes, atomic_write_files
 from leaderboard.aggregate import Leaderboard, aggregate, load
 from leaderboard.page import page
 from leaderboard.plots import plot_paths

@@ -8,10 +8,8 @@ errors (``StateWriteError``, ``StateError``, ``DivergedError``); none of them wr
 """
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,7 +20,8 @@ import numpy as np
 import torch
 
 from bench.errors import ConfigError, UserError
-from bench.models.checkpoint import atomic_write_bytes, torch_load_problem
+from bench.files import atomic_stream, atomic_write_bytes
+from bench.models.checkpoint import torch_load_problem
 
 
 class StateError(UserError, RuntimeError):
@@ -60,19 +59,8 @@ def writing(path: Path, what: str, kept: str = "") -> Iterator[None]:
 
 def atomic_torch_save(obj: Any, path: Path, what: str = "training state") -> None:
     """``torch.save`` through a fsynced temp file renamed into place; a failure leaves no temp file."""
-    path = Path(path)
-    with writing(path, what):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(obj, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    with writing(Path(path), what), atomic_stream(path) as f:
+        torch.save(obj, f)
 
 
 def atomic_write(path: Path, data: bytes, what: str) -> None:

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data.video_io import DatasetError
-from bench.errors import ConfigError
+from bench.errors import ConfigError, DatasetError
 from bench.readouts import LearnedQueries
 from bench.registry import TASKS
 from bench.task import FeatureSpec, Task

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import generalized_box_iou_loss
 
-from bench.data.video_io import DatasetError
+from bench.errors import DatasetError
 from bench.registry import TASKS
 from bench.task import FeatureSpec
 from tasks._queries import QueryTrackingTask, box_pool

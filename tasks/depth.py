@@ -29,8 +29,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from bench.data.video_io import DatasetError
-from bench.errors import ConfigError
+from bench.errors import ConfigError, DatasetError
 from bench.readouts import LearnedQueries, token_positions
 from bench.registry import TASKS
 from bench.task import FeatureSpec, Task

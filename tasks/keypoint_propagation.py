@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.data.video_io import DatasetError
-from bench.errors import ConfigError
+from bench.errors import ConfigError, DatasetError
 from bench.propagation import PropagationTask
 from bench.registry import TASKS
 from bench.task import FeatureSpec

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.data.video_io import DatasetError
+from bench.errors import DatasetError
 from bench.propagation import PropagationTask, area_downsample
 from bench.registry import TASKS
 from bench.task import FeatureSpec

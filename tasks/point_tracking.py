@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from bench.data.video_io import DatasetError
-from bench.errors import ConfigError
+from bench.errors import ConfigError, DatasetError
 from bench.registry import TASKS
 from bench.task import FeatureSpec
 from tasks._queries import QueryTrackingTask

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from bench.data.video_io import DatasetError, Resize, sample_indices
-from bench.errors import UserError
+from bench.data.video_io import Resize, sample_indices
+from bench.errors import DatasetError, UserError
 from bench.registry import DATASETS, TASKS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -25,7 +25,8 @@ import pytest
 
 import bench.features as bf
 from bench import staging
-from bench.data.video_io import AdapterDataset, DatasetError
+from bench.data.video_io import AdapterDataset
+from bench.errors import DatasetError
 from bench.data.world_cache import load_or_build
 from bench.features import FeatureError, cached_features
 from bench.staging import CacheWarning
@@ -198,8 +199,8 @@ def test_the_bytes_are_hashed_once_per_process(cache, monkeypatch):
     """Writing hashes the bytes on their way out; an open re-hashes only in a new process (or
     after the file changed), so a hit within one process reads no more than before."""
     hashed = []
-    real = staging._sha256
-    monkeypatch.setattr(staging, "_sha256", lambda f: hashed.append(f.name) or real(f))
+    real = staging.sha256_stream
+    monkeypatch.setattr(staging, "sha256_stream", lambda f: hashed.append(f.name) or real(f))
     cache.load()
     cache.load()
     assert hashed == []

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.errors import UserError
-from bench.models.checkpoint import (CheckpointError, atomic_write_files, conforms, load_checkpoint,
-                                     load_torch_state_dict, read_sidecar, save_checkpoint, save_timm_checkpoint,
-                                     sidecar_path, sidecar_problem, timm_architecture, type_name)
+from bench.errors import CheckpointError, UserError
+from bench.files import atomic_write_files
+from bench.models.checkpoint import (conforms, load_checkpoint, load_torch_state_dict, read_sidecar,
+                                    save_checkpoint, save_timm_checkpoint, sidecar_path, sidecar_problem,
+                                    timm_architecture, type_name)
 from bench.models import build_encoder
 
 

@@ -20,11 +20,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.models.checkpoint import load_checkpoint, sha256_file
+from bench.files import sha256_file
+from bench.models import build_encoder
+from bench.models.checkpoint import load_checkpoint
 from bench.models.convert import ConversionError, convert
 from bench.models.convert import fourds, videomae, vjepa
 from bench.models.vit import normalize_video
-from bench.models import build_encoder
 from tests.test_checkpoint import deny_reading
 
 D, DEPTH, HEADS, MLP = 64, 2, 4, 256

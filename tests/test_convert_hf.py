@@ -15,7 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from bench.models.checkpoint import load_checkpoint, sha256_file
+from bench.files import sha256_file
+from bench.models.checkpoint import load_checkpoint
 from bench.models.convert import ConversionError, convert, hf_videomae, hf_vjepa2, vjepa
 from bench.models.convert.__main__ import main as cli
 from bench.models.vit import normalize_video

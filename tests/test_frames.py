@@ -15,11 +15,12 @@ from safetensors.torch import save_file
 from timm.data import IMAGENET_DEFAULT_MEAN, resolve_model_data_config
 from timm.layers import resample_abs_pos_embed
 
-from bench.errors import ConfigError
-from bench.models.checkpoint import CheckpointError, save_checkpoint, save_timm_checkpoint, sha256_file
+from bench.errors import CheckpointError, ConfigError
+from bench.files import sha256_file
+from bench.models import build_encoder
+from bench.models.checkpoint import save_checkpoint, save_timm_checkpoint
 from bench.models.frames import FrameEncoder, build_frame_encoder, readout_block, token_px
 from bench.models.vit import ViTConfig, VideoViT, normalize_video
-from bench.models import build_encoder
 from bench.registry import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]

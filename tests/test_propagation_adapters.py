@@ -11,9 +11,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 from scipy.io import savemat
 
+from bench.errors import DatasetError
 from bench.data.davis import Davis
 from bench.data.jhmdb import JHMDB
-from bench.data.video_io import DatasetError
 from bench.data.vip import VIP
 from bench.registry import DATASETS, TASKS
 from tests.test_adapters import deny  # noqa: F401 (a fixture)

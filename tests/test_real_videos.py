@@ -17,8 +17,8 @@ from PIL import Image
 from bench.data.davis import Davis
 from bench.data.kinetics import Kinetics
 from bench.data.ssv2 import SSv2
-from bench.data.video_io import DatasetError, open_video
-from bench.errors import UserError
+from bench.data.video_io import open_video
+from bench.errors import DatasetError, UserError
 
 
 def clips_dir() -> Path | None:

@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from bench.errors import DatasetError
 from bench.data.safe_pickle import ALLOWED, UnsafePickleError, safe_load, safe_loads
-from bench.data.video_io import DatasetError
 
 
 def tapvid_like() -> dict:

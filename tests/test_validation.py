@@ -15,8 +15,7 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from bench.data.video_io import DatasetError
-from bench.errors import UserError
+from bench.errors import DatasetError, UserError
 from tests.test_adapters import (SMALL, adapter, frame, make_kinetics, make_realestate, make_scannet, make_ssv2,
                                  make_tapvid, make_video_boxes, write_image)
 from tests.test_propagation_adapters import FRAMES, ids, make_davis, make_jhmdb, make_vip, write_ids

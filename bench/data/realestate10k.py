@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.data.video_io import (AdapterDataset, DatasetError, Item, check_dir, check_file, check_finite, check_range,
+from bench.errors import DatasetError
+from bench.data.video_io import (AdapterDataset, Item, check_dir, check_file, check_finite, check_range,
                                  check_rotation, check_values, fail, found, read_image)
 from bench.registry import DATASETS
 

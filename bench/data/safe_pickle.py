@@ -16,7 +16,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from bench.data.video_io import DatasetError, check_file, one_line
+from bench.errors import DatasetError
+from bench.data.video_io import check_file, one_line
 
 
 class UnsafePickleError(DatasetError):

@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.errors import DatasetError
 from bench.data.safe_pickle import safe_load
-from bench.data.video_io import (AdapterDataset, DatasetError, Item, as_array, check_kind, check_range, check_values,
+from bench.data.video_io import (AdapterDataset, Item, as_array, check_kind, check_range, check_values,
                                  check_video, decode_image, fail, positive_int)
 from bench.registry import DATASETS
 

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Iterable, Sequence, Union
 import numpy as np
 from torch.utils.data import Dataset
 
-from bench.errors import UserError
+from bench.errors import DatasetError
 from bench.staging import EntryWriter, NpyWriter, cached_entry
 
 SHORT_CLIP_POLICIES = ("error", "loop", "pad")
@@ -40,11 +40,6 @@ CROP_MODES = ("center", "none")
 # reported as truncated (frame counts derived from a container's duration are estimates).
 TRUNCATION_TOLERANCE = 0.1
 ENTRY_META = "complete.json"  # the metadata file of a cache entry (``bench.staging.cached_entry``)
-
-
-class DatasetError(UserError, ValueError):
-    """A dataset file that is missing, empty, corrupt, truncated or malformed; the message is one
-    line naming the file."""
 
 
 def fail(path: Any, problem: str) -> DatasetError:

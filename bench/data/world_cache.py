@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 from tqdm import tqdm
 
-from bench.data.video_io import DatasetError
+from bench.errors import DatasetError
 from bench.staging import EntryWriter, NpyWriter, cached_entry, open_entry
 
 MANIFEST = "manifest.json"

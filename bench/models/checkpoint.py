@@ -1,18 +1,15 @@
 """Checkpoint IO: safetensors weights + a JSON sidecar (architecture, training config, sha256).
 
-Writes are atomic (temp file, fsync, rename; weights and sidecar both reach disk before either
-is renamed), so a crash or a full disk never leaves a checkpoint that a later run would trust,
-and a failed write keeps the previous checkpoint. Nothing here unpickles anything.
+Writes are atomic (``bench.files``: weights and sidecar both reach disk before either is renamed),
+so a crash or a full disk never leaves a checkpoint that a later run would trust, and a failed
+write keeps the previous checkpoint. Nothing here unpickles anything.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import fields
 from pathlib import Path
 from types import UnionType
@@ -23,13 +20,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from bench.errors import UserError
+from bench.errors import CheckpointError
+from bench.files import atomic_write_files, sha256_file
 from bench.models.vit import OPTIONAL_FIELDS, ViTConfig, VideoViT
-from bench.staging import fsync_directory
-
-
-class CheckpointError(UserError, RuntimeError):
-    """A checkpoint that is missing, truncated, or disagrees with its sidecar."""
 
 
 def readable_file(path: Path, expected: str, error: type[CheckpointError] = CheckpointError) -> Path:
@@ -44,59 +37,6 @@ def readable_file(path: Path, expected: str, error: type[CheckpointError] = Chec
         raise error(f"{path}: is a directory; expected {expected}") from None
     except PermissionError:
         raise error(f"{path}: cannot be read (permission denied)") from None
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same directory, fsync, rename."""
-    atomic_write_files({Path(path): data})
-
-
-def atomic_write_files(files: dict[Path, bytes]) -> None:
-    """Write several files so that a failed write (disk full, crash) leaves every old file intact.
-
-    All contents go to fsynced temp files first (unique names, so concurrent writers never
-    collide); only when every one is on disk are they renamed into place, then the directories
-    are fsynced so the renames survive a power loss. A target that is a directory is refused before
-    anything is written, so no rename of the set can fail on it after another succeeded.
-    """
-    for path in map(Path, files):
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    temps: list[tuple[Path, Path]] = []
-    try:
-        for path, data in files.items():
-            temps.append((_write_temp(Path(path), data), Path(path)))
-        for tmp, path in temps:
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp, _ in temps:
-            tmp.unlink(missing_ok=True)
-        raise
-    for directory in {path.parent for _, path in temps}:
-        fsync_directory(directory)
-
-
-def _write_temp(path: Path, data: bytes) -> Path:
-    """``data`` in a fsynced temp file next to ``path`` (removed again if the write fails)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
 
 
 def sidecar_path(weights: Path) -> Path:

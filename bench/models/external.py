@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.models.checkpoint import sha256_file, sidecar_path
+from bench.files import atomic_write_files, sha256_file
+from bench.models.checkpoint import sidecar_path
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,7 @@ def install(name: str, checkpoints: Path, cache: Path | None = None) -> bool:
     found = fetch(name, cache)
     if found is None:
         return False
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    for src in (found, sidecar_path(found)):
-        shutil.copyfile(src, checkpoints / src.name)
+    atomic_write_files({checkpoints / src.name: src.read_bytes() for src in (found, sidecar_path(found))})
     return True
 
 

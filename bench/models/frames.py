@@ -21,8 +21,9 @@ from timm.data import resolve_model_data_config
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
-from bench.errors import ConfigError
-from bench.models.checkpoint import CheckpointError, load_safetensors, load_torch_state_dict, sha256_file
+from bench.errors import CheckpointError, ConfigError
+from bench.files import sha256_file
+from bench.models.checkpoint import load_safetensors, load_torch_state_dict
 from bench.models.family import Model, ModelFamily
 from bench.models.vit import IMAGENET_MEAN, IMAGENET_STD
 from bench.registry import MODELS

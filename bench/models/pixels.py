@@ -16,8 +16,8 @@ from torch import nn
 
 from bench.errors import ConfigError
 from bench.models.family import Model, ModelFamily
+from bench.models.positions import spatial_code
 from bench.models.vit import tubelet_grid
-from bench.positions import spatial_code
 from bench.registry import MODELS
 
 

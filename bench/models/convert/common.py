@@ -18,8 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.models.checkpoint import (CheckpointError, readable_file, save_checkpoint, sha256_file, sidecar_path,
-                                     torch_load_problem)
+from bench.errors import CheckpointError
+from bench.files import sha256_file
+from bench.models.checkpoint import readable_file, save_checkpoint, sidecar_path, torch_load_problem
+
 from bench.models.vit import IMAGENET_MEAN, IMAGENET_STD, ViTConfig, VideoViT
 
 # heads of the standard ViT widths (head dim 64, 80 for H, 88 for g, 104 for G): the public
