@@ -2,7 +2,8 @@
 
 Every key has a type that hydra checks when it composes (``readout.epochs=abc`` is refused, naming
 the key): the top level is ``BenchSchema`` (node ``schema/bench``, extended by
-``bench/configs/bench.yaml``), each readout kind has a schema dataclass (``schema/readout/<kind>``),
+``bench/configs/bench.yaml``), each readout a node derived from its class
+(``bench.readouts.register_readout_config``: its ``from_task`` keywords and its fitting recipe),
 each dataset a node derived from its constructor's signature (``schema/data/<name>``; the
 synthetic world's from ``WorldConfig``) and each task one derived from its ``__init__``
 (``bench.task.register_task_config``). ``check_config`` then checks what types cannot say —
@@ -13,22 +14,19 @@ or, worse, a run that trains nothing and replaces a good record.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from bench.errors import ConfigError
-from bench.readouts import PROTOCOLS
-from bench.registry import DATASETS, TASKS, resolve_model
-from bench.schema import options, signature_node
-from bench.task import FLOAT32_TINY  # readouts compute in float32: smaller is 0 there
+from bench.readouts import readout_fields
+from bench.registry import DATASETS, READOUTS, TASKS, resolve_model
+from bench.schema import INT64_MAX, Rule, integer, number, options, rule_of, signature_node
 
 
 @dataclass
@@ -73,46 +71,6 @@ class BenchSchema:
     visualize: bool = MISSING
 
 
-@dataclass
-class ReadoutSchema:
-    """Keys every readout kind has. Schemas hold types only: the defaults live once, in the YAML."""
-    kind: str = MISSING
-    num_heads: Optional[int] = MISSING
-    dim: Optional[int] = MISSING
-    batch_size: int = MISSING
-
-
-@dataclass
-class TrainedReadoutSchema(ReadoutSchema):
-    """Keys of a readout trained by AdamW (attentive, linear)."""
-    epochs: int = MISSING
-    lr: float = MISSING
-    weight_decay: float = MISSING
-
-
-@dataclass
-class AttentiveSchema(TrainedReadoutSchema):
-    protocol: str = MISSING
-
-
-@dataclass
-class LinearSchema(TrainedReadoutSchema):
-    solver: str = MISSING
-    alpha: float = MISSING
-
-
-@dataclass
-class PropagationSchema(ReadoutSchema):
-    context: int = MISSING
-    topk: int = MISSING
-    radius: Optional[float] = MISSING
-    reference_grid: Optional[int] = MISSING
-    temperature: float = MISSING
-
-
-SCHEMAS = {"attentive": AttentiveSchema, "linear": LinearSchema, "propagation": PropagationSchema}
-
-
 def dataset_options(cls: type) -> dict[str, tuple[Any, Any]]:
     """{key: (type hint, default)} a dataset takes: the fields of its ``config_class`` (the
     synthetic world's ``WorldConfig``), else the keywords of every ``__init__`` along its MRO
@@ -130,52 +88,20 @@ def dataset_options(cls: type) -> dict[str, tuple[Any, Any]]:
 
 
 def register_schemas() -> None:
-    """Store ``schema/bench``, ``schema/readout/<kind>`` and ``schema/data/<name>`` (every
-    registered dataset) in hydra's ConfigStore; the YAML files extend them."""
+    """Store ``schema/bench`` and ``schema/data/<name>`` (every registered dataset) in hydra's
+    ConfigStore, which the YAML files extend, and load the readouts (each stores ``readout/<kind>``)."""
     cs = ConfigStore.instance()
     cs.store(group="schema", name="bench", node=BenchSchema)
-    for kind, schema in SCHEMAS.items():
-        cs.store(group="schema/readout", name=kind, node=schema)
+    READOUTS.names()
     for name in DATASETS.names():
         node = signature_node(f"{name}_data", dataset_options(DATASETS.get(name)), name=name)
         cs.store(group="schema/data", name=name, node=node)
-
-
-Rule = tuple[Callable[[Any], bool], str]
-
-
-INT64_MAX = 2**63 - 1  # seeds reach torch and numpy as int64
-FLOAT32_MAX = float(np.finfo(np.float32).max)  # a Python float: comparing with it never overflows a cast
-
-
-def integer(at_least: int, at_most: int = INT64_MAX) -> Rule:
-    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and at_least <= v <= at_most,
-            f"an integer in [{at_least}, {at_most}]")
-
-
-def number(above: float = 0.0, strict: bool = True) -> Rule:
-    """A finite number above ``above`` (or equal, not ``strict``) that float32 holds: within its range,
-    and a positive one not below its smallest normal value."""
-    def ok(v: Any) -> bool:
-        real = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        in_float32 = real and abs(v) <= FLOAT32_MAX and (v == 0 or abs(v) >= FLOAT32_TINY)
-        return in_float32 and (v > above if strict else v >= above)
-    relation = ">" if strict else ">="
-    return ok, f"a finite number {relation} {above:g} that float32 holds (magnitude in [1.2e-38, 3.4e38])"
-
-
-def choice(options: tuple[str, ...]) -> Rule:
-    return (lambda v: v in options, f"one of {list(options)}")
 
 
 # key (dotted, from the config root) -> rule; a key the config does not have, or holds null, is skipped
 RULES: dict[str, Rule] = {
     "seed": integer(0), "model_seed": integer(0), "features.batch_size": integer(1),
     "features.token_px": integer(1),
-    **{f"readout.{k}": integer(1) for k in ("epochs", "batch_size", "num_heads", "dim", "topk", "reference_grid")},
-    "readout.context": integer(0), "readout.lr": number(), "readout.weight_decay": number(strict=False),
-    "readout.alpha": number(), "readout.radius": number(), "readout.temperature": number(),
-    "readout.protocol": choice(PROTOCOLS), "readout.solver": choice(("sgd", "closed_form")),
     "select.val_fraction": (lambda v: number(strict=False)[0](v) and v <= 0.5, "a number in [0, 0.5]"),
 }
 # list key -> rule of each element; a list must be non-empty and hold distinct values
@@ -203,7 +129,9 @@ def check_device(device: str) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Every range and choice of an evaluation's config, before any data, feature or record is touched."""
-    rules = {**RULES, **(WORLD_RULES if cfg.data.get("name") == "synthetic" else {})}
+    readout = {f"readout.{k}": rule for k, (hint, _) in readout_fields(READOUTS.get(cfg.readout.kind)).items()
+               if (rule := rule_of(hint)) is not None}
+    rules = {**RULES, **readout, **(WORLD_RULES if cfg.data.get("name") == "synthetic" else {})}
     for key, (ok, allowed) in rules.items():
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and not ok(value):

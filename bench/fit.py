@@ -6,7 +6,8 @@ seeded order, so the same seed gives the same readout and the same metrics on CP
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any, Iterator, Literal
 
 import numpy as np
 import torch
@@ -14,11 +15,25 @@ from torch import nn
 from tqdm import tqdm
 
 from bench.errors import UserError
+from bench.schema import integer, number
 from bench.task import Task
 
 
 class ReadoutDiverged(UserError, FloatingPointError):
     """A readout fit whose loss or outputs are no longer finite: its learning rate is too high."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a readout is fitted: the ``readout.*`` keys a readout's ``recipe`` declares, typed and
+    ranged here once (a readout that declares none of a key is fitted with this default)."""
+
+    epochs: Annotated[int, integer(1)] = 1
+    batch_size: Annotated[int, integer(1)] = 16
+    lr: Annotated[float, number()] = 1e-3  # AdamW peak learning rate (solver sgd)
+    weight_decay: Annotated[float, number(strict=False)] = 0.0
+    solver: Literal["sgd", "closed_form"] = "sgd"  # closed_form: scikit-learn ridge / logistic (clip-level tasks)
+    alpha: Annotated[float, number()] = 1.0  # closed_form: L2 weight (ridge alpha; logistic C = 1/alpha)
 
 
 def flush_denormals() -> None:

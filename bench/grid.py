@@ -28,10 +28,14 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from bench.errors import ConfigError
-from bench.fit import check_not_diverged, fit_closed_form, optimizer, total_steps, training_batches
+from bench.fit import Recipe, check_not_diverged, fit_closed_form, optimizer, total_steps, training_batches
 from bench.task import Task
 
 VAL_SEED = 0  # the held-out clips are the same for every model and seed, so that their scores pair
+
+
+# the hyperparameters of a head that each solver uses
+SOLVER_KEYS: dict[str, tuple[str, ...]] = {"sgd": ("lr", "weight_decay"), "closed_form": ("alpha",)}
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class Head:
     def settings(self, solver: str | None) -> dict[str, float]:
         """What a record keeps of the head: its layer and the hyperparameters its ``solver`` uses
         (None: a training-free readout)."""
-        kept = {"sgd": ("lr", "weight_decay"), "closed_form": ("alpha",)}.get(solver, ())
+        kept = SOLVER_KEYS.get(solver, ())
         return {"layer": self.layer, **{k: v for k, v in asdict(self).items() if k in kept}}
 
 
@@ -177,18 +181,18 @@ def fit_grid(readouts: Sequence[nn.Module], heads: Sequence[Head], task: Task, f
 
 
 def fit_readouts(readouts: Sequence[nn.Module], heads: Sequence[Head], task: Task, features: Mapping[int, np.ndarray],
-                 targets: dict[str, np.ndarray], solver: str = "sgd", epochs: int = 1, batch_size: int = 16,
-                 rows: np.ndarray | None = None, device: str = "cpu") -> list[list[float]]:
-    """Fit every head's readout by ``solver`` on the clips ``rows`` (default all) and return each
-    head's loss history: nothing for a training-free readout (propagation), scikit-learn's closed
-    form for ``'closed_form'`` (one solution per layer and L2 weight, the same for every seed),
-    AdamW over the heads together (``fit_grid``) for ``'sgd'``."""
+                 targets: dict[str, np.ndarray], recipe: Recipe = Recipe(), rows: np.ndarray | None = None,
+                 device: str = "cpu") -> list[list[float]]:
+    """Fit every head's readout by the recipe's solver on the clips ``rows`` (default all) and
+    return each head's loss history: nothing for a training-free readout (propagation),
+    scikit-learn's closed form for ``'closed_form'`` (one solution per layer and L2 weight, the
+    same for every seed), AdamW over the heads together (``fit_grid``) for ``'sgd'``."""
     if not any(p.requires_grad for p in readouts[0].parameters()):
         return [[] for _ in heads]
-    if solver == "closed_form":
+    if recipe.solver == "closed_form":
         for readout, head in zip(readouts, heads):
             fit_closed_form(readout, task, features[head.layer], targets, alpha=head.alpha, rows=rows)
         return [[] for _ in heads]
-    if solver == "sgd":
-        return fit_grid(readouts, heads, task, features, targets, epochs, batch_size, rows, device=device)
-    raise ConfigError(f"readout.solver={solver!r}: expected 'sgd' or 'closed_form'")
+    if recipe.solver == "sgd":
+        return fit_grid(readouts, heads, task, features, targets, recipe.epochs, recipe.batch_size, rows, device=device)
+    raise ConfigError(f"readout.solver={recipe.solver!r}: expected 'sgd' or 'closed_form'")

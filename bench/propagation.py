@@ -16,7 +16,7 @@ so one propagation step is one chunk: chunk 0 holds the first frame's labels, ea
 is predicted from chunk 0 plus the ``context`` chunks before it, and the task spreads a chunk's
 labels over its frames and pixels.
 
-Defaults (``bench/configs/readout/propagation.yaml``) are those of the RVM evaluation (DAVIS-2017 and
+Defaults (``PropagationReadout.from_task``) are those of the RVM evaluation (DAVIS-2017 and
 JHMDB; VIP uses topk = 10): ``context`` 20, ``topk`` 7, ``radius`` 20 tokens, ``temperature`` 0.7.
 DINO uses 7 / 5 / 12 (a square window) / 0.1 and CRW 20 / 10 / 12 / 0.05 (its README's DAVIS
 command); as in CRW and RVM the radius restricts the recent frames only, never the first.
@@ -30,7 +30,7 @@ and starts with an empty queue, differs there.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -39,7 +39,9 @@ from torch import nn
 
 from bench.errors import ConfigError
 from bench.models.vit import grid_coords
+from bench.readouts import Readout
 from bench.registry import READOUTS
+from bench.schema import integer, number
 from bench.task import FeatureSpec, Task
 
 
@@ -51,7 +53,7 @@ class PropagationTask(Task):
     query_conditioned = True
 
     def __init__(self, spec: FeatureSpec, readout: str = "propagation", **cfg: Any):
-        if readout != "propagation":
+        if READOUTS.get(readout).trained:
             raise ConfigError(f"task {self.name!r} is training-free label propagation: use readout=propagation, "
                               f"not readout={readout}")
         super().__init__(spec, readout, **cfg)
@@ -90,15 +92,17 @@ def context_chunks(t: int, context: int) -> list[int]:
     return [0] + [max(0, c) for c in range(t - context, t)]
 
 
-@READOUTS.register("propagation")
-class PropagationReadout(nn.Module):
+@READOUTS.register()
+class PropagationReadout(Readout):
     """Label propagation over features [B, T', h·w, C] (see the module docstring). Output:
     labels of every chunk [B, T'·h·w, K], chunk 0 being the task's ``seed_labels``."""
 
-    options: ClassVar[tuple[str, ...]] = ("context", "topk", "radius", "reference_grid", "temperature")
+    name = "propagation"
+    trained = False
+    recipe = {"batch_size": 16}  # clips propagated at once
 
-    def __init__(self, feature_dim: int, task: Task, context: int = 20, topk: int = 7, radius: float | None = 20.0,
-                 reference_grid: int | None = 30, temperature: float = 0.7):
+    def __init__(self, feature_dim: int, task: Task, context: int, topk: int, radius: float | None,
+                 reference_grid: int | None, temperature: float):
         super().__init__()
         if not isinstance(task, PropagationTask):
             raise ConfigError(f"readout=propagation needs a label-propagation task (mask_propagation, "
@@ -113,8 +117,14 @@ class PropagationReadout(nn.Module):
         self.register_buffer("near", near, persistent=False)
 
     @classmethod
-    def from_task(cls, task: Task, feature_dim: int, **options: Any) -> PropagationReadout:
-        return cls(feature_dim, task, **options)
+    def from_task(cls, task: Task, feature_dim: int, context: Annotated[int, integer(0)] = 20,
+                  topk: Annotated[int, integer(1)] = 7, radius: Annotated[float | None, number()] = 20.0,
+                  reference_grid: Annotated[int | None, integer(1)] = 30,
+                  temperature: Annotated[float, number()] = 0.7) -> Readout:
+        """The propagation of ``task``'s labels: the first chunk plus the ``context`` chunks before
+        each, their ``topk`` most similar tokens within ``radius`` tokens (scaled by h /
+        ``reference_grid``; null: no restriction) mixed by a softmax at ``temperature``."""
+        return cls(feature_dim, task, context, topk, radius, reference_grid, temperature)
 
     def forward(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         feats = F.normalize(features.float(), dim=-1)

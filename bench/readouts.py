@@ -1,4 +1,5 @@
-"""Readouts trained on frozen features: the 4DS AttentiveReadout and a LinearReadout.
+"""Readouts trained on frozen features: the 4DS AttentiveReadout and a LinearReadout, and what
+every readout declares (``Readout``).
 
 Both map features [B, T', h*w, C] and a batch (for task-supplied queries) to [B, Q, out].
 
@@ -21,20 +22,65 @@ The attentive readout has two protocols (``readout.protocol``):
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+import typing
+from typing import Annotated, Any, ClassVar, Literal, Mapping
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from hydra.core.config_store import ConfigStore
 from timm.layers import Mlp
 from torch import nn
 
 from bench.errors import ConfigError
+from bench.fit import Recipe
 from bench.models.positions import spatial_code
 from bench.models.vit import grid_coords
 from bench.registry import READOUTS
+from bench.schema import integer, options, signature_node
 
-PROTOCOLS = ("frozen4d", "4ds")
+Protocol = Literal["frozen4d", "4ds"]
+PROTOCOLS = typing.get_args(Protocol)
+
+
+class Readout(nn.Module):
+    """What a readout declares, once: its ``name``; whether it is ``trained``; whether dense tasks lay
+    its outputs one per feature token (``token_outputs``); its fitting ``recipe`` (keys of
+    :class:`bench.fit.Recipe` with this readout's defaults); and its options, the keywords of its
+    ``from_task``. Registering it (``@READOUTS.register()``) stores the typed hydra node
+    ``readout/<name>`` of all of them (``register_readout_config``)."""
+
+    name: ClassVar[str]
+    trained: ClassVar[bool] = True
+    token_outputs: ClassVar[bool] = False
+    recipe: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def from_task(cls, task: Any, feature_dim: int, **options: Any) -> Readout:
+        raise NotImplementedError
+
+
+def readout_options(cls: type[Readout]) -> dict[str, tuple[Any, Any]]:
+    """{option: (type hint, default)}: the keywords of ``cls.from_task`` after the task and width."""
+    return options(cls.from_task, skip=("task", "feature_dim"))
+
+
+def readout_fields(cls: type[Readout]) -> dict[str, tuple[Any, Any]]:
+    """Every ``readout.*`` key of ``cls`` but ``kind``: its options, then its recipe."""
+    hints = typing.get_type_hints(Recipe, include_extras=True)
+    return {**readout_options(cls), **{key: (hints[key], value) for key, value in cls.recipe.items()}}
+
+
+def readout_recipe(cls: type[Readout], config: Mapping[str, Any]) -> Recipe:
+    """The fitting recipe a readout config holds (keys ``cls`` does not declare keep their defaults)."""
+    return Recipe(**{key: config[key] for key in cls.recipe})
+
+
+def register_readout_config(cls: type[Readout]) -> type[Readout]:
+    """Store the typed hydra node ``readout/<cls.name>``: ``kind`` and every ``readout_fields`` key."""
+    node = signature_node(f"{cls.__name__}Config", readout_fields(cls), kind=cls.name)
+    ConfigStore.instance().store(group="readout", name=cls.name, node=node)
+    return cls
 
 
 def keys_cubic(x: torch.Tensor) -> torch.Tensor:
@@ -85,8 +131,8 @@ def project_once(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return linear(x)
 
 
-@READOUTS.register("attentive")
-class AttentiveReadout(nn.Module):
+@READOUTS.register()
+class AttentiveReadout(Readout):
     """4DS attentive readout: LayerNorm'd features plus position (see the module docstring for the
     two protocols) are attended by queries through one multi-head cross-attention (queries do not
     attend to each other); token = query + Linear(attn); token += MLP(LayerNorm(token)); Linear
@@ -125,13 +171,16 @@ class AttentiveReadout(nn.Module):
         self.mlp = Mlp(dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
         self.head = nn.Linear(dim, output_dim)
 
-    options: ClassVar[tuple[str, ...]] = ("num_heads", "dim", "protocol")  # readout.* keys it takes
+    name = "attentive"
+    recipe = {"epochs": 20, "batch_size": 16, "lr": 1.0e-3, "weight_decay": 0.05}
 
     @classmethod
-    def from_task(cls, task, feature_dim: int, num_heads: int = 8, dim: int | None = None,
-                  protocol: str = "frozen4d") -> AttentiveReadout:
-        """The readout of ``task`` on features ``feature_dim`` wide: its queries, output size, grid,
-        frame count and (frozen4d protocol) the places its queries attend around."""
+    def from_task(cls, task, feature_dim: int, num_heads: Annotated[int, integer(1)] = 8,
+                  dim: Annotated[int | None, integer(1)] = None, protocol: Protocol = "frozen4d") -> Readout:
+        """The readout of ``task`` on features ``feature_dim`` wide (``dim``: the readout's width,
+        None for the features'): its queries, output size, grid, frame count and (frozen4d
+        protocol) the places its queries attend around; ``protocol="4ds"`` is the released 4DS
+        readout exactly."""
         spec = task.spec
         return cls(feature_dim, spec.grid, task.queries(dim or feature_dim), task.output_dim, dim or feature_dim,
                    num_heads, protocol=protocol, frames=spec.clip[0],
@@ -181,11 +230,16 @@ def token_positions(grid: tuple[int, int, int]) -> torch.Tensor:
     return (grid_coords(grid).float() + 0.5) / torch.tensor(grid, dtype=torch.float32)
 
 
-@READOUTS.register("linear")
-class LinearReadout(nn.Module):
+@READOUTS.register()
+class LinearReadout(Readout):
     """Linear probe: per-token (dense tasks, Q = T'·h·w) or on mean-pooled features
     (clip-level tasks, Q = 1). Query-conditioned tasks add a linear map of their queries, and
-    ``pool_fn(features, batch)`` (the task's ``linear_pool``) picks the features each query reads."""
+    ``pool_fn(features, batch)`` (the task's ``linear_pool``) picks the features each query reads.
+    Clip-level tasks can fit it in closed form (``solver: closed_form``)."""
+
+    name = "linear"
+    token_outputs = True
+    recipe = {"epochs": 20, "batch_size": 16, "lr": 3.0e-3, "weight_decay": 0.0, "solver": "sgd", "alpha": 1.0}
 
     def __init__(self, feature_dim: int, output_dim: int, pool: bool, queries: nn.Module | None = None,
                  query_dim: int | None = None, pool_fn=None):
@@ -197,10 +251,8 @@ class LinearReadout(nn.Module):
         self.queries = queries
         self.query_head = nn.Linear(query_dim, output_dim) if queries is not None else None
 
-    options: ClassVar[tuple[str, ...]] = ()
-
     @classmethod
-    def from_task(cls, task, feature_dim: int) -> LinearReadout:
+    def from_task(cls, task, feature_dim: int) -> Readout:
         """The probe of ``task``: per token or pooled (``clip_level``), query-conditioned through
         the task's ``linear_pool`` when its queries carry inputs."""
         conditioned = task.query_conditioned
@@ -222,10 +274,11 @@ class LinearReadout(nn.Module):
 
 def build_readout(kind: str, task, feature_dim: int, **options) -> nn.Module:
     """The registered readout ``kind`` built for ``task`` by its ``from_task``, from the ``options``
-    it declares (others, e.g. a linear probe's ``num_heads``, do not apply to it and are dropped).
-    Tasks with ``zero_init_head`` start from a zero output: their "no change" prediction."""
+    it declares (others, e.g. an attentive readout's ``num_heads`` given to a linear probe, do not
+    apply to it and are dropped). Tasks with ``zero_init_head`` start from a zero output: their
+    "no change" prediction."""
     cls = READOUTS.get(kind)
-    readout = cls.from_task(task, feature_dim, **{k: v for k, v in options.items() if k in cls.options})
+    readout = cls.from_task(task, feature_dim, **{k: v for k, v in options.items() if k in readout_options(cls)})
     if getattr(task, "zero_init_head", False):  # residual outputs: start from the task's "no change" prediction
         for head in (getattr(readout, "head", None), getattr(readout, "query_head", None)):
             if head is not None:

@@ -34,7 +34,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, packages: tuple[str, ...] = (), on_register: Callable[[T], Any] | None = None):
         self.kind = kind
         self._entries: dict[str, T] = {}
-        self._packages = packages  # every public module (not subpackage) in these packages is a built-in
+        self._packages = packages  # these modules, and every public module (not subpackage) of these packages
         self._loaded = False
         self._on_register = on_register  # e.g. store a task's typed config node
 
@@ -105,9 +105,15 @@ def _store_task_config(task_cls: Any) -> None:
     importlib.import_module("bench.task").register_task_config(task_cls)
 
 
+def _store_readout_config(readout_cls: Any) -> None:
+    """A registered readout's typed hydra node ``readout/<name>`` (bench.readouts imports this module)."""
+    importlib.import_module("bench.readouts").register_readout_config(readout_cls)
+
+
 TASKS: Registry[Any] = Registry("task", packages=("tasks",), on_register=_store_task_config)
 DATASETS: Registry[Any] = Registry("dataset", packages=("bench.data",))
-READOUTS: Registry[Any] = Registry("readout", packages=("bench.readouts",))
+READOUTS: Registry[Any] = Registry("readout", packages=("bench.readouts", "bench.propagation"),
+                                   on_register=_store_readout_config)
 MODELS: Registry[Any] = Registry("model family", packages=("bench.models",))
 
 

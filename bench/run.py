@@ -26,11 +26,11 @@ from bench.config import check_config, register_schemas
 from bench.errors import ConfigError, UserError
 from bench.features import cached_layers, check_finite, feature_layers
 from bench.fit import fit_flags, flush_denormals, loss_tail, predict
-from bench.grid import Head, choose, fit_readouts, grid_heads, held_out, seeded_readouts
+from bench.grid import SOLVER_KEYS, Head, choose, fit_readouts, grid_heads, held_out, seeded_readouts
 from bench.models.pixels import PixelEncoder
 from bench.models import build_encoder
 from bench.models.family import store_configs
-from bench.readouts import build_readout
+from bench.readouts import build_readout, readout_options, readout_recipe
 from bench.registry import DATASETS, READOUTS, TASKS, resolve_model
 from bench.results import ResultRecord, environment, write_record
 from bench.task import FeatureSpec, Task
@@ -107,11 +107,16 @@ def seeds_of(cfg: DictConfig) -> list[int]:
 def heads_of(cfg: DictConfig, layers: list[int]) -> list[Head]:
     """The grid of a run: every seed × layer × the hyperparameters its solver uses (``select.*``,
     else the readout's own value); a training-free readout varies the layer only."""
-    ro, sel = cfg.readout, cfg.select
-    trained, solver = "epochs" in ro, ro.get("solver", "sgd")
-    pick = lambda key, used: list(sel.get(key) or [ro[key]]) if trained and used else [ro.get(key, 0.0)]  # noqa: E731
-    return grid_heads(seeds_of(cfg), layers, pick("lr", solver == "sgd"), pick("weight_decay", solver == "sgd"),
-                      pick("alpha", solver == "closed_form"))
+    sel, recipe = cfg.select, readout_recipe(READOUTS.get(cfg.readout.kind), cfg.readout)
+    used = SOLVER_KEYS.get(solver(cfg), ())
+    pick = lambda key: list(sel.get(key) or [getattr(recipe, key)]) if key in used else [getattr(recipe, key)]  # noqa: E731
+    return grid_heads(seeds_of(cfg), layers, pick("lr"), pick("weight_decay"), pick("alpha"))
+
+
+def solver(cfg: DictConfig) -> str | None:
+    """The solver that fits the configured readout; None for a training-free one."""
+    cls = READOUTS.get(cfg.readout.kind)
+    return readout_recipe(cls, cfg.readout).solver if cls.trained else None
 
 
 def split_rows(cfg: DictConfig, clips: int, heads_per_seed: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -142,11 +147,11 @@ def read_out(cfg: DictConfig, task_cls: type[Task], train: Any, test: Any, train
     train_rows, val_rows = split_rows(cfg, len(train), len(heads) // len(seeds))
     task = task_cls(spec, readout=ro.kind, meta=getattr(train, "meta", None), **task_kwargs)
     task.prepare(train_targets if val_rows is None else subset(train_targets, train_rows))
-    options = {k: ro[k] for k in READOUTS.get(ro.kind).options}  # e.g. num_heads, dim; propagation's topk
+    cls = READOUTS.get(ro.kind)
+    options = {k: ro[k] for k in readout_options(cls)}  # e.g. num_heads, dim; propagation's topk
     readouts = seeded_readouts([h.seed for h in heads], lambda: build_readout(ro.kind, task, spec.dim, **options))
-    recipe = {k: ro[k] for k in ("solver", "epochs", "batch_size") if k in ro}
     histories = fit_readouts(readouts, heads, task, {layer: f[0] for layer, f in feats.items()}, train_targets,
-                             rows=None if val_rows is None else train_rows, device=cfg.device, **recipe)
+                             readout_recipe(cls, ro), rows=None if val_rows is None else train_rows, device=cfg.device)
     seen_at = seen_rows(train_rows, test_clips)
     scored = partial(score_heads, cfg, task, feats, train_targets, test_targets, val_rows)
     runs = []
@@ -179,8 +184,7 @@ def score_heads(cfg: DictConfig, task: Task, feats: dict, train_targets: dict, t
         pred = predict(r, task, feats[h.layer][1], test_targets, ro.batch_size, cfg.device)
         test.append(task.metrics(pred, test_targets)[metric])
         kept = pred if i == chosen else kept
-    solver = ro.get("solver", "sgd") if "epochs" in ro else None
-    rows = [{**h.settings(solver), "depth": h.layer / depth if depth else 0.0, "val": float(v), "test": float(t)}
+    rows = [{**h.settings(solver(cfg)), "depth": h.layer / depth if depth else 0.0, "val": float(v), "test": float(t)}
             for h, v, t in zip(heads, val, test)]
     return chosen, {"metric": metric, "higher_is_better": higher, "val_fraction": float(cfg.select.val_fraction),
                     "val_clips": len(val_rows), "heads": rows, "chosen": chosen,

@@ -19,10 +19,9 @@ from hydra.core.config_store import ConfigStore
 from torch import nn
 
 from bench.errors import ConfigError
-from bench.schema import literal_choices, options, signature_node
+from bench.schema import FLOAT32_TINY, literal_choices, options, signature_node
 
 INT32_MAX = 2**31 - 1
-FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ class Task(ABC):
     def __init__(self, spec: FeatureSpec, readout: str = "attentive", meta: dict[str, Any] | None = None,
                  **cfg: Any):
         self.spec = spec
-        self.readout = readout  # dense tasks lay out their outputs per token under 'linear'
+        self.readout = readout  # dense tasks lay out their outputs per token under a readout with token_outputs
         self.meta = dict(meta or {})  # the dataset's metadata (e.g. 'label_names'), from the runner
         self.cfg = cfg
 

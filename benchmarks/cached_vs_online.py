@@ -21,16 +21,17 @@ import torch
 
 from bench.features import cached_features
 from bench.fit import fit, optimizer, train_step
-from bench.models.vit import VideoViT, normalize_video
 from bench.models import build_encoder
-from bench.readouts import LearnedQueries, build_readout
+from bench.models.vit import VideoViT, normalize_video
+from bench.readouts import AttentiveReadout, LearnedQueries, build_readout
 from bench.registry import TASKS
 from bench.task import FeatureSpec, Task
 from benchmarks.common import interleave, median, paired_ratio, parser, report, table, timed, world
 
 NAME = "cached_vs_online"
 GOAL = 10.0
-LR, WEIGHT_DECAY = 1e-3, 0.05  # bench/configs/readout/attentive.yaml
+RECIPE = AttentiveReadout.recipe
+LR, WEIGHT_DECAY = RECIPE["lr"], RECIPE["weight_decay"]
 
 
 def targets(task: Task, data: Any) -> dict[str, np.ndarray]:
@@ -87,7 +88,7 @@ def compare(name: str, encoder: VideoViT, feats: np.ndarray, data: Any, batch_si
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser(__doc__)
     p.add_argument("--clips", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=16, help="readout batch (bench/configs/readout/attentive.yaml)")
+    p.add_argument("--batch-size", type=int, default=RECIPE["batch_size"], help="readout batch (default: the recipe's)")
     p.add_argument("--size", default="s")
     p.add_argument("--tasks", default="depth,action", help="the goal applies to depth")
     args = p.parse_args(argv)

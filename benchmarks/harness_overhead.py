@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from bench.features import cached_features
-from bench.models.vit import normalize_video
 from bench.models import build_encoder
+from bench.models.vit import normalize_video
 from benchmarks.common import interleave, median, parser, report, table, world
 
 NAME = "harness_overhead"

@@ -18,8 +18,8 @@ from typing import Any, Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from bench.models.vit import VideoViT
 from bench.models import build_encoder
+from bench.models.vit import VideoViT
 from benchmarks.common import interleave, median, parser, report, table
 
 NAME = "mfu"

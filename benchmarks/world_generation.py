@@ -24,8 +24,8 @@ import torch
 
 from bench.data.world import WorldConfig, render_clip
 from bench.data.world_cache import default_workers, load_or_build, open_cache
-from bench.models.vit import normalize_video
 from bench.models import build_encoder
+from bench.models.vit import normalize_video
 from benchmarks.common import interleave, median, parser, report, table
 
 NAME = "world_generation"

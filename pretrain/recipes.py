@@ -23,9 +23,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
-from bench.config import Rule, number
 from bench.errors import ConfigError
 from bench.registry import resolve_model
+from bench.schema import Rule, number
 from pretrain.layerlock import Schedule
 
 OBJECTIVES = ("mae", "layerlock", "latent_nofreeze")

@@ -31,7 +31,7 @@ from torch import nn
 
 from bench.errors import ConfigError, DatasetError
 from bench.readouts import LearnedQueries, token_positions
-from bench.registry import TASKS
+from bench.registry import READOUTS, TASKS
 from bench.task import FeatureSpec, Task
 
 
@@ -155,7 +155,8 @@ class Depth(Task):
         tube = (t // spec.grid[0], h // spec.grid[1], w // spec.grid[2])
         if patch_px < 1 or tube[1] % min(patch_px, tube[1]) or tube[2] % min(patch_px, tube[2]):
             raise ConfigError(f"depth patch_px={patch_px} must divide the encoder's tubelet {tube[1]}×{tube[2]}")
-        self.patch = tube if readout == "linear" else (2, min(patch_px, tube[1]), min(patch_px, tube[2]))
+        per_token = READOUTS.get(readout).token_outputs
+        self.patch = tube if per_token else (2, min(patch_px, tube[1]), min(patch_px, tube[2]))
         self.out_grid = (t // self.patch[0], h // self.patch[1], w // self.patch[2])
         self.prior = torch.zeros(t, h, w)  # what the readout's output is added to (``prepare``)
 

@@ -44,7 +44,7 @@ def wheel_names(tmp_path_factory) -> set[str]:
 
 def test_wheel_ships_every_config_file(wheel_names):
     configs = sorted(p.relative_to(ROOT).as_posix() for p in CONFIG_DIR.rglob("*") if p.is_file())
-    assert "bench/configs/bench.yaml" in configs and "bench/configs/readout/attentive.yaml" in configs
+    assert "bench/configs/bench.yaml" in configs and "bench/configs/data/davis.yaml" in configs
     missing = [c for c in configs if c not in wheel_names]
     assert not missing, f"config files not in the wheel (pyproject [tool.setuptools.package-data]): {missing}"
 

@@ -125,7 +125,7 @@ def test_identical_features_copy_labels_exactly():
     task = MaskPropagation(SPEC)
     feats = torch.randn(2, 1, 16, 8).expand(-1, 4, -1, -1)  # the same chunk four times
     batch = seg_batch()
-    out = PropagationReadout(8, task)(feats, batch)
+    out = PropagationReadout.from_task(task, 8)(feats, batch)
     np.testing.assert_allclose(out.view(2, 4, 16, -1), task.seed_labels(batch)[:, None].expand(-1, 4, -1, -1), atol=1e-6)
     copied = task.decode(task.seed_labels(batch).repeat(1, 4, 1), batch)["segmentation"]
     np.testing.assert_array_equal(task.decode(out, batch)["segmentation"], copied)
@@ -135,7 +135,7 @@ def test_topk_and_radius_are_respected():
     assert radius_mask((4, 4), 1.5).sum(1).tolist()[:2] == [4, 6]  # a corner and an edge token, Euclidean < 1.5
     assert context_chunks(1, 2) == [0, 0, 0] and context_chunks(5, 2) == [0, 3, 4]
     task = MaskPropagation(FeatureSpec(grid=(2, 4, 4), dim=8, clip=(4, 32, 32)))
-    readout = PropagationReadout(8, task, topk=1, radius=1.0, reference_grid=None, context=1)
+    readout = PropagationReadout.from_task(task, 8, topk=1, radius=1.0, reference_grid=None, context=1)
     feats = torch.zeros(1, 2, 16, 8)
     feats[0, :, :, 0] = 1.0
     feats[0, 0, 15, :] = torch.tensor([1.0, 1, 0, 0, 0, 0, 0, 0])  # the best match of every target token...
@@ -143,7 +143,7 @@ def test_topk_and_radius_are_respected():
     labels = torch.eye(16)[None]
     out = readout.step(feats[:, 1], feats[:, [0]], labels[:, None], torch.tensor([1]))  # chunk 0 and a copy
     assert (out.argmax(-1) == 15).all() and torch.allclose(out.sum(-1), torch.ones(1, 16))
-    readout = PropagationReadout(8, task, topk=3)
+    readout = PropagationReadout.from_task(task, 8, topk=3)
     assert readout.step(feats[:, 1], feats[:, [0]], labels[:, None], torch.tensor([0])).gt(0).sum(-1).max() <= 3
 
 
@@ -166,7 +166,7 @@ def propagate_with_copies(readout: PropagationReadout, feats: torch.Tensor, seed
 def test_counted_copies_of_the_first_chunk_equal_the_repeated_ones(context, topk, radius):
     """The readout counts chunk 0's copies instead of repeating them: the same labels."""
     task = MaskPropagation(FeatureSpec(grid=(6, 8, 8), dim=16, clip=(12, 64, 64)))
-    readout = PropagationReadout(16, task, context=context, topk=topk, radius=radius, temperature=0.1)
+    readout = PropagationReadout.from_task(task, 16, context=context, topk=topk, radius=radius, temperature=0.1)
     feats = torch.randn(2, 6, 64, 16)
     feats[:, 1:] += 3 * feats[:, :1]  # later chunks resemble the first: its copies win many slots
     seed = torch.rand(2, 64, 3).softmax(-1)
@@ -177,11 +177,11 @@ def test_counted_copies_of_the_first_chunk_equal_the_repeated_ones(context, topk
 
 def test_readout_has_no_parameters_and_refuses_other_tasks():
     task = MaskPropagation(SPEC)
-    assert list(PropagationReadout(8, task).parameters()) == []
+    assert list(PropagationReadout.from_task(task, 8).parameters()) == []
     from tasks.depth import Depth
 
     with pytest.raises(ValueError, match="needs a label-propagation task"):
-        PropagationReadout(8, Depth(SPEC))
+        PropagationReadout.from_task(Depth(SPEC), 8)
     with pytest.raises(ValueError, match="use readout=propagation"):
         MaskPropagation(SPEC, readout="attentive")
 
@@ -256,7 +256,7 @@ def test_positive_control_true_geometry_beats_copying_the_first_frame(pixel_worl
     world, _, spec = pixel_world
     task = cls(spec)
     target = {k: np.asarray(v) for k, v in world.arrays(keys).items()}
-    pred = predict(PropagationReadout(1, task), task, geometry_features(world, slice(None)).numpy(), target, 8)
+    pred = predict(PropagationReadout.from_task(task, 1), task, geometry_features(world, slice(None)).numpy(), target, 8)
     score = task.metrics(pred, target)[task.primary_metric]
     blind = task.metrics(task.blind(target), target)[task.primary_metric]
     assert score > blind + 0.08, (cls.name, score, blind)
@@ -273,7 +273,7 @@ def test_positive_control_pixels_beat_copying_the_first_frame(pixel_world, cls, 
     world, feats, spec = pixel_world
     task = cls(spec)
     target = {k: np.asarray(v) for k, v in world.arrays(keys).items()}
-    pred = predict(PropagationReadout(spec.dim, task, topk=1), task, feats, target, 8)
+    pred = predict(PropagationReadout.from_task(task, spec.dim, topk=1), task, feats, target, 8)
     score = task.metrics(pred, target)[task.primary_metric]
     blind = task.metrics(task.blind(target), target)[task.primary_metric]
     assert score > blind, (cls.name, score, blind)

@@ -44,7 +44,7 @@ class ObjectCount(Task):
     requires = ("video", "box_valid")  # the runner checks the dataset provides these
     metric_directions = {"accuracy": True, "count_mae": False}
     clip_level = True  # one output per clip: LinearReadout mean-pools the tokens
-    closed_form = "logistic"  # readout=linear +readout.solver=closed_form fits it with scikit-learn
+    closed_form = "logistic"  # readout=linear readout.solver=closed_form fits it with scikit-learn
 
     def __init__(self, spec: FeatureSpec, readout: str = "attentive", max_objects: int | None = None, **cfg: Any):
         super().__init__(spec, readout, **cfg)  # cfg carries meta (the dataset's metadata)
