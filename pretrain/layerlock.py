@@ -8,8 +8,8 @@ the learning rate re-warms up (+~1 SSv2 point in the paper). Frozen blocks run w
 and leave the optimizer: that is the compute saving.
 
 Here positions are fractions of the run, so ``train.steps`` rescales the whole schedule (absolute
-``pixel_steps`` / ``freeze_interval`` win when given); :meth:`Schedule.resolve` turns a recipe
-into steps, and ``layerlock_g`` (500K steps, ``pixel_frac`` 0.32, ``freeze_end_frac`` 0.94,
+``pixel_steps`` / ``freeze_interval`` win when given); ``pretrain.recipes.resolve_schedule`` turns a
+recipe into steps, and ``layerlock_g`` (500K steps, ``pixel_frac`` 0.32, ``freeze_end_frac`` 0.94,
 ``max_frozen`` 2/3) gives exactly 160K / 10K / 32.
 
 - ``layerlock``: pixels for ``pixel_steps``; then at ``pixel_steps + i * freeze_interval`` the
@@ -34,15 +34,11 @@ re-wrapped DDP), exactly when :meth:`Schedule.phase_at` changes.
 from __future__ import annotations
 
 import bisect
-import math
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from bench.errors import ConfigError
 from bench.fit import cosine_with_warmup
-
-if TYPE_CHECKING:
-    from pretrain.recipes import Recipe
 
 
 @dataclass(frozen=True)
@@ -100,26 +96,6 @@ class Schedule:
     freeze_target: str          # latent | pixel
     latent_targets: str         # newest | all_frozen
     target_block: int           # latent_nofreeze's target
-
-    @classmethod
-    def resolve(cls, recipe: Recipe, depth: int) -> "Schedule":
-        """The schedule of ``recipe`` for an encoder of ``depth`` blocks, its ``None`` fields derived
-        from the recipe's fractions; ``recipe.decoder_depth`` must be in [1, depth)."""
-        steps, encoder_depth = int(recipe.steps), depth - int(recipe.decoder_depth)
-        wanted = int(recipe.max_frozen) if recipe.max_frozen > 1 else int(round(recipe.max_frozen * depth))
-        most = max(1, min(wanted, encoder_depth - 1)) if encoder_depth >= 2 else 0  # one block keeps training
-        pixel = default(recipe.pixel_steps, int(round(recipe.pixel_frac * steps)))
-        interval = default(recipe.freeze_interval, spread_freezes(recipe, steps, pixel, most))
-        schedule = cls(objective=recipe.objective, steps=recipe.steps, lr=recipe.lr,
-                       warmup_steps=default(recipe.warmup_steps, max(1, round(recipe.warmup_frac * steps))),
-                       min_lr_ratio=recipe.min_lr_ratio,
-                       rewarmup_steps=default(recipe.rewarmup_steps, max(1, int(interval) // 10)),
-                       pixel_steps=pixel, freeze_interval=interval, freeze_jump=recipe.freeze_jump,
-                       max_frozen_blocks=most, freeze_target=recipe.freeze_target,
-                       latent_targets=recipe.latent_targets,
-                       target_block=default(recipe.target_block, max(0, most - 1)))
-        schedule.check(depth, int(recipe.decoder_depth))
-        return schedule
 
     def check(self, depth: int, decoder_depth: int) -> None:
         """ConfigError naming the ``train.*`` key when the schedule cannot run on the encoder."""
@@ -202,15 +178,3 @@ class Schedule:
         """Learning rate of update ``step``."""
         f = cosine_with_warmup(step, self.steps, self.warmup_steps, self.min_lr_ratio)
         return self.lr * f * self.rewarmup_factor(step)
-
-
-def default(value: Any, derived: Any) -> Any:
-    """``value`` unless it is None (a recipe field left to be derived)."""
-    return derived if value is None else value
-
-
-def spread_freezes(recipe: Recipe, steps: int, pixel_steps: int, most: int) -> int:
-    """The freeze interval that spreads the freezes from ``pixel_steps`` to ``freeze_end_frac`` of the run."""
-    events = math.ceil(most / max(1, int(recipe.freeze_jump))) if most else 0
-    span = int(round(recipe.freeze_end_frac * steps)) - pixel_steps
-    return max(1, span // (events - 1)) if events > 1 else max(1, steps - pixel_steps)

@@ -3,8 +3,8 @@
 A recipe is derived from the model name (family -> objective, size -> schedule scale) and every
 field can be overridden from the command line (``train.steps=500``, ``train.lr=3e-4`` ...).
 :func:`resolve_recipe` applies the overrides, checks them and fills the derived fields through
-:meth:`pretrain.layerlock.Schedule.resolve` (the whole LayerLock schedule and its paper shape are
-described there); the resolved dict is what the training state and the checkpoint sidecar record.
+:func:`resolve_schedule` (the whole LayerLock schedule and its paper shape are described in
+:mod:`pretrain.layerlock`); the resolved dict is what the training state and the checkpoint sidecar record.
 
 Every paper-scale size (s to e) has the shape of the paper's ViT-G schedule (pixel phase 32% of
 the run, last freeze at 94%, 2/3 of the blocks frozen), so ``layerlock_g`` reproduces its 160K /
@@ -20,6 +20,7 @@ evaluates the committed checkpoints; docs/reproduction.md has each recipe's meas
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
@@ -154,4 +155,36 @@ def resolve_recipe(name: str, depth: int, overrides: Mapping[str, Any] | None = 
         raise ConfigError(f"train.decoder_depth={int(recipe.decoder_depth)} must be in [1, depth={depth})")
     if not 0.0 < float(recipe.mask_ratio) < 1.0:
         raise ConfigError("train.mask_ratio must be in (0, 1)")
-    return asdict(replace(recipe, **asdict(Schedule.resolve(recipe, depth))))
+    return asdict(replace(recipe, **asdict(resolve_schedule(recipe, depth))))
+
+
+def resolve_schedule(recipe: Recipe, depth: int) -> Schedule:
+    """The schedule of ``recipe`` for an encoder of ``depth`` blocks, its ``None`` fields derived
+    from the recipe's fractions; ``recipe.decoder_depth`` must be in [1, depth)."""
+    steps, encoder_depth = int(recipe.steps), depth - int(recipe.decoder_depth)
+    wanted = int(recipe.max_frozen) if recipe.max_frozen > 1 else int(round(recipe.max_frozen * depth))
+    most = max(1, min(wanted, encoder_depth - 1)) if encoder_depth >= 2 else 0  # one block keeps training
+    pixel = default(recipe.pixel_steps, int(round(recipe.pixel_frac * steps)))
+    interval = default(recipe.freeze_interval, spread_freezes(recipe, steps, pixel, most))
+    schedule = Schedule(objective=recipe.objective, steps=recipe.steps, lr=recipe.lr,
+                        warmup_steps=default(recipe.warmup_steps, max(1, round(recipe.warmup_frac * steps))),
+                        min_lr_ratio=recipe.min_lr_ratio,
+                        rewarmup_steps=default(recipe.rewarmup_steps, max(1, int(interval) // 10)),
+                        pixel_steps=pixel, freeze_interval=interval, freeze_jump=recipe.freeze_jump,
+                        max_frozen_blocks=most, freeze_target=recipe.freeze_target,
+                        latent_targets=recipe.latent_targets,
+                        target_block=default(recipe.target_block, max(0, most - 1)))
+    schedule.check(depth, int(recipe.decoder_depth))
+    return schedule
+
+
+def default(value: Any, derived: Any) -> Any:
+    """``value`` unless it is None (a recipe field left to be derived)."""
+    return derived if value is None else value
+
+
+def spread_freezes(recipe: Recipe, steps: int, pixel_steps: int, most: int) -> int:
+    """The freeze interval that spreads the freezes from ``pixel_steps`` to ``freeze_end_frac`` of the run."""
+    events = math.ceil(most / max(1, int(recipe.freeze_jump))) if most else 0
+    span = int(round(recipe.freeze_end_frac * steps)) - pixel_steps
+    return max(1, span // (events - 1)) if events > 1 else max(1, steps - pixel_steps)

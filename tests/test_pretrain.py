@@ -24,7 +24,7 @@ from pretrain.flops import schedule_flops, step_flops
 from pretrain.layerlock import PIXEL, Phase, Schedule
 from pretrain.masking import random_masking
 from pretrain.model import build_pretrain_model
-from pretrain.recipes import recipe_for, resolve_recipe
+from pretrain.recipes import recipe_for, resolve_recipe, resolve_schedule
 from pretrain.run import load_config
 from pretrain.state import atomic_torch_save, capture_rng, load_state, restore_rng
 from pretrain.train import Trainer
@@ -111,7 +111,7 @@ def test_the_recorded_recipe_holds_the_whole_schedule_and_bad_schedules_are_refu
     """The record (state, sidecar) gives back the schedule it was resolved from; a schedule that
     cannot run is a ConfigError naming the key, before any step."""
     recipe = replace(recipe_for("layerlock_t"), steps=100)
-    assert schedule("layerlock_t", 8, steps=100) == Schedule.resolve(recipe, 8)
+    assert schedule("layerlock_t", 8, steps=100) == resolve_schedule(recipe, 8)
     for key, value, allowed in (("freeze_interval", 0, ">= 1"), ("freeze_jump", -1, ">= 0"),
                                 ("pixel_steps", -3, ">= 0")):
         with pytest.raises(ConfigError, match=f"^train.{key}={value} must be {allowed}$"):
