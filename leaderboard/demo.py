@@ -376,7 +376,7 @@ def run_study(plan: dict, jobs: int, threads: int, retrain: bool = False, models
 def stop(pool: ProcessPoolExecutor) -> None:
     """Cancel what has not started and end every worker: SIGTERM (a running job unwinds, removing
     its partial outputs), then SIGKILL for one still alive after 30 s."""
-    workers = list((pool._processes or {}).values())  # the executor offers no public handle
+    workers = multiprocessing.active_children()  # the pool's workers: the study's only child processes
     pool.shutdown(wait=False, cancel_futures=True)
     for worker in workers:
         if worker.is_alive():

@@ -46,7 +46,7 @@ class Stored(ModelFamily):
         if meta["format"] == TIMM_FORMAT:
             arch, kwargs = timm_architecture(path, meta)
             return build_frame_encoder(arch, overrides.get("img_size") or 64, seed, None if self.seeded else path,
-                                       token_px, kwargs)
+                                       token_px, kwargs, sha256=meta["sha256"])  # timm_architecture checked it
         if self.seeded:
             given = {k: v for k, v in overrides.items() if v is not None}
             return random_encoder(ViTConfig(**{**meta["architecture"], **given}), seed)

@@ -221,15 +221,16 @@ class FrameEncoder(nn.Module):
 
 
 def build_frame_encoder(arch: str, img_size: int = 64, seed: int = 0, weights: str | Path | None = None,
-                        token_px: int | None = None,
-                        overrides: dict[str, Any] | None = None) -> tuple[FrameEncoder, dict[str, Any]]:
+                        token_px: int | None = None, overrides: dict[str, Any] | None = None,
+                        sha256: str | None = None) -> tuple[FrameEncoder, dict[str, Any]]:
     """(encoder in eval mode, metadata with 'sha256' and 'source'): random weights from ``seed``, or
-    a local weights file (its sha256 keys the feature cache)."""
+    a local weights file (its sha256, ``sha256`` when the caller has just checked it, keys the
+    feature cache)."""
     torch.manual_seed(seed)
     model = FrameEncoder(arch, img_size, weights, token_px=token_px, overrides=overrides).eval()
     if not weights:
         return model, {"sha256": f"timm-random-seed{seed}-{arch}", "source": "random init (timm)"}
-    return model, {"sha256": sha256_file(Path(weights)), "source": str(weights)}
+    return model, {"sha256": sha256 or sha256_file(Path(weights)), "source": str(weights)}
 
 
 @MODELS.register()
