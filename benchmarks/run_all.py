@@ -1,4 +1,4 @@
-"""Every benchmark in sequence (``make bench``): about 10 minutes on a 2-core CPU; ``--quick``: a smoke test.
+"""Every benchmark in sequence (``make bench``; its time is in docs/performance.md); ``--quick``: a smoke test.
 
     python -m benchmarks.run_all                      # tables on stdout, JSON in benchmarks/results/
     python -m benchmarks.run_all --quick --out-dir /tmp/bench

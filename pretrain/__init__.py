@@ -16,6 +16,9 @@ One idea per module:
 - ``metrics_log`` JSONL metrics and the end-of-run plot
 - ``flops``       analytic FLOP count of one training step (predicted LayerLock savings)
 - ``train``       the training loop
+- ``supervised``  the supervised control: the encoder trained on the world's ground truth
+- ``correspondence`` the supervised control's dense-correspondence objective (the world's tracks)
+- ``config``      the typed ``pretrain`` config node
 - ``run``         the hydra entry point
 - ``convergence`` the layer-convergence probe (freeze blocks 1..L at step T, continue, compare)
 - ``analyze``     ``python -m pretrain.analyze convergence|collapse``: the paper's analyses on your runs

@@ -4,7 +4,7 @@
   freeze blocks 1..L of an MAE run at step T, continue, and compare the final loss with the
   unfrozen run. Overrides are hydra-style: pretrain-config keys (``model=mae_t train.steps=600
   data.name=synthetic``) and probe knobs (``probe.at=[0,0.5] probe.blocks=[1,3] probe.tail=0.1
-  probe.out=DIR``). The defaults are a CPU miniature of a few minutes.
+  probe.out=DIR``). The defaults are a CPU miniature (``pretrain.convergence.MINIATURE``).
 - ``collapse [--runs DIR] [--out DIR] [--models A B ...]``: feature std and effective rank over
   training, per block, of finished or running pretraining runs (``pretrain.collapse``), read
   from their ``metrics.jsonl``; one plot and a table of end values.

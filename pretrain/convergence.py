@@ -15,7 +15,7 @@ baseline's state at ``T``: freezing, leaving the optimizer and the LR schedule a
 trainer's. ``L = 0`` is the baseline itself (increase 0 by definition).
 
 The defaults are a CPU miniature (:data:`MINIATURE`: 300 steps at 32x32x8 on the in-memory
-``patterns`` clips, 4 freeze steps x 5 block counts: 4,050 steps, ~7 CPU-minutes); every key is
+``patterns`` clips, 4 freeze steps x 5 block counts: 4,050 steps); every key is
 overridable hydra-style, e.g. ``train.steps=1500 data.name=synthetic probe.at=[0,0.5]``.
 """
 from __future__ import annotations

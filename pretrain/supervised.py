@@ -13,11 +13,9 @@ Linear dense heads are the cheap choice on a CPU and the demanding one: the feat
 each answer where its token is. A benchmark on which this encoder does not beat the input-blind
 and untrained references cannot see.
 
-The CPU recipe (``DEFAULTS``): 4000 steps at batch 8, AdamW at 3e-4 after a 200-step warmup.
-The earlier 600 steps at 2e-3 collapsed the features (effective rank 6.9 against 80 for the
-untrained encoder; a 20-epoch action readout on them scored chance, 0.074, where the untrained
-encoder's scored 0.26), a broken control; the sidecar now records the collapse monitors
-(``pretrain.collapse``) of the exported encoder so that this shows.
+The CPU recipe (``DEFAULTS``): 4000 steps at batch 8, AdamW at 3e-4 after a 200-step warmup
+(shorter, hotter runs collapse the features: docs/reproduction.md). The sidecar records the
+collapse monitors (``pretrain.collapse``) of the exported encoder, so that a collapsed control shows.
 
 ``python -m pretrain.run model=supervised_t`` (same config tree as pretraining; ``train.steps``,
 ``train.batch_size``, ``train.lr``, ``train.weight_decay``, ``train.warmup_steps``,

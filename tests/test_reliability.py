@@ -1,4 +1,4 @@
-"""Reliability and security matrix (issue 8), through the real CLI where it matters.
+"""Reliability and security matrix (docs/reliability.md), through the real CLI where it matters.
 
 Every user error ends in one line on stderr (``error: ...`` naming the input), exit status 2 and
 nothing half-written under the results or cache directories. Also: a full disk keeps the old
