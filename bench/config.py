@@ -2,7 +2,7 @@
 
 Every key has a type that hydra checks when it composes (``readout.epochs=abc`` is refused, naming
 the key): the top level is ``BenchSchema`` (node ``schema/bench``, extended by
-``bench/configs/bench.yaml``), each readout a node derived from its class
+``configs/bench.yaml``), each readout a node derived from its class
 (``bench.readouts.register_readout_config``: its ``from_task`` keywords and its fitting recipe),
 each dataset a node derived from its constructor's signature (``schema/data/<name>``; the
 synthetic world's from ``WorldConfig``) and each task one derived from its ``__init__``

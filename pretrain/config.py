@@ -1,6 +1,6 @@
 """Typed configuration of pretraining (``python -m pretrain.run``), checked when hydra composes it.
 
-``PretrainSchema`` is the node ``schema/pretrain`` that ``bench/configs/pretrain.yaml`` extends.
+``PretrainSchema`` is the node ``schema/pretrain`` that ``configs/pretrain.yaml`` extends.
 Its ``train`` keys are derived from ``pretrain.recipes.Recipe`` (every field, ``None`` = the
 recipe's value), so the command line and the recipe cannot disagree: ``train.steps=abc`` and
 ``train.stepz=5`` are refused when the config is composed, naming the key.

@@ -1,4 +1,4 @@
-"""Pretrain one encoder: ``python -m pretrain.run model=layerlock_t`` (hydra; bench/configs/pretrain.yaml).
+"""Pretrain one encoder: ``python -m pretrain.run model=layerlock_t`` (hydra; configs/pretrain.yaml).
 
 Several processes: ``torchrun --nproc_per_node N -m pretrain.run model=...`` (DDP; gloo on CPU,
 nccl on GPU). Re-running the same command resumes from ``<run_dir>/state.pt``. SIGTERM or Ctrl-C
