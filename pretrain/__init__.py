@@ -15,7 +15,8 @@ One idea per module:
 - ``distributed`` torch.distributed set-up from torchrun's environment
 - ``metrics_log`` JSONL metrics and the end-of-run plot
 - ``flops``       analytic FLOP count of one training step (predicted LayerLock savings)
-- ``train``       the training loop
+- ``loop``        the loop every trainer runs: progress, logging, checkpoints, divergence, SIGTERM / Ctrl-C
+- ``train``       the self-supervised trainer (its updates, phases, DDP, state and export)
 - ``supervised``  the supervised control: the encoder trained on the world's ground truth
 - ``correspondence`` the supervised control's dense-correspondence objective (the world's tracks)
 - ``config``      the typed ``pretrain`` config node

@@ -25,7 +25,6 @@ same weights and the same ``metrics.jsonl`` as an uninterrupted run.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from tqdm import tqdm
 
 from bench.errors import ConfigError
 from bench.fit import batches, optimizer
@@ -44,6 +42,7 @@ from bench.registry import DATASETS, TASKS, resolve_model
 from bench.task import FeatureSpec, Task
 from pretrain.collapse import collapse_metrics
 from pretrain.correspondence import TEMPERATURE, correspondence_loss
+from pretrain.loop import TrainingLoop
 from pretrain.metrics_log import MetricsLog, Window, saved_window
 from pretrain.recipes import RULES, at_least, check_values
 from pretrain.state import (atomic_torch_save, atomic_write, check_resumable, diverged, finite_weights, load_state,
@@ -90,8 +89,8 @@ class SupervisedModel(nn.Module):
         return losses
 
 
-class SupervisedTrainer:
-    """Train, checkpoint, resume and export the supervised control (the Trainer interface)."""
+class SupervisedTrainer(TrainingLoop):
+    """Train, checkpoint, resume and export the supervised control (the loop of ``pretrain.loop``)."""
 
     def __init__(self, cfg: DictConfig | dict[str, Any]):
         self.cfg = cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
@@ -129,6 +128,7 @@ class SupervisedTrainer:
         else:
             self.scale = self.loss_scale()
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", self.step if resumed else None)
+        self.model.train()
 
     def batch_at(self, step: int) -> dict[str, torch.Tensor]:
         """The batch of update ``step``: epoch e visits the clips in a permutation seeded by (seed, e)."""
@@ -144,34 +144,20 @@ class SupervisedTrainer:
         losses = [self.model(self.batch_at(i)) for i in range(self.recipe["scale_batches"])]
         return {k: 1.0 / max(float(np.mean([float(l[k]) for l in losses])), 1e-8) for k in losses[0]}
 
-    def fit(self) -> str:
-        """Train to ``steps``; export the encoder; returns "done"."""
-        r = self.recipe
-        bar = tqdm(total=r["steps"], initial=self.step, desc=self.name, dynamic_ncols=True, mininterval=1.0)
-        self.model.train()
-        while self.step < r["steps"]:
-            losses = self.model(self.batch_at(self.step))
-            total = sum(self.scale[k] * v for k, v in losses.items())
-            if not math.isfinite(value := float(total.detach())):
-                raise diverged(self.name, f"the loss became {value}", self.step, r["lr"], self.state_path,
-                               self.saved_step)
-            self.opt.zero_grad(set_to_none=True)
-            total.backward()
-            self.opt.step()
-            self.sched.step()
-            self.step += 1
-            for key, value in {"loss": total, **losses}.items():
-                self.window.setdefault(key, []).append(float(value.detach()))
-            bar.update(1)
-            bar.set_postfix(loss=f"{self.window['loss'][-1]:.3f}", refresh=False)
-            if self.step % r["log_every"] == 0 or self.step == r["steps"]:
-                self.log.write({"step": self.step - 1, **{k: float(np.mean(v)) for k, v in self.window.items()}})
-                self.window = {}
-            if self.step % r["ckpt_every"] == 0 or self.step == r["steps"]:
-                self.save()
-        bar.close()
-        self.finish()
-        return "done"
+    def train_step(self) -> tuple[float, dict[str, float]]:
+        """Run update ``self.step``; returns (the scaled total loss, each task's loss)."""
+        losses = self.model(self.batch_at(self.step))
+        total = sum(self.scale[k] * v for k, v in losses.items())
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt.step()
+        self.sched.step()
+        self.step += 1
+        return float(total.detach()), {k: float(v.detach()) for k, v in losses.items()}
+
+    def log_window(self, index: int) -> None:
+        self.log.write({"step": index, **{k: float(np.mean(v)) for k, v in self.window.items()}})
+        self.window = {}
 
     def save(self) -> None:
         """Write the training state; weights that are no longer finite are never saved."""

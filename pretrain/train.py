@@ -22,8 +22,6 @@ import hashlib
 import json
 import math
 import random
-import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,6 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from bench.errors import ConfigError
 from bench.models.checkpoint import checkpoint_path, save_checkpoint
@@ -42,6 +39,7 @@ from pretrain import distributed as D
 from pretrain.collapse import collapse_metrics
 from pretrain.data import BatchStream, open_videos
 from pretrain.layerlock import Phase, Schedule
+from pretrain.loop import TrainingLoop
 from pretrain.masking import random_masking
 from pretrain.metrics_log import MetricsLog, Window, plot_metrics, read_metrics, saved_window
 from pretrain.model import PretrainModel, build_pretrain_model
@@ -66,7 +64,7 @@ def run_settings(recipe: dict[str, Any], arch: dict[str, Any]) -> dict[str, Any]
     return {**{k: v for k, v in recipe.items() if k not in BOOKKEEPING}, **{f"arch.{k}": v for k, v in arch.items()}}
 
 
-class Trainer:
+class Trainer(TrainingLoop):
     def __init__(self, cfg: DictConfig | dict[str, Any]):
         self.cfg = cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
         self.dist, self.device = D.init_distributed(cfg.get("device", "auto"), cfg.get("ddp", {}).get("backend"))
@@ -101,6 +99,7 @@ class Trainer:
         probe = torch.from_numpy(np.array(videos[:min(len(videos), self.recipe["probe_size"])]))  # copy: memmaps are read-only
         self.probe = normalize_video(probe).to(self.device)
         self.step, self.phase = 0, None
+        self.lr = 0.0  # the learning rate of the last update
         self.window: Window = {}  # this rank's losses and step times since the last log record
         self.optimizer: torch.optim.Optimizer | None = None
         self.ddp: torch.nn.Module | None = None
@@ -113,8 +112,6 @@ class Trainer:
         else:
             self.enter_phase(self.schedule.phase_at(0))
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", self.resumed_from, enabled=self.dist.is_main)
-        self._stop_requested = 0  # the signal that asked the loop to stop (SIGTERM, SIGINT), 0: none
-        self.stopped_by = 0  # the signal the run stopped on (fit returned "stopped")
 
     # ------------------------------------------------------------------ phases
     def enter_phase(self, phase: Phase) -> None:
@@ -141,13 +138,13 @@ class Trainer:
     def autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
-    def train_step(self) -> tuple[float, float]:
-        """Run update ``self.step``; returns (local loss, lr)."""
+    def train_step(self) -> tuple[float, dict[str, float]]:
+        """Run update ``self.step``; returns (local loss, nothing else to log: ``lr`` is kept for the record)."""
         phase = self.schedule.phase_at(self.step)
         if phase != self.phase:
             self.enter_phase(phase)
-        lr = self.schedule.lr_at(self.step)
-        set_lr(self.optimizer, lr)
+        self.lr = self.schedule.lr_at(self.step)
+        set_lr(self.optimizer, self.lr)
         video = normalize_video(self.stream.next().to(self.device, non_blocking=True))
         keep, mask = random_masking(self.recipe["batch_size"], self.num_tokens, self.recipe["mask_ratio"],
                                     self.mask_gen)
@@ -161,60 +158,21 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.recipe["grad_clip"])
         self.optimizer.step()
         self.step += 1
-        return float(loss.detach()), lr
+        return float(loss.detach()), {}
 
-    # ------------------------------------------------------------------ loop
-    def _on_stop(self, signum, frame) -> None:
-        self._stop_requested = signum
+    # ------------------------------------------------------------------ loop hooks
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
 
-    def fit(self) -> str:
-        """Train to ``recipe.steps``; returns "done" or "stopped" (SIGTERM or Ctrl-C: the step in
-        flight finishes and the state is saved)."""
-        r = self.recipe
-        total = r["steps"]
-        previous = {}
-        with contextlib.suppress(ValueError):  # only the main thread may set signal handlers
-            previous = {sig: signal.signal(sig, self._on_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-        bar = tqdm(total=total, initial=self.step, disable=not self.dist.is_main, dynamic_ncols=True,
-                   desc=self.name, mininterval=1.0)
-        status = "done"
-        try:
-            while self.step < total:
-                index = self.step
-                t0 = time.perf_counter()
-                loss, lr = self.train_step()
-                if r["throttle_s"]:
-                    time.sleep(r["throttle_s"])
-                step_time = time.perf_counter() - t0
-                if not math.isfinite(loss):
-                    raise diverged(self.name, f"the loss became {loss}", index, r["lr"], self.state_path,
-                                   self.saved_step)
-                for key, value in (("loss", loss), ("step_time", step_time)):
-                    self.window.setdefault(key, []).append(value)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", frozen=self.phase.frozen, refresh=False)
-                if self.step % r["log_every"] == 0 or self.step == total:
-                    self.log_metrics(index, lr)
-                if self.step % r["ckpt_every"] == 0 or self.step == total:
-                    self.save()
-                stop = bool(self._stop_requested)
-                if self.dist.enabled:
-                    stop = D.all_reduce_max(stop, self.device)
-                if stop and self.step < total:
-                    self.stopped_by = self._stop_requested or signal.SIGTERM  # another rank's signal: SIGTERM
-                    if self.step % r["ckpt_every"]:
-                        self.save()
-                    status = "stopped"
-                    break
-        finally:
-            bar.close()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        if status == "done":
-            self.finish()
-        return status
+    def stop_agreed(self, requested: bool) -> bool:
+        """Any rank's request stops every rank after the same update."""
+        return D.all_reduce_max(requested, self.device) if self.dist.enabled else requested
 
-    def log_metrics(self, index: int, lr: float) -> None:
+    def postfix(self) -> dict[str, Any]:
+        return {"frozen": self.phase.frozen}
+
+    def log_window(self, index: int) -> None:
         """Log the window's mean loss (over ranks too) and step time at update ``index``; empty the window."""
         losses, times = self.window["loss"], self.window["step_time"]
         self.window = {}
@@ -225,7 +183,7 @@ class Trainer:
             return
         with self.autocast():
             probe = collapse_metrics(self.model.encoder, self.probe)
-        self.log.write({"step": index, "loss": loss, "lr": lr, "frozen": self.phase.frozen,
+        self.log.write({"step": index, "loss": loss, "lr": self.lr, "frozen": self.phase.frozen,
                         "target_block": self.phase.target_block, "loss_kind": self.phase.loss, **probe,
                         "step_time": sum(times) / len(times)})
 
