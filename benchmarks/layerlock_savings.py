@@ -80,7 +80,7 @@ def worker(spec: dict) -> dict:
     device = torch.device(spec["device"])
     torch.manual_seed(0)
     arch, recipe = setup(spec)
-    model = build_pretrain_model(VideoViT(arch), recipe).to(device)
+    model = build_pretrain_model(VideoViT(arch), recipe, Schedule.from_recipe(recipe)).to(device)
     phase = Phase.from_dict(spec["phase"])
     model.set_phase(phase)
     opt = build_optimizer(model, recipe, fused=device.type == "cuda")
@@ -206,9 +206,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.schedule:
         for variant, target in (("freeze+pixel", "pixel"), ("layerlock", "latent")):
             r = dict(recipe, freeze_target=target)
-            segs = Schedule.from_recipe(r).segments()
-            run_time = sum((b - a) * results[key(variant, ph.frozen)]["step_time"] for a, b, ph in segs)
-            pred = schedule_flops(arch, r, args.batch, tokens)["saving"]
+            plan = Schedule.from_recipe(r)
+            run_time = sum((b - a) * results[key(variant, ph.frozen)]["step_time"] for a, b, ph in plan.segments())
+            pred = schedule_flops(arch, r, plan, args.batch, tokens)["saving"]
             meas = 1 - run_time / (r["steps"] * mae["step_time"])
             schedule.append({"variant": variant, "recipe": f"layerlock_{args.size}", "steps": r["steps"],
                              "pixel_steps": r["pixel_steps"], "freeze_interval": r["freeze_interval"],

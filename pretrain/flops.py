@@ -59,9 +59,8 @@ def step_flops(arch: ViTConfig, recipe: dict, phase: Phase, batch: int, num_toke
     return {"total": batch * total, "no_grad_forward": batch * no_grad, "trainable_forward": batch * trained}
 
 
-def schedule_flops(arch: ViTConfig, recipe: dict, batch: int, num_tokens: int) -> dict[str, float]:
-    """Total FLOPs of a run under its recipe vs the same number of MAE steps, and the saving."""
-    total = sum((b - a) * step_flops(arch, recipe, ph, batch, num_tokens)["total"]
-                for a, b, ph in Schedule.from_recipe(recipe).segments())
+def schedule_flops(arch: ViTConfig, recipe: dict, schedule: Schedule, batch: int, num_tokens: int) -> dict[str, float]:
+    """Total FLOPs of a run under its recipe and ``schedule`` vs the same number of MAE steps, and the saving."""
+    total = sum((b - a) * step_flops(arch, recipe, ph, batch, num_tokens)["total"] for a, b, ph in schedule.segments())
     mae = recipe["steps"] * step_flops(arch, recipe, PIXEL, batch, num_tokens)["total"]
     return {"run": total, "mae": mae, "saving": 1.0 - total / mae}

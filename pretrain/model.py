@@ -174,9 +174,8 @@ class PretrainModel(nn.Module):
         return pairs
 
 
-def build_pretrain_model(encoder: VideoViT, recipe: Mapping[str, Any]) -> PretrainModel:
-    """The wrapper a resolved recipe asks for (latent heads only for blocks its schedule targets)."""
-    heads = Schedule.from_recipe(recipe).latent_heads
-    return PretrainModel(encoder, decoder_depth=recipe["decoder_depth"], num_latent_heads=heads,
+def build_pretrain_model(encoder: VideoViT, recipe: Mapping[str, Any], schedule: Schedule) -> PretrainModel:
+    """The wrapper a resolved recipe asks for (latent heads only for blocks its ``schedule`` targets)."""
+    return PretrainModel(encoder, decoder_depth=recipe["decoder_depth"], num_latent_heads=schedule.latent_heads,
                          norm_pix_loss=recipe["norm_pix_loss"], latent_loss_on=recipe["latent_loss_on"],
                          latent_norm=recipe["latent_norm"], frozen_input=recipe["frozen_input"])

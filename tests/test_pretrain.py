@@ -206,7 +206,7 @@ def tiny_model(objective: str, pos: str, frozen_input: str = "visible"):
                      num_frames=4, pos_embed=pos)
     recipe = resolve_recipe(f"{objective}_t", 4, {"decoder_depth": 1, "frozen_input": frozen_input})
     torch.manual_seed(0)
-    return build_pretrain_model(VideoViT(arch), recipe), recipe
+    return build_pretrain_model(VideoViT(arch), recipe, Schedule.from_recipe(recipe)), recipe
 
 
 @pytest.mark.parametrize("pos", ["learned", "rope"])
@@ -360,7 +360,7 @@ def test_analytic_flops_match_the_counted_flops():
     arch = ViTConfig(embed_dim=64, depth=6, num_heads=2, mlp_dim=256, patch_size=(2, 8, 8), img_size=32,
                      num_frames=8, pos_embed="rope")
     recipe = resolve_recipe("layerlock_t", 6, {"decoder_depth": 2})
-    model = build_pretrain_model(VideoViT(arch), recipe)
+    model = build_pretrain_model(VideoViT(arch), recipe, Schedule.from_recipe(recipe))
     g = torch.Generator().manual_seed(0)
     for phase in (PIXEL, Phase(3, "pixel", ()), Phase(2, "latent", (1,)), Phase(3, "latent", (2,))):
         model.set_phase(phase)
@@ -374,11 +374,13 @@ def test_analytic_flops_match_the_counted_flops():
 def test_schedule_flops_pixel_freezing_saves_latent_targets_cost():
     arch = resolve_model("layerlock_g").architecture(img_size=224, num_frames=16)
     tokens = 8 * 14 * 14
-    pixel = resolve_recipe("layerlock_g", 48, {"freeze_target": "pixel"})
-    latent = resolve_recipe("layerlock_g", 48)
-    assert 0.05 < schedule_flops(arch, pixel, 1, tokens)["saving"] < 0.25
-    assert schedule_flops(arch, latent, 1, tokens)["saving"] < 0  # full-clip targets cost more than they save
-    assert math.isclose(schedule_flops(arch, resolve_recipe("mae_g", 48), 1, tokens)["saving"], 0.0, abs_tol=1e-12)
+
+    def saving(recipe: dict) -> float:
+        return schedule_flops(arch, recipe, Schedule.from_recipe(recipe), 1, tokens)["saving"]
+
+    assert 0.05 < saving(resolve_recipe("layerlock_g", 48, {"freeze_target": "pixel"})) < 0.25
+    assert saving(resolve_recipe("layerlock_g", 48)) < 0  # full-clip targets cost more than they save
+    assert math.isclose(saving(resolve_recipe("mae_g", 48)), 0.0, abs_tol=1e-12)
 
 
 def test_trains_on_the_synthetic_world(tmp_path):
