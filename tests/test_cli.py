@@ -6,15 +6,21 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_reliability import run_here
+
 TINY = ["data.train_size=8", "data.test_size=4", "data.num_frames=4", "data.resolution=32",
         "readout.epochs=2", "readout.batch_size=4", "visualize=false"]
 
 
+def bench_args(tmp_path: Path, *overrides: str) -> list[str]:
+    return [*TINY, f"paths.cache={tmp_path / 'cache'}", f"paths.results={tmp_path / 'results'}",
+            f"paths.checkpoints={tmp_path / 'ckpt'}", f"hydra.run.dir={tmp_path / 'out'}", *overrides]
+
+
 def run(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "bench.run", *TINY, f"paths.cache={tmp_path / 'cache'}",
-            f"paths.results={tmp_path / 'results'}", f"paths.checkpoints={tmp_path / 'ckpt'}",
-            f"hydra.run.dir={tmp_path / 'out'}", *overrides]
-    return subprocess.run(args, capture_output=True, text=True, timeout=300)
+    """``python -m bench.run`` in its own process (the errors below run the same CLI in this one)."""
+    return subprocess.run([sys.executable, "-m", "bench.run", *bench_args(tmp_path, *overrides)],
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_depth_run_writes_a_record_and_is_reproducible(tmp_path):
@@ -38,14 +44,14 @@ def test_depth_run_writes_a_record_and_is_reproducible(tmp_path):
     ("model=layerlock_t", "checkpoint"),
 ])
 def test_bad_names_fail_clearly(tmp_path, override, expected):
-    proc = run(tmp_path, override)
-    assert proc.returncode != 0
-    assert expected in proc.stderr
+    code, err = run_here(*bench_args(tmp_path, override))
+    assert code != 0
+    assert expected in err
     assert not (tmp_path / "results").exists()
 
 
 def test_missing_checkpoint_says_how_to_make_it(tmp_path):
-    proc = run(tmp_path, "model=mae_t")
-    assert proc.returncode == 2
-    line = proc.stderr.strip().splitlines()[-1]
+    code, err = run_here(*bench_args(tmp_path, "model=mae_t"))
+    assert code == 2
+    line = err.strip().splitlines()[-1]
     assert line.startswith("error: model 'mae_t': checkpoint") and "python -m pretrain.run model=mae_t" in line
