@@ -41,11 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from bench.grid import choose
 from bench.errors import ConfigError
 from bench.models.family import REFERENCE_KINDS
 from bench.registry import resolve_model
 from bench.results import ResultRecord, is_number, read_records
+from leaderboard.heads import Curve, CurveKey, heads_label, layer_curves
 from leaderboard.intervals import Bootstrap, bootstrap, compare
 
 PARAM_KEYS = ("param_count", "num_params", "params", "n_params")
@@ -73,6 +73,7 @@ class Group:
     beats: tuple[str, ...] = ()             # references of its table it is significantly better than
     train_primary: Stat | None = None       # the primary metric on the train split
     flags: tuple[str, ...] = ()             # warnings of any of its records, sorted
+    head: str = ""                          # the readout head its records were read with (leaderboard.heads)
 
 
 @dataclass
@@ -97,10 +98,6 @@ class OverviewRow:
     primary: dict[tuple[str, str], Stat]   # task key -> primary metric stat
     ranks: dict[tuple[str, str], float]    # task key -> rank among models with this readout ({}: reference)
     mean_rank: float | None                # None: a reference row
-
-
-CurveKey = tuple[str, str, str]  # task, dataset, readout
-Curve = list[tuple[float, float, float]]  # (relative depth, held-out score, test score), by depth
 
 
 @dataclass
@@ -340,7 +337,8 @@ def make_group(key: GroupKey, records: list[ResultRecord], primary: str,
     return Group(*key, seeds=tuple(r.seed for r in records), metrics=stats,
                  ci=boot.interval() if boot is not None else None, beats=beats,
                  train_primary=summarize(train) if train else None,
-                 flags=tuple(sorted({f for r in records for f in r.flags})))
+                 flags=tuple(sorted({f for r in records for f in r.flags})),
+                 head=heads_label(records) if resolve_model(key[2]).has_encoder else "—")
 
 
 def task_columns(kept: list[ResultRecord]) -> tuple[list[TaskColumn], list[str]]:
@@ -433,30 +431,7 @@ def aggregate(records: list[tuple[str, ResultRecord]]) -> tuple[Leaderboard, lis
 
     lb = Leaderboard(groups=groups, tasks=tasks, readouts=sorted({g.readout for g in groups}), models=models,
                      params=params, collapse=collapse, n_records=len(kept),
-                     n_selected=sum(bool(r.selection) for r in kept), curves=layer_curves(grouped))
+                     n_selected=sum(bool(r.selection) for r in kept),
+                     curves=layer_curves({key: [r for _, r in seeds] for key, seeds in grouped.items()}))
     return lb, warnings
 
-
-def layer_curve(records: list[ResultRecord]) -> Curve:
-    """One group's layer curve from its records' probe grids: at each relative depth, the held-out
-    and test score of the head best on the held-out clips at that depth, averaged over seeds; []
-    when its grids vary no layer."""
-    points: dict[float, list[tuple[float, float]]] = {}
-    for r in records:
-        heads, higher = r.selection.get("heads", []), r.selection.get("higher_is_better", r.higher_is_better)
-        for depth in sorted({h["depth"] for h in heads}):
-            at = [h for h in heads if h["depth"] == depth]
-            best = at[choose([h["val"] for h in at], higher)]
-            points.setdefault(depth, []).append((best["val"], best["test"]))
-    if len(points) < 2:
-        return []
-    return [(d, summarize([v for v, _ in vt]).mean, summarize([t for _, t in vt]).mean) for d, vt in sorted(points.items())]
-
-
-def layer_curves(grouped: dict[GroupKey, list[tuple[str, ResultRecord]]]) -> dict[CurveKey, dict[str, Curve]]:
-    """{(task, dataset, readout): {model: its layer curve}} of every group whose grid varies the layer."""
-    curves: dict[CurveKey, dict[str, Curve]] = {}
-    for (task, dataset, model, readout), seeds in grouped.items():
-        if curve := layer_curve([r for _, r in seeds]):
-            curves.setdefault((task, dataset, readout), {})[model] = curve
-    return curves

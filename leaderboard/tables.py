@@ -22,10 +22,12 @@ from pathlib import PurePosixPath
 
 from bench.registry import resolve_model
 from leaderboard.aggregate import Group, Leaderboard, Stat, TaskColumn, best_of, rank_key
+from leaderboard.heads import FIXED
 from leaderboard.intervals import DRAWS, LEVEL
 from leaderboard.published import PUBLISHED, Published
 
 UP, DOWN = "↑", "↓"
+HEAD_COLUMN = "head (held-out choice)"
 MARKS = {"blind": "†", "random": "‡"}  # reference kind -> the mark of a group significantly better than it
 
 NOTES = (
@@ -50,7 +52,10 @@ NOTES = (
     "ranks over the tasks it has results for; the overview lists models with results on more tasks "
     "first and bolds the best mean rank among those with the most tasks. Per-task tables also show, where "
     "records carry them, the primary metric on the train split (against the test split: the train–test "
-    "gap) and the records' flags (e.g. `loss_still_falling`, `train_test_gap`)."
+    "gap), the head each row was read with where a probe grid chose it on held-out train clips (the grid "
+    "axes that vary, e.g. `layer 6, lr 0.003`; in parentheses the head best on the test split where that "
+    "differs, shown for comparison with protocols that select on the test set and never used to rank) and "
+    "the records' flags (e.g. `loss_still_falling`, `train_test_gap`)."
 )
 PUBLISHED_TITLE = ("Published frozen-evaluation results (reported by the model owners; not measured here, never "
                    "ranked with ours)")
@@ -274,7 +279,8 @@ def overview_tables(lb: Leaderboard) -> list[Table]:
 
 def task_tables(lb: Leaderboard) -> list[Table]:
     """One table per task × dataset × readout: rank, model, seeds, every metric of the task, and (where
-    records carry them) the train-split primary metric and the flags; the references after the models."""
+    records carry them) the train-split primary metric, the head chosen from a probe grid and the
+    flags; the references after the models."""
     tables = []
     for t in lb.tasks:
         for readout in lb.task_readouts(t):
@@ -282,11 +288,14 @@ def task_tables(lb: Leaderboard) -> list[Table]:
             groups = [lb.group(t, m, readout) for m in models]
             show_train = any(g.train_primary is not None for g in groups)
             show_flags = any(g.flags for g in groups)
+            show_head = any(g.head not in (FIXED, "—") for g in groups)
             columns = [Column("rank", numeric=True), Column("model"), Column("seeds", numeric=True)]
             columns += [Column(f"{m} {arrow(t.higher[m])}" + (" (primary)" if m == t.primary else ""),
                                numeric=True, higher_is_better=t.higher[m]) for m in t.metrics]
             if show_train:
                 columns.append(Column(f"train {t.primary} {arrow(t.higher[t.primary])}", numeric=True))
+            if show_head:
+                columns.append(Column(HEAD_COLUMN))
             if show_flags:
                 columns.append(Column("flags"))
             ranks = lb.task_ranks(t, readout)
@@ -301,6 +310,8 @@ def task_tables(lb: Leaderboard) -> list[Table]:
                     train = g.train_primary
                     row.append(Cell(fmt_stat(train, len(g.seeds)), train.mean, value=fmt_shown(train, len(g.seeds)))
                                if train is not None else Cell("—"))
+                if show_head:
+                    row.append(Cell(g.head, g.head))
                 if show_flags:
                     row.append(Cell(", ".join(g.flags), ", ".join(g.flags) or None))
                 (reference_rows if model in lb.references else model_rows).append(row)
@@ -360,7 +371,9 @@ def overview_markdown(lb: Leaderboard) -> str:
 def summary(lb: Leaderboard) -> str:
     """The one sentence under the page title (Markdown)."""
     chosen = (f" In {lb.n_selected} of them each row's readout head was chosen from a probe grid on held-out train "
-              "clips, never on the test split (layer curves under Plots)." if lb.n_selected else "")
+              "clips, never on the test split (the `head` column; layer curves under Plots); the others were read with "
+              "the one head of their config (`fixed`) or have no features (`—`)." if lb.n_selected else
+              " Each was read with the one head of its config (one layer, one learning rate): a fixed probe.")
     return (f"Frozen video encoders compared on the same tasks with the same readouts: {lb.n_records} result "
             f"records ({len(lb.groups)} task × model × readout groups), built by `python -m leaderboard.build`.{chosen}")
 
@@ -418,20 +431,21 @@ def markdown(lb: Leaderboard, plots: list[str], picture_paths: list[str] | None 
 
 
 def tidy_csv(lb: Leaderboard) -> str:
-    """task, dataset, readout, model, metric, mean, std, n, ci_low, ci_high, beats, reference — one row
-    per group × metric; the interval and the beaten references (``;``-separated) on the primary metric's
-    row only (empty otherwise, and where there is no interval); reference: the row's kind or empty."""
+    """task, dataset, readout, model, metric, mean, std, n, ci_low, ci_high, beats, reference, head — one
+    row per group × metric; the interval and the beaten references (``;``-separated) on the primary
+    metric's row only (empty otherwise, and where there is no interval); reference: the row's kind or
+    empty; head: the readout head the group was read with (``leaderboard.heads``)."""
     primary = {t.key: t.primary for t in lb.tasks}
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["task", "dataset", "readout", "model", "metric", "mean", "std", "n",
-                     "ci_low", "ci_high", "beats", "reference"])
+                     "ci_low", "ci_high", "beats", "reference", "head"])
     rows = []
     for g in lb.groups:
         for m, s in g.metrics.items():
             on_primary = m == primary[(g.task, g.dataset)]
             low, high = (repr(x) for x in g.ci) if on_primary and g.ci is not None else ("", "")
             rows.append((g.task, g.dataset, g.readout, g.model, m, repr(s.mean), repr(s.std), s.n, low, high,
-                         ";".join(g.beats) if on_primary else "", lb.references.get(g.model, "")))
+                         ";".join(g.beats) if on_primary else "", lb.references.get(g.model, ""), g.head))
     writer.writerows(sorted(rows, key=lambda r: r[:5]))
     return buf.getvalue()

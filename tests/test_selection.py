@@ -1,13 +1,16 @@
-"""Records of probe grids: their ``selection`` block is validated, and the leaderboard draws their
-layer curves from the head best on the held-out clips at each depth."""
+"""Records of probe grids: their ``selection`` block is validated, and the leaderboard names each
+row's chosen head and draws layer curves from the head best on the held-out clips at each depth."""
 from __future__ import annotations
+
+import csv
+import io
 
 import pytest
 
 from bench.results import RecordError, write_record
 from leaderboard.aggregate import aggregate
 from leaderboard.plots import plot_paths, plots
-from leaderboard.tables import summary
+from leaderboard.tables import markdown, summary, tidy_csv
 from tests.test_leaderboard import record
 
 
@@ -53,3 +56,33 @@ def test_a_record_with_a_bad_selection_block_is_refused(tmp_path, selection, pro
     with pytest.raises(RecordError, match=problem):
         write_record(r, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_task_table_names_each_rows_chosen_head_and_the_test_best_apart():
+    """The head column shows the grid axes that vary; the head best on the test split only in
+    parentheses where it differs; one-head records are ``fixed`` and a row without features ``—``."""
+    agree = [head(2, 1e-3, 0.40, 0.30), head(6, 1e-3, 0.60, 0.55), head(6, 3e-3, 0.50, 0.45)]
+    differ = [head(2, 1e-3, 0.40, 0.70), head(6, 1e-3, 0.60, 0.55)]
+    records = [("a.json", selected("mae_t", 0, agree, 1)), ("b.json", selected("layerlock_t", 0, differ, 1)),
+               ("c.json", record("action", "random_t", 0, {"top1": 0.2, "loss": 1.0})),
+               ("d.json", record("action", "blind", 0, {"top1": 0.1, "loss": 1.0}))]
+    lb, _ = aggregate(records)
+    heads = {g.model: g.head for g in lb.groups}
+    assert heads == {"mae_t": "layer 6, lr 0.001", "layerlock_t": "layer 6 (best on test: layer 2)",
+                     "random_t": "fixed", "blind": "—"}
+    md = markdown(lb, [])
+    assert "| head (held-out choice) |" in md and "| layer 6 (best on test: layer 2) |" in md
+    rows = list(csv.DictReader(io.StringIO(tidy_csv(lb))))
+    assert {r["model"]: r["head"] for r in rows} == heads
+
+
+def test_seeds_that_choose_different_heads_are_each_named():
+    seed0 = [head(2, 1e-3, 0.40, 0.30), head(6, 1e-3, 0.60, 0.55)]
+    seed1 = [head(2, 1e-3, 0.70, 0.30), head(6, 1e-3, 0.60, 0.55)]
+    lb, _ = aggregate([("a.json", selected("mae_t", 0, seed0, 1)), ("b.json", selected("mae_t", 1, seed1, 0))])
+    assert lb.groups[0].head == "layer 6 / layer 2 (best on test: layer 6)"
+
+
+def test_a_board_of_fixed_probes_says_so():
+    lb, _ = aggregate([("a.json", record("action", "mae_t", 0, {"top1": 0.3, "loss": 1.0}))])
+    assert "a fixed probe" in summary(lb) and "head (held-out choice)" not in markdown(lb, [])
