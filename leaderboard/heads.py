@@ -16,6 +16,7 @@ from bench.results import ResultRecord
 CurveKey = tuple[str, str, str]  # task, dataset, readout
 Curve = list[tuple[float, float, float]]  # (relative depth, held-out score, test score), by depth
 SCORES = ("val", "test", "depth")  # a head's entries that are not grid axes
+AXES = ("layer", "lr", "weight_decay", "alpha")  # the order a head is named in (other axes after, by name)
 FIXED = "fixed"  # the label of a record read with the one head of its config, nothing chosen
 
 
@@ -29,8 +30,8 @@ def head_text(head: dict, axes: list[str]) -> str:
 
 
 def grid_axes(heads: list[dict]) -> list[str]:
-    """The settings that differ between a grid's heads, in the heads' key order."""
-    keys = [k for k in heads[0] if k not in SCORES]
+    """The settings that differ between a grid's heads, layer first (``AXES``)."""
+    keys = sorted((k for k in heads[0] if k not in SCORES), key=lambda k: (AXES.index(k) if k in AXES else len(AXES), k))
     return [k for k in keys if len({repr(h.get(k)) for h in heads}) > 1]
 
 

@@ -86,3 +86,9 @@ def test_seeds_that_choose_different_heads_are_each_named():
 def test_a_board_of_fixed_probes_says_so():
     lb, _ = aggregate([("a.json", record("action", "mae_t", 0, {"top1": 0.3, "loss": 1.0}))])
     assert "a fixed probe" in summary(lb) and "head (held-out choice)" not in markdown(lb, [])
+
+
+def test_a_closed_form_head_is_named_layer_first():
+    heads = [dict(head(2, 1e-3, 0.4, 0.3), alpha=0.1), dict(head(6, 1e-3, 0.6, 0.5), alpha=10.0)]
+    lb, _ = aggregate([("a.json", selected("mae_t", 0, [{k: h[k] for k in sorted(h)} for h in heads], 1))])
+    assert lb.groups[0].head == "layer 6, alpha 10"
