@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.fast and args.fixed:
         parser.error("--fast and --fixed: choose one")
     if args.pictures and args.fixed:
-        parser.error("--pictures and --fixed: the fixed-probe board has no feature pictures (they are on the main board)")
+        parser.error("--pictures and --fixed: the fixed-probe board has no feature pictures (the main board has them)")
     plan = dict(FAST if args.fast else FIXED if args.fixed else SELECTED, tasks=tuple(dict.fromkeys(args.tasks)))
     if args.token_px is not None:
         plan["frame_options"] = [f"features.token_px={args.token_px}"]

@@ -31,7 +31,8 @@ def head_text(head: dict, axes: list[str]) -> str:
 
 def grid_axes(heads: list[dict]) -> list[str]:
     """The settings that differ between a grid's heads, layer first (``AXES``)."""
-    keys = sorted((k for k in heads[0] if k not in SCORES), key=lambda k: (AXES.index(k) if k in AXES else len(AXES), k))
+    order = {axis: i for i, axis in enumerate(AXES)}
+    keys = sorted((k for k in heads[0] if k not in SCORES), key=lambda k: (order.get(k, len(AXES)), k))
     return [k for k in keys if len({repr(h.get(k)) for h in heads}) > 1]
 
 

@@ -371,8 +371,8 @@ def overview_markdown(lb: Leaderboard) -> str:
 def summary(lb: Leaderboard) -> str:
     """The one sentence under the page title (Markdown)."""
     chosen = (f" In {lb.n_selected} of them each row's readout head was chosen from a probe grid on held-out train "
-              "clips, never on the test split (the `head` column; layer curves under Plots); the others were read with "
-              "the one head of their config (`fixed`) or have no features (`—`)." if lb.n_selected else
+              "clips, never on the test split (the `head` column; layer curves under Plots); the others were read "
+              "with the one head of their config (`fixed`) or have no features (`—`)." if lb.n_selected else
               " Each was read with the one head of its config (one layer, one learning rate): a fixed probe.")
     return (f"Frozen video encoders compared on the same tasks with the same readouts: {lb.n_records} result "
             f"records ({len(lb.groups)} task × model × readout groups), built by `python -m leaderboard.build`.{chosen}")
