@@ -45,7 +45,7 @@ from bench.errors import ConfigError
 from bench.models.family import REFERENCE_KINDS
 from bench.registry import resolve_model
 from bench.results import ResultRecord, is_number, read_records
-from leaderboard.heads import Curve, CurveKey, heads_label, layer_curves
+from leaderboard.heads import NO_FEATURES, Curve, CurveKey, heads_label, layer_curves
 from leaderboard.intervals import Bootstrap, bootstrap, compare
 
 PARAM_KEYS = ("param_count", "num_params", "params", "n_params")
@@ -338,7 +338,7 @@ def make_group(key: GroupKey, records: list[ResultRecord], primary: str,
                  ci=boot.interval() if boot is not None else None, beats=beats,
                  train_primary=summarize(train) if train else None,
                  flags=tuple(sorted({f for r in records for f in r.flags})),
-                 head=heads_label(records) if resolve_model(key[2]).has_encoder else "—")
+                 head=heads_label(records) if resolve_model(key[2]).has_encoder else NO_FEATURES)
 
 
 def task_columns(kept: list[ResultRecord]) -> tuple[list[TaskColumn], list[str]]:

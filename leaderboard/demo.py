@@ -9,9 +9,9 @@ read at its best layer and learning rate chosen on held-out train clips; then th
                                           or x L2 weights for closed-form probes), each row's head chosen
                                           on held-out train clips; records -> leaderboard/results, tables
                                           -> leaderboard/ and the README
-``python -m leaderboard.demo --fixed``    the part that fits ``make demo``: one head per row (the 4DS
-                                          rule's layer, the default learning rate); records ->
-                                          leaderboard/fixed (its own board)
+``python -m leaderboard.demo --fixed``    what ``make demo`` runs: one head per row (the 4DS rule's
+                                          layer, the default learning rate), a fraction of the grid's
+                                          cost; records -> leaderboard/fixed (its own board)
 ``python -m leaderboard.demo --retrain``  the same after retraining the four encoders (and refreshing
                                           the committed fp16 checkpoints); resumes an interrupted run
 ``python -m leaderboard.demo --models latent_nofreeze_t``
@@ -107,15 +107,15 @@ TOKEN_PX = 16  # 4x4 tokens at 64x64, 8x8 at 128x128; --token-px 8: the zoo's 8x
 FRAME_OPTIONS = [f"features.token_px={TOKEN_PX}"]
 PROPAGATION_DATA = ["data.resolution=128", "data.train_size=16", "data.test_size=128"]
 FIXED = dict(tasks=TASK_NAMES, seeds=(0,), data=["data.train_size=1024", "data.test_size=512"], pretrain=[],
-            train_data=["data.train_size=4096"],
-            task_data={"point_tracking": ["data.train_size=2048"], "mask_propagation": PROPAGATION_DATA,
-                       "keypoint_propagation": PROPAGATION_DATA},
-            task_options={"point_tracking": ["task.train_tracks=32"]},
-            readout=["readout.dim=64", "readout.num_heads=4"],
-            epochs={"depth": 4, "point_tracking": 8, "box_tracking": 16, "camera_pose": 20, "action": 20},
-            linear=None, results="leaderboard/fixed/results", out="leaderboard/fixed", work=".", readme=None,
-            committed=COMMITTED, external=EXTERNAL_ROWS, frame_options=FRAME_OPTIONS, grid=None,
-            staging="demo-records-fixed", pictures=False)
+             train_data=["data.train_size=4096"],
+             task_data={"point_tracking": ["data.train_size=2048"], "mask_propagation": PROPAGATION_DATA,
+                        "keypoint_propagation": PROPAGATION_DATA},
+             task_options={"point_tracking": ["task.train_tracks=32"]},
+             readout=["readout.dim=64", "readout.num_heads=4"],
+             epochs={"depth": 4, "point_tracking": 8, "box_tracking": 16, "camera_pose": 20, "action": 20},
+             linear=None, results="leaderboard/fixed/results", out="leaderboard/fixed", work=".", readme=None,
+             committed=COMMITTED, external=EXTERNAL_ROWS, frame_options=FRAME_OPTIONS, grid=None,
+             staging="demo-records-fixed", pictures=False)
 # The probe grid of the study behind the board, by readout: four evenly spaced layers (the 4DS rule's
 # layer is always added) and, where a readout trains, the learning rates or L2 weights around its
 # default. FIXED is the same study with one head per row; its board has no feature pictures (the

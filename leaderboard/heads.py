@@ -18,6 +18,7 @@ Curve = list[tuple[float, float, float]]  # (relative depth, held-out score, tes
 SCORES = ("val", "test", "depth")  # a head's entries that are not grid axes
 AXES = ("layer", "lr", "weight_decay", "alpha")  # the order a head is named in (other axes after, by name)
 FIXED = "fixed"  # the label of a record read with the one head of its config, nothing chosen
+NO_FEATURES = "—"  # the label of a row without features (``blind``): no head to choose
 
 
 def mean(values: list[float]) -> float:

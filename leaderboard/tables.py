@@ -22,7 +22,7 @@ from pathlib import PurePosixPath
 
 from bench.registry import resolve_model
 from leaderboard.aggregate import Group, Leaderboard, Stat, TaskColumn, best_of, rank_key
-from leaderboard.heads import FIXED
+from leaderboard.heads import FIXED, NO_FEATURES
 from leaderboard.intervals import DRAWS, LEVEL
 from leaderboard.published import PUBLISHED, Published
 
@@ -288,7 +288,7 @@ def task_tables(lb: Leaderboard) -> list[Table]:
             groups = [lb.group(t, m, readout) for m in models]
             show_train = any(g.train_primary is not None for g in groups)
             show_flags = any(g.flags for g in groups)
-            show_head = any(g.head not in (FIXED, "—") for g in groups)
+            show_head = any(g.head not in (FIXED, NO_FEATURES) for g in groups)
             columns = [Column("rank", numeric=True), Column("model"), Column("seeds", numeric=True)]
             columns += [Column(f"{m} {arrow(t.higher[m])}" + (" (primary)" if m == t.primary else ""),
                                numeric=True, higher_is_better=t.higher[m]) for m in t.metrics]
