@@ -248,3 +248,11 @@ def test_an_interrupted_study_loses_nothing_and_resumes_to_the_same_records(tmp_
     assert again.returncode == 0, again.stderr[-2000:]
     assert scores(results) == expected
     assert list((tmp_path / "outputs" / "demo-fast" / "outputs" / "demo-records").glob("*.json")) == []
+
+
+@pytest.mark.parametrize("argv,message", [(["--fast", "--fixed"], "--fast and --fixed: choose one"),
+                                          (["--pictures", "--fixed"], "the fixed-probe board has no feature pictures")])
+def test_contradictory_study_flags_are_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        demo.main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
