@@ -44,7 +44,7 @@ def head_label(record: ResultRecord) -> str:
     if not selection:
         return FIXED
     heads = selection["heads"]
-    axes = grid_axes(heads) if len(heads) > 1 else []
+    axes = grid_axes(heads)
     chosen = head_text(heads[selection["chosen"]], axes) or "the one head"
     if selection["best_on_test"] == selection["chosen"]:
         return chosen
@@ -53,8 +53,8 @@ def head_label(record: ResultRecord) -> str:
 
 def heads_label(records: list[ResultRecord]) -> str:
     """A group's heads: one label when its seeds agree, else each seed's, in seed order."""
-    labels = list(dict.fromkeys(head_label(r) for r in records))
-    return labels[0] if len(labels) == 1 else " / ".join(head_label(r) for r in records)
+    labels = [head_label(r) for r in records]
+    return labels[0] if len(set(labels)) == 1 else " / ".join(labels)
 
 
 def layer_curve(records: list[ResultRecord]) -> Curve:
