@@ -8,7 +8,7 @@ draws, per (task, dataset, readout), each model's score against relative depth.
 """
 from __future__ import annotations
 
-import math
+from statistics import fmean
 
 from bench.grid import choose
 from bench.results import ResultRecord
@@ -19,10 +19,6 @@ SCORES = ("val", "test", "depth")  # a head's entries that are not grid axes
 AXES = ("layer", "lr", "weight_decay", "alpha")  # the order a head is named in (other axes after, by name)
 FIXED = "fixed"  # the label of a record read with the one head of its config, nothing chosen
 NO_FEATURES = "—"  # the label of a row without features (``blind``): no head to choose
-
-
-def mean(values: list[float]) -> float:
-    return math.fsum(values) / len(values)
 
 
 def head_text(head: dict, axes: list[str]) -> str:
@@ -70,7 +66,7 @@ def layer_curve(records: list[ResultRecord]) -> Curve:
             points.setdefault(depth, []).append((best["val"], best["test"]))
     if len(points) < 2:
         return []
-    return [(d, mean([v for v, _ in vt]), mean([t for _, t in vt])) for d, vt in sorted(points.items())]
+    return [(d, fmean(v for v, _ in vt), fmean(t for _, t in vt)) for d, vt in sorted(points.items())]
 
 
 def layer_curves(grouped: dict[tuple[str, str, str, str], list[ResultRecord]]) -> dict[CurveKey, dict[str, Curve]]:
